@@ -1,0 +1,1 @@
+"""The SCIM protocol, pure: schemas, filters, PATCH, projection and errors. No SQL and no HTTP here."""

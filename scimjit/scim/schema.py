@@ -1,0 +1,261 @@
+"""Schema registry: `schemas/*.json` (RFC 7643 §7 form) is the single source of truth.
+
+Validation, type coercion, mutability, `returned`, `caseExact`, discovery and filter/PATCH path resolution all
+ask this registry. Attribute names are matched case-insensitively (RFC 7644 §3.10) and resolved once into
+`AttrRef`s that carry the canonical spelling.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+SCHEMA_URN = "urn:ietf:params:scim:schemas:core:2.0:Schema"
+RESOURCE_TYPE_URN = "urn:ietf:params:scim:schemas:core:2.0:ResourceType"
+USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP_URN = "urn:ietf:params:scim:schemas:core:2.0:Group"
+ENTERPRISE_URN = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+JIT_GROUP_URN = "urn:scimjit:params:scim:schemas:extension:jit:2.0:Group"
+EXTENDS_KEY = "x-scimjit-extends"  # in a schema file: the resource types it extends (stripped when served)
+
+DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+
+class UnknownAttribute(LookupError):
+    """A path names no attribute of the resource type; callers turn it into the right SCIM error."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    name: str
+    type: str
+    multi_valued: bool = False
+    required: bool = False
+    case_exact: bool = False
+    mutability: str = "readWrite"
+    returned: str = "default"
+    uniqueness: str = "none"
+    canonical_values: tuple[str, ...] = ()
+    reference_types: tuple[str, ...] = ()
+    sub_attributes: Mapping[str, Attribute] = field(default_factory=dict)
+
+    def sub(self, name: str) -> Attribute | None:
+        return self.sub_attributes.get(name.lower())
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Attribute:
+        subs = {s["name"].lower(): cls.from_json(s) for s in doc.get("subAttributes", ())}
+        return cls(
+            name=doc["name"],
+            type=doc.get("type", "string"),
+            multi_valued=bool(doc.get("multiValued", False)),
+            required=bool(doc.get("required", False)),
+            case_exact=bool(doc.get("caseExact", False)),
+            mutability=doc.get("mutability", "readWrite"),
+            returned=doc.get("returned", "default"),
+            uniqueness=doc.get("uniqueness", "none"),
+            canonical_values=tuple(doc.get("canonicalValues", ())),
+            reference_types=tuple(doc.get("referenceTypes", ())),
+            sub_attributes=subs,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    id: str
+    name: str
+    description: str
+    attributes: Mapping[str, Attribute]
+    document: Mapping[str, Any]
+
+    def attribute(self, name: str) -> Attribute | None:
+        return self.attributes.get(name.lower())
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceType:
+    name: str
+    endpoint: str
+    description: str
+    schema: str
+    extensions: tuple[tuple[str, bool], ...] = ()  # (schema URN, required)
+
+    @property
+    def schema_ids(self) -> tuple[str, ...]:
+        return (self.schema, *(urn for urn, _ in self.extensions))
+
+    def document(self, base_url: str = "") -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "schemas": [RESOURCE_TYPE_URN],
+            "id": self.name,
+            "name": self.name,
+            "endpoint": self.endpoint,
+            "description": self.description,
+            "schema": self.schema,
+            "schemaExtensions": [{"schema": urn, "required": req} for urn, req in self.extensions],
+            "meta": {"resourceType": "ResourceType", "location": f"{base_url}/ResourceTypes/{self.name}"},
+        }
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class AttrRef:
+    """A resolved attribute path: where the attribute lives and its definitions."""
+
+    schema: str  # URN of the defining schema; "" for the common attributes id, externalId, meta
+    attr: Attribute
+    sub: Attribute | None = None
+    extension: bool = False  # True when it lives under its schema URN key in the resource document
+
+    @property
+    def path(self) -> str:
+        """Canonical dotted path inside the (core or extension) object, e.g. `name.familyName`."""
+        return f"{self.attr.name}.{self.sub.name}" if self.sub else self.attr.name
+
+    @property
+    def leaf(self) -> Attribute:
+        return self.sub or self.attr
+
+    @property
+    def full_path(self) -> str:
+        return f"{self.schema}:{self.path}" if self.extension else self.path
+
+
+COMMON_ATTRIBUTES: dict[str, Attribute] = {
+    "id": Attribute("id", "string", case_exact=True, mutability="readOnly", returned="always", uniqueness="server"),
+    "externalid": Attribute("externalId", "string", case_exact=True),
+    "meta": Attribute(
+        "meta",
+        "complex",
+        mutability="readOnly",
+        sub_attributes={
+            "resourcetype": Attribute("resourceType", "string", case_exact=True, mutability="readOnly"),
+            "created": Attribute("created", "dateTime", mutability="readOnly"),
+            "lastmodified": Attribute("lastModified", "dateTime", mutability="readOnly"),
+            "location": Attribute("location", "reference", case_exact=True, mutability="readOnly"),
+            "version": Attribute("version", "string", case_exact=True, mutability="readOnly"),
+        },
+    ),
+}
+
+
+class Registry:
+    """Every schema and resource type the server knows, loaded once at start."""
+
+    def __init__(self, schemas: Iterable[Schema], resource_types: Iterable[ResourceType]) -> None:
+        self.schemas: dict[str, Schema] = {s.id.lower(): s for s in schemas}
+        self.resource_types: dict[str, ResourceType] = {rt.name: rt for rt in resource_types}
+        for rt in self.resource_types.values():
+            for urn in rt.schema_ids:
+                if urn.lower() not in self.schemas:
+                    raise ValueError(f"resource type {rt.name} names unknown schema {urn}")
+
+    def schema(self, urn: str) -> Schema | None:
+        return self.schemas.get(urn.lower())
+
+    def resource_type(self, name: str) -> ResourceType:
+        return self.resource_types[name]
+
+    def is_extension(self, rt: ResourceType, urn: str) -> bool:
+        return any(urn.lower() == ext.lower() for ext, _ in rt.extensions)
+
+    def canonical_urn(self, rt: ResourceType, urn: str) -> str | None:
+        for known in rt.schema_ids:
+            if known.lower() == urn.lower():
+                return known
+        return None
+
+    def split_urn(self, rt: ResourceType, path: str) -> tuple[str | None, str]:
+        """Split `urn:...:User:name.givenName` into (schema URN, `name.givenName`); plain paths give (None, path)."""
+        lowered = path.lower()
+        for urn in sorted(rt.schema_ids, key=len, reverse=True):
+            u = urn.lower()
+            if lowered == u:
+                return urn, ""
+            if lowered.startswith(u + ":"):
+                return urn, path[len(u) + 1 :]
+        return None, path
+
+    def resolve_parts(self, rt: ResourceType, urn: str | None, attr_name: str, sub_name: str | None) -> AttrRef:
+        """Resolve (schema URN, attribute, sub-attribute) against a resource type."""
+        if urn is not None:
+            canonical = self.canonical_urn(rt, urn)
+            if canonical is None:
+                raise UnknownAttribute(f"unknown schema {urn!r} for {rt.name}")
+            candidates = [canonical]
+        else:
+            candidates = [rt.schema]
+        attr: Attribute | None = None
+        owner = ""
+        for candidate in candidates:
+            found = self.schemas[candidate.lower()].attribute(attr_name)
+            if found is not None:
+                attr, owner = found, candidate
+                break
+        if attr is None and urn is None:
+            common = COMMON_ATTRIBUTES.get(attr_name.lower())
+            if common is not None:
+                attr, owner = common, ""
+        if attr is None:
+            raise UnknownAttribute(f"unknown attribute {attr_name!r} for {rt.name}")
+        sub: Attribute | None = None
+        if sub_name:
+            sub = attr.sub(sub_name)
+            if sub is None:
+                raise UnknownAttribute(f"unknown sub-attribute {attr.name}.{sub_name}")
+        return AttrRef(owner, attr, sub, extension=owner != "" and owner != rt.schema)
+
+    def resolve(self, rt: ResourceType, path: str) -> AttrRef:
+        """Resolve a dotted attribute path, optionally URN-qualified (`emails.value`, `urn:...:User:manager.value`)."""
+        urn, rest = self.split_urn(rt, path)
+        if not rest:
+            raise UnknownAttribute(f"path {path!r} names a schema, not an attribute")
+        parts = rest.split(".")
+        if len(parts) > 2 or not all(parts):
+            raise UnknownAttribute(f"invalid attribute path {path!r}")
+        return self.resolve_parts(rt, urn, parts[0], parts[1] if len(parts) == 2 else None)
+
+    def schema_documents(self, base_url: str = "") -> list[dict[str, Any]]:
+        docs = []
+        for schema in self.schemas.values():
+            doc = {k: copy.deepcopy(v) for k, v in schema.document.items() if k != EXTENDS_KEY}
+            doc["schemas"] = [SCHEMA_URN]
+            doc["meta"] = {"resourceType": "Schema", "location": f"{base_url}/Schemas/{schema.id}"}
+            docs.append(doc)
+        return docs
+
+
+def _read_documents(directory: Path) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for file in sorted(directory.glob("*.json")):
+        loaded = orjson.loads(file.read_bytes())
+        docs.extend(loaded if isinstance(loaded, list) else [loaded])
+    return docs
+
+
+def load_registry(extra_dirs: Iterable[Path] = ()) -> Registry:
+    """Load `schemas/` and any deployment directories; later files may add extension schemas."""
+    schemas: list[Schema] = []
+    rts: dict[str, dict[str, Any]] = {}
+    extends: list[tuple[str, str]] = []
+    for directory in (DEFAULT_SCHEMAS_DIR, *extra_dirs):
+        for doc in _read_documents(Path(directory)):
+            if RESOURCE_TYPE_URN in doc.get("schemas", ()):
+                rts[doc["name"]] = doc
+                continue
+            attributes = {a["name"].lower(): Attribute.from_json(a) for a in doc.get("attributes", ())}
+            schemas.append(Schema(doc["id"], doc.get("name", ""), doc.get("description", ""), attributes, doc))
+            extends.extend((rt_name, doc["id"]) for rt_name in doc.get(EXTENDS_KEY, ()))
+    resource_types = []
+    for name, doc in rts.items():
+        exts = [(e["schema"], bool(e.get("required", False))) for e in doc.get("schemaExtensions", ())]
+        exts += [(urn, False) for rt_name, urn in extends if rt_name == name and urn not in dict(exts)]
+        resource_types.append(
+            ResourceType(name, doc["endpoint"], doc.get("description", ""), doc["schema"], tuple(exts))
+        )
+    return Registry(schemas, resource_types)

@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy tables, the filter-to-SQL compiler, repositories and Alembic migrations."""

@@ -1,0 +1,192 @@
+"""Every table scimjit has. Timestamps are epoch microseconds (BIGINT): same semantics on SQLite and PostgreSQL.
+
+Hot attributes of resources are promoted to indexed columns (`*_ci` = lower-cased copy for caseExact=false
+comparisons, so a case-insensitive filter is an index range scan on any dialect); the full SCIM document lives
+in `data`. Multi-valued attributes get one row per element in `user_values` so complex value filters
+(`emails[type eq "work" and value co "@x"]`) keep same-element semantics and `emails.value` is indexed.
+Group membership is its own table, with a `source` per row, so memberships change by delta rows only.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+Micros = sa.BigInteger  # epoch microseconds, UTC (see scimjit.clock.to_micros)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_name", sa.String(256), nullable=False),
+    sa.Column("user_name_ci", sa.String(256), nullable=False, unique=True),
+    sa.Column("external_id", sa.String(256), nullable=True, index=True),
+    sa.Column("display_name_ci", sa.String(256), nullable=True, index=True),
+    sa.Column("family_name_ci", sa.String(256), nullable=True, index=True),
+    sa.Column("given_name_ci", sa.String(256), nullable=True, index=True),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("data", Json, nullable=False),
+    sa.Column("password_hash", sa.String(256), nullable=True),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("created", Micros, nullable=False),
+    sa.Column("last_modified", Micros, nullable=False, index=True),
+)
+
+user_values = sa.Table(
+    "user_values",
+    metadata,
+    sa.Column("user_pk", sa.Integer, sa.ForeignKey("users.pk", ondelete="CASCADE"), primary_key=True),
+    sa.Column("attr", sa.String(64), primary_key=True),  # canonical attribute name, e.g. "emails"
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("type_ci", sa.String(128), nullable=True),
+    sa.Column("value", sa.Text, nullable=True),
+    sa.Column("value_ci", sa.String(512), nullable=True),
+    sa.Column("is_primary", sa.Boolean, nullable=True),
+    sa.Column("element", Json, nullable=False),
+    sa.Index("ix_user_values_attr_value_ci", "attr", "value_ci"),
+)
+
+groups = sa.Table(
+    "groups",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("display_name", sa.String(256), nullable=False),
+    sa.Column("display_name_ci", sa.String(256), nullable=False, index=True),
+    sa.Column("external_id", sa.String(256), nullable=True, index=True),
+    sa.Column("membership_ttl", sa.Integer, nullable=True),  # seconds; from the jit Group extension or config
+    sa.Column("data", Json, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("created", Micros, nullable=False),
+    sa.Column("last_modified", Micros, nullable=False, index=True),
+)
+
+memberships = sa.Table(
+    "memberships",
+    metadata,
+    sa.Column("group_pk", sa.Integer, sa.ForeignKey("groups.pk", ondelete="CASCADE"), primary_key=True),
+    sa.Column("member_id", sa.String(64), primary_key=True),  # SCIM id of the member (User or Group)
+    sa.Column("source", sa.String(80), primary_key=True),  # "scim" (the IdP) or "grant:<grant id>"
+    sa.Column("member_type", sa.String(16), nullable=False, server_default="User"),
+    sa.Column("added_at", Micros, nullable=False),
+    sa.Column("expires_at", Micros, nullable=True, index=True),
+    sa.Index("ix_memberships_member_id_group_pk", "member_id", "group_pk"),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # public part of the token, used to look it up
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("secret_hash", sa.String(128), nullable=False),  # sha256 hex of the secret part
+    sa.Column("scopes", Json, nullable=False),
+    sa.Column("application", sa.String(128), nullable=True),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("revoked_at", Micros, nullable=True),
+)
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("application", sa.String(128), nullable=False),
+    sa.Column("user_id", sa.String(64), nullable=False, index=True),
+    sa.Column("user_name", sa.String(256), nullable=True),
+    sa.Column("downstream_id", sa.String(256), nullable=True),
+    sa.Column("status", sa.String(32), nullable=False),  # pending, active, disabled, deleted
+    sa.Column("roles", Json, nullable=False),
+    sa.Column("profile_hash", sa.String(64), nullable=True),  # hash of what was last sent downstream
+    sa.Column("first_login_at", Micros, nullable=True),
+    sa.Column("last_login_at", Micros, nullable=True),
+    sa.Column("unentitled_since", Micros, nullable=True),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("updated_at", Micros, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.UniqueConstraint("application", "user_id"),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(64), nullable=False, unique=True),  # also the idempotency key
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("application", sa.String(128), nullable=True),
+    sa.Column("user_id", sa.String(64), nullable=True),
+    sa.Column("ordering_key", sa.String(256), nullable=False),  # events of one key are delivered in order
+    sa.Column("payload", Json, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending, done, dead
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", Micros, nullable=False),
+    sa.Column("claimed_by", sa.String(128), nullable=True),
+    sa.Column("claimed_until", Micros, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("result", Json, nullable=True),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("delivered_at", Micros, nullable=True),
+    sa.Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+    sa.Index("ix_outbox_ordering_key_id", "ordering_key", "id"),
+)
+
+grants = sa.Table(
+    "grants",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(64), nullable=False, index=True),
+    sa.Column("group_id", sa.String(64), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),  # scheduled, active, expired, revoked
+    sa.Column("starts_at", Micros, nullable=False, index=True),
+    sa.Column("expires_at", Micros, nullable=False, index=True),
+    sa.Column("justification", sa.Text, nullable=True),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Column("notified_at", Micros, nullable=True),  # when the access.expiring notice went out
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("updated_at", Micros, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+)
+
+access_requests = sa.Table(
+    "access_requests",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(64), nullable=False, index=True),
+    sa.Column("group_id", sa.String(64), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False, index=True),  # pending, approved, denied, expired, cancelled
+    sa.Column("duration_seconds", sa.Integer, nullable=False),
+    sa.Column("starts_at", Micros, nullable=True),
+    sa.Column("justification", sa.Text, nullable=False),
+    sa.Column("requested_by", sa.String(256), nullable=False),
+    sa.Column("approvals", Json, nullable=False),  # [{"approver", "decision", "at", "comment"}]
+    sa.Column("grant_id", sa.String(64), nullable=True),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("expires_at", Micros, nullable=False),  # a pending request lapses then
+    sa.Column("decided_at", Micros, nullable=True),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", Micros, nullable=False, index=True),
+    sa.Column("actor", sa.String(256), nullable=True),
+    sa.Column("action", sa.String(64), nullable=False, index=True),  # e.g. scim.user.create, login.refused
+    sa.Column("resource_type", sa.String(64), nullable=True),
+    sa.Column("resource_id", sa.String(256), nullable=True, index=True),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Column("details", Json, nullable=False),
+)
