@@ -1,0 +1,93 @@
+"""Shared fixtures: a migrated database per backend (SQLite always; PostgreSQL when SCIMJIT_TEST_DATABASE_URL is
+set), emptied between tests, and a frozen clock.
+
+Storage tests take the `db` fixture and so run once per backend. PostgreSQL runs get a schema of their own
+(`search_path`), so concurrent runs never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from scimjit.clock import FrozenClock
+from scimjit.scim.schema import Registry, load_registry
+from scimjit.store.db import Database, normalise_url
+from scimjit.store.migrate import upgrade
+from scimjit.store.tables import metadata
+
+PG_URL = os.environ.get("SCIMJIT_TEST_DATABASE_URL")
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _pg_schema_url(base: str, schema: str) -> str:
+    sep = "&" if "?" in base else "?"
+    return f"{normalise_url(base)}{sep}options=-csearch_path%3D{schema}"
+
+
+def make_database(backend: str, tmp: Path) -> tuple[Database, str]:
+    """A freshly migrated database; returns it with its URL (for servers started in other processes)."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp}/scimjit-test.db"
+    else:
+        if not PG_URL:
+            pytest.skip("SCIMJIT_TEST_DATABASE_URL not set")
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(normalise_url(PG_URL))
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        admin.dispose()
+        url = _pg_schema_url(PG_URL, schema)
+    db = Database(url)
+    upgrade(db)
+    return db, url
+
+
+def drop_database(backend: str, db: Database, url: str) -> None:
+    db.dispose()
+    if backend == "postgresql" and PG_URL:
+        schema = url.rsplit("%3D", 1)[1]
+        admin = sa.create_engine(normalise_url(PG_URL))
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.dispose()
+
+
+def empty_database(db: Database) -> None:
+    names = [t.name for t in reversed(metadata.sorted_tables)]
+    with db.engine.begin() as conn:
+        if db.is_sqlite:
+            for name in names:
+                conn.exec_driver_sql(f'DELETE FROM "{name}"')
+        else:
+            conn.exec_driver_sql("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def _session_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    db, url = make_database(request.param, tmp_path_factory.mktemp(request.param))
+    db.test_url = url  # type: ignore[attr-defined]
+    yield db
+    drop_database(request.param, db, url)
+
+
+@pytest.fixture
+def db(_session_db: Database) -> Iterator[Database]:
+    """A migrated, empty database; parametrised over SQLite and PostgreSQL."""
+    empty_database(_session_db)
+    yield _session_db
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    return load_registry()
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
