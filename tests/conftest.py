@@ -65,11 +65,15 @@ def empty_database(db: Database) -> None:
             for name in names:
                 conn.exec_driver_sql(f'DELETE FROM "{name}"')
         else:
-            conn.exec_driver_sql("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " RESTART IDENTITY CASCADE")
+            conn.exec_driver_sql(
+                "TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " RESTART IDENTITY CASCADE"
+            )
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def _session_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+def _session_db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Database]:
     db, url = make_database(request.param, tmp_path_factory.mktemp(request.param))
     db.test_url = url  # type: ignore[attr-defined]
     yield db
@@ -91,3 +95,39 @@ def registry() -> Registry:
 @pytest.fixture
 def clock() -> FrozenClock:
     return FrozenClock()
+
+
+class Server:
+    """A running scimjit on a real socket, its services, and an admin-authenticated client."""
+
+    def __init__(self, url: str, services, clock: FrozenClock, admin_token: str) -> None:
+        import httpx
+
+        self.url = url
+        self.scim = f"{url}/scim/v2"
+        self.services = services
+        self.clock = clock
+        self.admin_token = admin_token
+        self.client = httpx.Client(
+            base_url=self.scim, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30
+        )
+
+    def token(self, name: str, *scopes: str, app: str | None = None) -> str:
+        return self.services.tokens.create(name, list(scopes), application=app)
+
+
+@pytest.fixture
+def server(db: Database, clock: FrozenClock) -> Iterator[Server]:
+    from scimjit.config import Settings
+    from scimjit.http.app import create_app
+    from scimjit.services import Services
+    from tests.live_server import serve
+
+    settings = Settings.load(environ={}, database_url=db.url, token_cache_seconds=0)
+    services = Services.build(settings, db=db, clock=clock)
+    app = create_app(services=services)
+    admin = services.tokens.create("test-admin", ["admin"])
+    with serve(app) as url:
+        srv = Server(url, services, clock, admin)
+        yield srv
+        srv.client.close()

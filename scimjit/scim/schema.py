@@ -127,7 +127,9 @@ class AttrRef:
 
 
 COMMON_ATTRIBUTES: dict[str, Attribute] = {
-    "id": Attribute("id", "string", case_exact=True, mutability="readOnly", returned="always", uniqueness="server"),
+    "id": Attribute(
+        "id", "string", case_exact=True, mutability="readOnly", returned="always", uniqueness="server"
+    ),
     "externalid": Attribute("externalId", "string", case_exact=True),
     "meta": Attribute(
         "meta",
@@ -181,7 +183,9 @@ class Registry:
                 return urn, path[len(u) + 1 :]
         return None, path
 
-    def resolve_parts(self, rt: ResourceType, urn: str | None, attr_name: str, sub_name: str | None) -> AttrRef:
+    def resolve_parts(
+        self, rt: ResourceType, urn: str | None, attr_name: str, sub_name: str | None
+    ) -> AttrRef:
         """Resolve (schema URN, attribute, sub-attribute) against a resource type."""
         if urn is not None:
             canonical = self.canonical_urn(rt, urn)
@@ -249,7 +253,9 @@ def load_registry(extra_dirs: Iterable[Path] = ()) -> Registry:
                 rts[doc["name"]] = doc
                 continue
             attributes = {a["name"].lower(): Attribute.from_json(a) for a in doc.get("attributes", ())}
-            schemas.append(Schema(doc["id"], doc.get("name", ""), doc.get("description", ""), attributes, doc))
+            schemas.append(
+                Schema(doc["id"], doc.get("name", ""), doc.get("description", ""), attributes, doc)
+            )
             extends.extend((rt_name, doc["id"]) for rt_name in doc.get(EXTENDS_KEY, ()))
     resource_types = []
     for name, doc in rts.items():

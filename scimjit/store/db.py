@@ -39,7 +39,11 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads, "echo": echo}
+        kwargs: dict[str, Any] = {
+            "json_serializer": _json_dumps,
+            "json_deserializer": orjson.loads,
+            "echo": echo,
+        }
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             if ":memory:" in self.url or self.url in ("sqlite://", "sqlite:///"):
@@ -118,3 +122,14 @@ def _configure_psycopg_json() -> None:
     set_json_loads(orjson.loads)
     set_json_dumps(_json_dumps)
     _psycopg_configured = True
+
+
+def insert_ignoring_conflicts(conn: sa.Connection, table: sa.Table) -> Any:
+    """`INSERT ... ON CONFLICT DO NOTHING` in the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()

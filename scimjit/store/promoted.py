@@ -98,7 +98,9 @@ def user_value_rows(registry: Registry, rt: ResourceType, doc: Mapping[str, Any]
                     "type_ci": fold(element.get("type")),
                     "value": value if isinstance(value, str) else None,
                     "value_ci": fold(value)[:512] if isinstance(value, str) else None,
-                    "is_primary": element.get("primary") if isinstance(element.get("primary"), bool) else None,
+                    "is_primary": element.get("primary")
+                    if isinstance(element.get("primary"), bool)
+                    else None,
                     "element": dict(element),
                 }
             )

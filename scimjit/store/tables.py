@@ -164,7 +164,9 @@ access_requests = sa.Table(
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("user_id", sa.String(64), nullable=False, index=True),
     sa.Column("group_id", sa.String(64), nullable=False, index=True),
-    sa.Column("status", sa.String(16), nullable=False, index=True),  # pending, approved, denied, expired, cancelled
+    sa.Column(
+        "status", sa.String(16), nullable=False, index=True
+    ),  # pending, approved, denied, expired, cancelled
     sa.Column("duration_seconds", sa.Integer, nullable=False),
     sa.Column("starts_at", Micros, nullable=True),
     sa.Column("justification", sa.Text, nullable=False),

@@ -1,0 +1,1 @@
+"""Starlette wiring: routes, authentication, limits, error rendering, lifespan."""

@@ -1,0 +1,103 @@
+"""The ASGI application: routes under /scim/v2 and /jit/v1, error rendering, and background work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from scimjit.clock import Clock
+from scimjit.config import Settings
+from scimjit.http import discovery, resources
+from scimjit.http.bulk import bulk
+from scimjit.http.responses import http_error_handler, scim_error_handler, unexpected_error_handler
+from scimjit.http.search import root_search
+from scimjit.scim.errors import ScimError
+from scimjit.services import Services
+from scimjit.store.db import Database
+from scimjit.store.migrate import is_current
+
+log = logging.getLogger("scimjit")
+
+BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    try:
+        current = await svc.db.run(is_current, svc.db)
+    except Exception as exc:  # the database is unreachable: not ready, and say why without a trace
+        return JSONResponse({"status": "unavailable", "database": type(exc).__name__}, status_code=503)
+    if not current:
+        return JSONResponse({"status": "unavailable", "migrations": "pending"}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+def scim_routes() -> list[BaseRoute]:
+    return [
+        *discovery.routes,
+        *resources.endpoints("User"),
+        *resources.endpoints("Group"),
+        Route("/.search", root_search, methods=["POST"]),
+        Route("/Bulk", bulk, methods=["POST"]),
+    ]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    db: Database | None = None,
+    clock: Clock | None = None,
+    services: Services | None = None,
+    background: list[BackgroundTask] | None = None,
+) -> Starlette:
+    """Build the app. `background` tasks (worker, sweeper) run for the app's lifetime."""
+    svc = services or Services.build(settings or Settings.load(), db=db, clock=clock)
+    tasks: list[BackgroundTask] = list(background or [])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        running = [asyncio.create_task(task(stop)) for task in tasks]
+        try:
+            yield
+        finally:
+            stop.set()
+            for task in running:
+                try:
+                    await asyncio.wait_for(task, timeout=10)
+                except Exception:  # a background task failing at shutdown must not block it
+                    log.exception("background task did not stop cleanly")
+
+    routes: list[BaseRoute] = [
+        Mount("/scim/v2", routes=scim_routes()),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            ScimError: scim_error_handler,
+            HTTPException: http_error_handler,
+            Exception: unexpected_error_handler,
+        },
+        lifespan=lifespan,
+    )
+    app.state.services = svc
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Factory for `uvicorn --factory` (each worker process builds its own app from the environment)."""
+    return create_app(Settings.load())

@@ -1,0 +1,145 @@
+"""POST /Bulk (RFC 7644 §3.7): operations in order, `bulkId` references resolved, `failOnErrors` honoured.
+
+Each operation is its own transaction, as the RFC allows: a failed operation leaves the earlier ones done and
+is reported in place. Limits (`maxOperations`, `maxPayloadSize`) are advertised and enforced with 413.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from scimjit.http.auth import require
+from scimjit.http.body import read_json_object
+from scimjit.http.context import context, services
+from scimjit.http.responses import scim_response
+from scimjit.scim.errors import ScimError, invalid_syntax, invalid_value
+from scimjit.scim.projection import Projection
+from scimjit.store import resources as ops
+
+BULK_REQUEST_URN = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+BULK_RESPONSE_URN = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
+PATH = re.compile(r"^/(Users|Groups)(?:/([^/]+))?$")
+
+
+class UnresolvedReference(Exception):
+    pass
+
+
+def _resolve(value: Any, ids: dict[str, str]) -> Any:
+    """Replace every `bulkId:<id>` string with the id the earlier operation created."""
+    if isinstance(value, str) and value.startswith("bulkId:"):
+        ref = value[len("bulkId:") :]
+        if ref not in ids:
+            raise UnresolvedReference(ref)
+        return ids[ref]
+    if isinstance(value, dict):
+        return {k: _resolve(v, ids) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, ids) for v in value]
+    return value
+
+
+def _run_one(ctx: ops.Context, op: dict[str, Any], ids: dict[str, str]) -> tuple[int, dict[str, Any] | None]:
+    method = str(op.get("method", "")).upper()
+    match = PATH.match(str(op.get("path", "")))
+    if method not in {"POST", "PUT", "PATCH", "DELETE"}:
+        raise invalid_syntax(f"unsupported bulk method {op.get('method')!r}")
+    if not match:
+        raise invalid_value(f"bulk path must be /Users, /Groups or /<type>/<id>, got {op.get('path')!r}")
+    kind = ops.USER if match.group(1) == "Users" else ops.GROUP
+    target = match.group(2)
+    if target and target.startswith("bulkId:"):
+        target = _resolve(target, ids)
+    data = _resolve(op.get("data"), ids)
+    version = op.get("version")
+    if method == "POST":
+        if target:
+            raise invalid_value("POST goes to the collection, not to a resource")
+        if not op.get("bulkId"):
+            raise invalid_syntax("POST operations need a bulkId")
+        fn = ops.create_user if kind == ops.USER else ops.create_group
+        written = fn(ctx, data or {})
+        return 201, written.document
+    if not target:
+        raise invalid_value(f"{method} needs a resource path /{match.group(1)}/<id>")
+    if method == "DELETE":
+        (ops.delete_user if kind == ops.USER else ops.delete_group)(ctx, target, version)
+        return 204, None
+    if not isinstance(data, dict):
+        raise invalid_syntax(f"{method} needs `data`")
+    if method == "PUT":
+        written = (ops.replace_user if kind == ops.USER else ops.replace_group)(ctx, target, data, version)
+    else:
+        written = (ops.patch_user if kind == ops.USER else ops.patch_group)(ctx, target, data, version)
+    return 200, written.document
+
+
+def _run_all(ctx: ops.Context, operations: list[Any], fail_on_errors: int | None) -> list[dict[str, Any]]:
+    ids: dict[str, str] = {}
+    results: list[dict[str, Any]] = []
+    errors = 0
+    for op in operations:
+        if fail_on_errors is not None and errors >= fail_on_errors:
+            break
+        if not isinstance(op, dict):
+            op = {}
+        result: dict[str, Any] = {"method": op.get("method")}
+        if op.get("bulkId"):
+            result["bulkId"] = op["bulkId"]
+        try:
+            status, doc = _run_one(ctx, op, ids)
+        except UnresolvedReference as exc:
+            status, doc = (
+                409,
+                ScimError(409, f"bulkId {exc.args[0]!r} is not resolvable", "invalidValue").to_dict(),
+            )
+            errors += 1
+        except ScimError as exc:
+            status, doc = exc.status, exc.to_dict()
+            errors += 1
+        else:
+            if doc is not None:
+                result["location"] = doc["meta"]["location"]
+                result["version"] = doc["meta"]["version"]
+                if status == 201 and op.get("bulkId"):
+                    ids[op["bulkId"]] = doc["id"]
+            elif isinstance(op.get("path"), str):
+                result["location"] = op["path"]
+        result["status"] = str(status)
+        if status >= 400:
+            result["response"] = doc
+        results.append(result)
+    return results
+
+
+async def bulk(request: Request) -> Response:
+    require(request, "scim:write")
+    settings = services(request).settings
+    try:
+        body = await read_json_object(request, settings.max_bulk_payload_bytes)
+    except ScimError as exc:
+        if exc.status == 413:
+            raise ScimError(
+                413, f"Bulk payload exceeds maxPayloadSize ({settings.max_bulk_payload_bytes} bytes)"
+            ) from None
+        raise
+    if BULK_REQUEST_URN not in body.get("schemas", []):
+        raise invalid_syntax(f"schemas must contain {BULK_REQUEST_URN}")
+    operations = body.get("Operations")
+    if not isinstance(operations, list):
+        raise invalid_syntax("Operations must be a list")
+    if len(operations) > settings.max_bulk_operations:
+        raise ScimError(
+            413,
+            f"Bulk request has {len(operations)} operations; maxOperations is {settings.max_bulk_operations}",
+        )
+    fail_on_errors = body.get("failOnErrors")
+    if fail_on_errors is not None and (not isinstance(fail_on_errors, int) or fail_on_errors < 1):
+        raise invalid_syntax("failOnErrors must be a positive integer")
+    ctx = context(request, Projection(frozenset(), frozenset({"members", "groups"})))
+    results = await ctx.db.run(_run_all, ctx, operations, fail_on_errors)
+    return scim_response({"schemas": [BULK_RESPONSE_URN], "Operations": results})

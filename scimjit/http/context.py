@@ -1,0 +1,55 @@
+"""Per-request helpers shared by the SCIM endpoints: base URL, storage context, projection, ETag headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+
+from scimjit.clock import to_micros
+from scimjit.scim.projection import Projection, parse_projection
+from scimjit.services import Services
+from scimjit.store.resources import Context
+
+SCIM_PREFIX = "/scim/v2"
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def base_url(request: Request) -> str:
+    configured = services(request).settings.base_url
+    if configured:
+        return configured.rstrip("/") + SCIM_PREFIX
+    scheme = request.scope.get("scheme", "http")
+    host = request.headers.get("host") or "localhost"
+    return f"{scheme}://{host}{SCIM_PREFIX}"
+
+
+def projection_from(request: Request, kind: str, params: dict[str, Any] | None = None) -> Projection:
+    svc = services(request)
+    source = params if params is not None else request.query_params
+    return parse_projection(
+        svc.registry,
+        svc.registry.resource_type(kind),
+        source.get("attributes"),
+        source.get("excludedAttributes"),
+    )
+
+
+def context(request: Request, projection: Projection) -> Context:
+    svc = services(request)
+    return Context(
+        db=svc.db,
+        registry=svc.registry,
+        listener=svc.listener,
+        now_micros=to_micros(svc.clock.now()),
+        base_url=base_url(request),
+        projection=projection,
+    )
+
+
+def etag(version: int) -> str:
+    return f'W/"{version}"'

@@ -1,0 +1,94 @@
+"""List and `.search` responses (RFC 7644 §3.4.2, §3.4.3; cursors per RFC 9865): everything runs in SQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from scimjit.http.context import context, projection_from, services
+from scimjit.http.responses import LIST_RESPONSE_URN, scim_response
+from scimjit.scim.errors import invalid_value
+from scimjit.scim.projection import apply
+from scimjit.store import resources as ops
+from scimjit.store.query import SearchParams, search
+
+PARAMS = (
+    "filter",
+    "sortBy",
+    "sortOrder",
+    "startIndex",
+    "count",
+    "cursor",
+    "attributes",
+    "excludedAttributes",
+)
+_CANONICAL = {p.lower(): p for p in PARAMS}  # parameter names are case-insensitive (RFC 7644 §3.10)
+
+
+def _int(params: dict[str, Any], name: str) -> int | None:
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise invalid_value(f"{name} must be an integer")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise invalid_value(f"{name} must be an integer, got {value!r}") from None
+
+
+def _str(params: dict[str, Any], name: str) -> str | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if isinstance(value, list):  # POST .search sends attributes as arrays
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def search_params(request: Request, params: dict[str, Any]) -> SearchParams:
+    settings = services(request).settings
+    count = _int(params, "count")
+    return SearchParams(
+        filter=_str(params, "filter"),
+        sort_by=_str(params, "sortBy"),
+        sort_order=_str(params, "sortOrder"),
+        start_index=_int(params, "startIndex"),
+        count=settings.default_page_size if count is None else count,
+        cursor=_str(params, "cursor"),
+        max_page_size=settings.max_page_size,
+        max_filter_length=settings.max_filter_length,
+        max_filter_depth=settings.max_filter_depth,
+    )
+
+
+def _fetch(ctx: ops.Context, kind: str, params: SearchParams) -> tuple[Any, list[dict[str, Any]]]:
+    rt = ctx.registry.resource_type(kind)
+    with ctx.db.read() as conn:
+        page = search(conn, ctx.registry, rt, params, ctx.now_micros)
+        render = ops.render_users if kind == ops.USER else ops.render_groups
+        return page, render(conn, ctx, list(page.rows))
+
+
+async def list_response(request: Request, kind: str, params: dict[str, Any]) -> Response:
+    canonical = {_CANONICAL[k.lower()]: v for k, v in params.items() if k.lower() in _CANONICAL}
+    projection = projection_from(request, kind, {k: _str(canonical, k) for k in canonical})
+    ctx = context(request, projection)
+    sp = search_params(request, canonical)
+    page, docs = await ctx.db.run(_fetch, ctx, kind, sp)
+    svc = services(request)
+    rt = svc.registry.resource_type(kind)
+    body: dict[str, Any] = {
+        "schemas": [LIST_RESPONSE_URN],
+        "totalResults": page.total,
+        "itemsPerPage": len(docs),
+        "startIndex": page.start_index,
+        "Resources": [apply(svc.registry, rt, d, projection) for d in docs],
+    }
+    if page.next_cursor:
+        body["nextCursor"] = page.next_cursor
+    if page.previous_cursor:
+        body["previousCursor"] = page.previous_cursor
+    return scim_response(body)

@@ -1,0 +1,106 @@
+"""/Users and /Groups: one set of handlers, parameterised by resource type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from scimjit.http.auth import require
+from scimjit.http.body import read_json_object
+from scimjit.http.context import context, etag, projection_from, services
+from scimjit.http.listing import list_response
+from scimjit.http.responses import scim_response
+from scimjit.scim.projection import apply
+from scimjit.store import resources as ops
+
+READ, WRITE = ("scim:read", "scim:write"), ("scim:write",)
+
+
+def _shaped(request: Request, kind: str, doc: dict[str, Any], projection: Any) -> dict[str, Any]:
+    svc = services(request)
+    return apply(svc.registry, svc.registry.resource_type(kind), doc, projection)
+
+
+def _written(
+    request: Request, kind: str, written: ops.Written, projection: Any, status: int = 200
+) -> Response:
+    headers = {"ETag": etag(written.version)}
+    if status == 201:
+        headers["Location"] = written.document["meta"]["location"]
+    if status == 200 and "return=minimal" in request.headers.get("prefer", ""):
+        return Response(status_code=204, headers=headers)
+    return scim_response(_shaped(request, kind, written.document, projection), status, headers)
+
+
+def endpoints(kind: str) -> list[Route]:
+    create_fn = ops.create_user if kind == ops.USER else ops.create_group
+    replace_fn = ops.replace_user if kind == ops.USER else ops.replace_group
+    patch_fn = ops.patch_user if kind == ops.USER else ops.patch_group
+    delete_fn = ops.delete_user if kind == ops.USER else ops.delete_group
+    endpoint = f"/{kind}s"
+
+    async def get_one(request: Request) -> Response:
+        require(request, *READ)
+        projection = projection_from(request, kind)
+        ctx = context(request, projection)
+        doc, version = await ctx.db.run(ops.read_one, ctx, kind, request.path_params["id"])
+        tag = etag(version)
+        if request.headers.get("if-none-match") in (tag, tag[2:], "*"):
+            return Response(status_code=304, headers={"ETag": tag})
+        return scim_response(_shaped(request, kind, doc, projection), headers={"ETag": tag})
+
+    async def list_(request: Request) -> Response:
+        require(request, *READ)
+        return await list_response(request, kind, dict(request.query_params))
+
+    async def search(request: Request) -> Response:
+        require(request, *READ)
+        body = await read_json_object(request)
+        return await list_response(request, kind, body)
+
+    async def create(request: Request) -> Response:
+        require(request, *WRITE)
+        body = await read_json_object(request)
+        projection = projection_from(request, kind)
+        ctx = context(request, projection)
+        written = await ctx.db.run(create_fn, ctx, body)
+        return _written(request, kind, written, projection, status=201)
+
+    async def replace(request: Request) -> Response:
+        require(request, *WRITE)
+        body = await read_json_object(request)
+        projection = projection_from(request, kind)
+        ctx = context(request, projection)
+        written = await ctx.db.run(
+            replace_fn, ctx, request.path_params["id"], body, request.headers.get("if-match")
+        )
+        return _written(request, kind, written, projection)
+
+    async def patch(request: Request) -> Response:
+        require(request, *WRITE)
+        body = await read_json_object(request)
+        projection = projection_from(request, kind)
+        ctx = context(request, projection)
+        written = await ctx.db.run(
+            patch_fn, ctx, request.path_params["id"], body, request.headers.get("if-match")
+        )
+        return _written(request, kind, written, projection)
+
+    async def delete(request: Request) -> Response:
+        require(request, *WRITE)
+        ctx = context(request, projection_from(request, kind, {}))
+        await ctx.db.run(delete_fn, ctx, request.path_params["id"], request.headers.get("if-match"))
+        return Response(status_code=204)
+
+    return [
+        Route(endpoint, list_, methods=["GET"]),
+        Route(endpoint, create, methods=["POST"]),
+        Route(f"{endpoint}/.search", search, methods=["POST"]),
+        Route(endpoint + "/{id}", get_one, methods=["GET"]),
+        Route(endpoint + "/{id}", replace, methods=["PUT"]),
+        Route(endpoint + "/{id}", patch, methods=["PATCH"]),
+        Route(endpoint + "/{id}", delete, methods=["DELETE"]),
+    ]

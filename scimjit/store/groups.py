@@ -1,0 +1,190 @@
+"""Group rows and their memberships. Members change by delta rows only; nothing loads a whole group to
+change it, and reads of `members` happen only when the response wants them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from scimjit.scim.errors import invalid_value
+from scimjit.scim.schema import GROUP_URN, JIT_GROUP_URN
+from scimjit.store.db import insert_ignoring_conflicts
+from scimjit.store.memberships import SCIM_SOURCE, live
+from scimjit.store.promoted import group_columns
+from scimjit.store.tables import groups, memberships, users
+from scimjit.store.users import ConcurrentUpdate, meta
+
+
+def get(conn: sa.Connection, group_id: str, *, for_update: bool = False) -> Any:
+    stmt = sa.select(groups).where(groups.c.id == group_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return conn.execute(stmt).first()
+
+
+def insert(conn: sa.Connection, doc: Mapping[str, Any], now_micros: int) -> Any:
+    return conn.execute(
+        groups.insert()
+        .values(
+            id=str(uuid.uuid4()),
+            data=dict(doc),
+            version=1,
+            created=now_micros,
+            last_modified=now_micros,
+            **group_columns(doc, JIT_GROUP_URN),
+        )
+        .returning(*groups.c)
+    ).one()
+
+
+def update(conn: sa.Connection, current: Any, doc: Mapping[str, Any] | None, now_micros: int) -> Any:
+    """Store a new document (or just bump the version when only members changed), compare-and-set."""
+    values: dict[str, Any] = {
+        "version": current.version + 1,
+        "last_modified": max(now_micros, current.last_modified + 1),
+    }
+    if doc is not None:
+        values.update(data=dict(doc), **group_columns(doc, JIT_GROUP_URN))
+    row = conn.execute(
+        groups.update()
+        .where(groups.c.pk == current.pk, groups.c.version == current.version)
+        .values(**values)
+        .returning(*groups.c)
+    ).first()
+    if row is None:
+        raise ConcurrentUpdate(current.id)
+    return row
+
+
+def delete(conn: sa.Connection, current: Any) -> None:
+    conn.execute(memberships.delete().where(memberships.c.group_pk == current.pk))
+    conn.execute(memberships.delete().where(memberships.c.member_id == current.id))
+    conn.execute(groups.delete().where(groups.c.pk == current.pk))
+
+
+def _member_types(conn: sa.Connection, ids: Sequence[str]) -> dict[str, str]:
+    """Which of `ids` exist, as User or Group; unknown ids are refused so no dangling member is stored."""
+    found: dict[str, str] = {}
+    for chunk_start in range(0, len(ids), 500):
+        chunk = list(ids[chunk_start : chunk_start + 500])
+        found.update((r[0], "User") for r in conn.execute(sa.select(users.c.id).where(users.c.id.in_(chunk))))
+        missing = [i for i in chunk if i not in found]
+        if missing:
+            found.update(
+                (r[0], "Group") for r in conn.execute(sa.select(groups.c.id).where(groups.c.id.in_(missing)))
+            )
+    unknown = [i for i in ids if i not in found]
+    if unknown:
+        raise invalid_value(f"members: no User or Group with id {', '.join(map(repr, unknown[:5]))}")
+    return found
+
+
+def _live_ids(conn: sa.Connection, group_pk: int, ids: Sequence[str], now_micros: int) -> set[str]:
+    out: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        stmt = sa.select(memberships.c.member_id).where(
+            memberships.c.group_pk == group_pk, memberships.c.member_id.in_(chunk), live(now_micros)
+        )
+        out.update(r[0] for r in conn.execute(stmt))
+    return out
+
+
+def add_members(conn: sa.Connection, group: Any, member_ids: Iterable[str], now_micros: int) -> list[str]:
+    """Add SCIM-sourced memberships; returns the ids that became effective members."""
+    ids = list(dict.fromkeys(i for i in member_ids if i))
+    if not ids:
+        return []
+    if group.id in ids:
+        raise invalid_value("a group cannot be a member of itself")
+    types = _member_types(conn, ids)
+    already = _live_ids(conn, group.pk, ids, now_micros)
+    expires = now_micros + group.membership_ttl * 1_000_000 if group.membership_ttl else None
+    rows = [
+        {
+            "group_pk": group.pk,
+            "member_id": i,
+            "source": SCIM_SOURCE,
+            "member_type": types[i],
+            "added_at": now_micros,
+            "expires_at": expires,
+        }
+        for i in ids
+    ]
+    # An expired-but-unswept row of the same source is replaced, so a re-add starts a fresh lifetime.
+    stale = [i for i in ids if i not in already]
+    if stale:
+        conn.execute(
+            memberships.delete().where(
+                memberships.c.group_pk == group.pk,
+                memberships.c.source == SCIM_SOURCE,
+                memberships.c.member_id.in_(stale),
+            )
+        )
+    conn.execute(insert_ignoring_conflicts(conn, memberships), rows)
+    return [i for i in ids if i not in already]
+
+
+def remove_members(
+    conn: sa.Connection, group: Any, member_ids: Iterable[str] | None, now_micros: int
+) -> list[str]:
+    """Remove SCIM-sourced memberships (all of them when `member_ids` is None); grants are untouched.
+    Returns the ids that are no longer effective members."""
+    stmt = memberships.delete().where(memberships.c.group_pk == group.pk, memberships.c.source == SCIM_SOURCE)
+    if member_ids is not None:
+        ids = list(dict.fromkeys(member_ids))
+        if not ids:
+            return []
+        stmt = stmt.where(memberships.c.member_id.in_(ids))
+    removed = [r[0] for r in conn.execute(stmt.returning(memberships.c.member_id))]
+    if not removed:
+        return []
+    still = _live_ids(conn, group.pk, removed, now_micros)
+    return [i for i in removed if i not in still]
+
+
+def members_of(
+    conn: sa.Connection, group_pks: Iterable[int], now_micros: int, base_url: str
+) -> dict[int, list[dict[str, Any]]]:
+    """Live members of each group (sources merged), with display names, in one query."""
+    pks = list(group_pks)
+    out: dict[int, list[dict[str, Any]]] = {pk: [] for pk in pks}
+    if not pks:
+        return out
+    member_group = groups.alias("member_group")
+    stmt = (
+        sa.select(
+            memberships.c.group_pk,
+            memberships.c.member_id,
+            sa.func.min(memberships.c.member_type),
+            sa.func.min(sa.func.coalesce(users.c.data["displayName"].as_string(), users.c.user_name)),
+            sa.func.min(member_group.c.display_name),
+        )
+        .outerjoin(users, users.c.id == memberships.c.member_id)
+        .outerjoin(member_group, member_group.c.id == memberships.c.member_id)
+        .where(memberships.c.group_pk.in_(pks), live(now_micros))
+        .group_by(memberships.c.group_pk, memberships.c.member_id)
+        .order_by(memberships.c.group_pk, memberships.c.member_id)
+    )
+    for group_pk, member_id, member_type, user_display, group_display in conn.execute(stmt):
+        endpoint = "Groups" if member_type == "Group" else "Users"
+        member = {"value": member_id, "$ref": f"{base_url}/{endpoint}/{member_id}", "type": member_type}
+        display = group_display if member_type == "Group" else user_display
+        if display:
+            member["display"] = display
+        out[group_pk].append(member)
+    return out
+
+
+def render(row: Any, base_url: str, members: list[dict[str, Any]] | None) -> dict[str, Any]:
+    data = row.data
+    schemas = [GROUP_URN, *(k for k in data if k.startswith("urn:") and k != GROUP_URN)]
+    doc: dict[str, Any] = {"schemas": schemas, "id": row.id}
+    doc.update((k, v) for k, v in data.items() if k != "schemas")
+    if members:
+        doc["members"] = members
+    doc["meta"] = meta("Group", row, f"{base_url}/Groups/{row.id}")
+    return doc

@@ -1,0 +1,269 @@
+"""SCIM resource operations as single transactions: the HTTP layer and Bulk call these, nothing else writes
+Users and Groups. Each write runs the change listener (JIT outbox events) inside the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from scimjit.scim.errors import ScimError, mutability, not_found, precondition_failed
+from scimjit.scim.patch import apply_patch
+from scimjit.scim.projection import Projection
+from scimjit.scim.resource import normalise
+from scimjit.scim.schema import Registry
+from scimjit.store import groups as group_rows
+from scimjit.store import users as user_rows
+from scimjit.store.db import Database
+from scimjit.store.events import ChangeListener
+from scimjit.store.passwords import hash_password
+
+USER, GROUP = "User", "Group"
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What one request's storage work needs."""
+
+    db: Database
+    registry: Registry
+    listener: ChangeListener
+    now_micros: int
+    base_url: str
+    projection: (
+        Projection  # what the response wants: expensive parts (members, groups) are read only if wanted
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """The outcome of a write: the full representation (before projection) and its version."""
+
+    document: dict[str, Any]
+    version: int
+
+
+def _etag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def check_precondition(if_match: str | None, version: int) -> None:
+    """`If-Match` (RFC 7644 §3.14): any listed tag must be current, `*` matches anything."""
+    if if_match is None:
+        return
+    tags = [t.strip() for t in if_match.split(",")]
+    current = _etag(version)
+    if "*" in tags:
+        return
+    if not any(t == current or t == current[2:] for t in tags):
+        raise precondition_failed(f"If-Match {if_match} does not match the current version {current}")
+
+
+# ---------------------------------------------------------------- reads
+
+
+def read_one(ctx: Context, kind: str, resource_id: str) -> tuple[dict[str, Any], int]:
+    with ctx.db.read() as conn:
+        if kind == USER:
+            row = user_rows.get(conn, resource_id)
+            if row is None:
+                raise not_found(f"User {resource_id} not found")
+            return render_users(conn, ctx, [row])[0], row.version
+        row = group_rows.get(conn, resource_id)
+        if row is None:
+            raise not_found(f"Group {resource_id} not found")
+        return render_groups(conn, ctx, [row])[0], row.version
+
+
+def render_users(conn: sa.Connection, ctx: Context, rows: list[Any]) -> list[dict[str, Any]]:
+    memberships = (
+        user_rows.groups_of(conn, [r.id for r in rows], ctx.now_micros)
+        if ctx.projection.wants("groups")
+        else {}
+    )
+    return [user_rows.render(r, ctx.base_url, memberships.get(r.id)) for r in rows]
+
+
+def render_groups(conn: sa.Connection, ctx: Context, rows: list[Any]) -> list[dict[str, Any]]:
+    members = (
+        group_rows.members_of(conn, [r.pk for r in rows], ctx.now_micros, ctx.base_url)
+        if ctx.projection.wants("members")
+        else {}
+    )
+    return [group_rows.render(r, ctx.base_url, members.get(r.pk)) for r in rows]
+
+
+# ---------------------------------------------------------------- users
+
+
+def _split_password(doc: dict[str, Any]) -> str | None:
+    password = doc.pop("password", None)
+    return hash_password(password) if isinstance(password, str) and password else None
+
+
+def _stored(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """What goes into `data`: the document without server-managed attributes."""
+    return {k: v for k, v in doc.items() if k not in ("id", "meta", "groups", "members", "password")}
+
+
+def create_user(ctx: Context, body: Mapping[str, Any]) -> Written:
+    rt = ctx.registry.resource_type(USER)
+    doc = normalise(ctx.registry, rt, body)
+    password_hash = _split_password(doc)
+    with ctx.db.write() as conn:
+        row = user_rows.insert(conn, ctx.registry, rt, _stored(doc), ctx.now_micros, password_hash)
+        return Written(render_users(conn, ctx, [row])[0], row.version)
+
+
+def replace_user(ctx: Context, user_id: str, body: Mapping[str, Any], if_match: str | None) -> Written:
+    rt = ctx.registry.resource_type(USER)
+    _refuse_id_change(body, user_id)
+    doc = normalise(ctx.registry, rt, body)
+    password_hash = _split_password(doc)
+    return _write_user(
+        ctx, user_id, if_match, lambda current: (_stored(doc), password_hash or user_rows.KEEP)
+    )
+
+
+def patch_user(ctx: Context, user_id: str, body: Mapping[str, Any], if_match: str | None) -> Written:
+    rt = ctx.registry.resource_type(USER)
+
+    def change(current: Any) -> tuple[dict[str, Any] | None, Any]:
+        before = {"schemas": current.data.get("schemas", [rt.schema]), "id": current.id, **current.data}
+        result = apply_patch(ctx.registry, rt, before, body)
+        if not result.changed:
+            return None, user_rows.KEEP
+        doc = dict(result.document)
+        password_hash = _split_password(doc)
+        return _stored(doc), password_hash or user_rows.KEEP
+
+    return _write_user(ctx, user_id, if_match, change)
+
+
+def _write_user(
+    ctx: Context,
+    user_id: str,
+    if_match: str | None,
+    change: Callable[[Any], tuple[dict[str, Any] | None, Any]],
+) -> Written:
+    rt = ctx.registry.resource_type(USER)
+    with ctx.db.write() as conn:
+        current = user_rows.get(conn, user_id, for_update=True)
+        if current is None:
+            raise not_found(f"User {user_id} not found")
+        check_precondition(if_match, current.version)
+        doc, password_hash = change(current)
+        row = current
+        if doc is not None and (doc != current.data or password_hash is not user_rows.KEEP):
+            row = user_rows.update(conn, ctx.registry, rt, current, doc, ctx.now_micros, password_hash)
+            ctx.listener.user_changed(conn, current, row)
+        return Written(render_users(conn, ctx, [row])[0], row.version)
+
+
+def delete_user(ctx: Context, user_id: str, if_match: str | None) -> None:
+    with ctx.db.write() as conn:
+        current = user_rows.get(conn, user_id, for_update=True)
+        if current is None:
+            raise not_found(f"User {user_id} not found")
+        check_precondition(if_match, current.version)
+        ctx.listener.user_deleted(conn, current)
+        user_rows.delete(conn, current)
+
+
+def _refuse_id_change(body: Mapping[str, Any], resource_id: str) -> None:
+    given = next((v for k, v in body.items() if k.lower() == "id"), None)
+    if given is not None and given != resource_id:
+        raise mutability(f"id is readOnly: the body says {given!r}, the resource is {resource_id!r}")
+
+
+# ---------------------------------------------------------------- groups
+
+
+def _member_ids(members: Any) -> list[str]:
+    if not members:
+        return []
+    out = []
+    for member in members:
+        value = member.get("value") if isinstance(member, Mapping) else None
+        if not isinstance(value, str) or not value:
+            raise ScimError(400, "members: every member needs a string `value`", "invalidValue")
+        out.append(value)
+    return out
+
+
+def create_group(ctx: Context, body: Mapping[str, Any]) -> Written:
+    rt = ctx.registry.resource_type(GROUP)
+    doc = normalise(ctx.registry, rt, body)
+    member_ids = _member_ids(doc.get("members"))
+    with ctx.db.write() as conn:
+        row = group_rows.insert(conn, _stored(doc), ctx.now_micros)
+        added = group_rows.add_members(conn, row, member_ids, ctx.now_micros)
+        if added:
+            ctx.listener.members_changed(conn, row, added, [])
+        return Written(render_groups(conn, ctx, [row])[0], row.version)
+
+
+def replace_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match: str | None) -> Written:
+    rt = ctx.registry.resource_type(GROUP)
+    _refuse_id_change(body, group_id)
+    doc = normalise(ctx.registry, rt, body)
+    member_ids = _member_ids(doc.get("members"))
+    with ctx.db.write() as conn:
+        current = _group_for_write(conn, group_id, if_match)
+        row = group_rows.update(conn, current, _stored(doc), ctx.now_micros)
+        removed = group_rows.remove_members(conn, row, None, ctx.now_micros)
+        added = group_rows.add_members(conn, row, member_ids, ctx.now_micros)
+        _notify_members(ctx, conn, row, added, removed)
+        return Written(render_groups(conn, ctx, [row])[0], row.version)
+
+
+def patch_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match: str | None) -> Written:
+    rt = ctx.registry.resource_type(GROUP)
+    with ctx.db.write() as conn:
+        current = _group_for_write(conn, group_id, if_match)
+        before = {"schemas": current.data.get("schemas", [rt.schema]), "id": current.id, **current.data}
+        result = apply_patch(ctx.registry, rt, before, body)
+        added: list[str] = []
+        removed: list[str] = []
+        for op in result.member_ops:
+            ids = _member_ids(op.members)
+            if op.action == "add":
+                newly = group_rows.add_members(conn, current, ids, ctx.now_micros)
+                added += newly
+                removed = [i for i in removed if i not in newly]
+            else:
+                gone = group_rows.remove_members(
+                    conn, current, None if op.action == "remove_all" else ids, ctx.now_micros
+                )
+                removed += gone
+                added = [i for i in added if i not in gone]
+        doc = _stored(result.document)
+        row = current
+        if doc != current.data or added or removed or result.member_ops:
+            row = group_rows.update(conn, current, doc if doc != current.data else None, ctx.now_micros)
+        _notify_members(ctx, conn, row, added, removed)
+        return Written(render_groups(conn, ctx, [row])[0], row.version)
+
+
+def delete_group(ctx: Context, group_id: str, if_match: str | None) -> None:
+    with ctx.db.write() as conn:
+        current = _group_for_write(conn, group_id, if_match)
+        ctx.listener.group_deleted(conn, current)
+        group_rows.delete(conn, current)
+
+
+def _group_for_write(conn: sa.Connection, group_id: str, if_match: str | None) -> Any:
+    current = group_rows.get(conn, group_id, for_update=True)
+    if current is None:
+        raise not_found(f"Group {group_id} not found")
+    check_precondition(if_match, current.version)
+    return current
+
+
+def _notify_members(
+    ctx: Context, conn: sa.Connection, row: Any, added: list[str], removed: list[str]
+) -> None:
+    if added or removed:
+        ctx.listener.members_changed(conn, row, added, removed)

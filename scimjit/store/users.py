@@ -1,0 +1,160 @@
+"""User rows: insert / update / delete with their promoted columns and value rows, and rendering to SCIM."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from scimjit.clock import from_micros, isoformat
+from scimjit.scim.errors import uniqueness
+from scimjit.scim.schema import USER_URN, Registry, ResourceType
+from scimjit.store.memberships import live
+from scimjit.store.promoted import user_columns, user_value_rows
+from scimjit.store.tables import groups, memberships, user_values, users
+
+KEEP = object()  # "leave the stored password hash as it is"
+
+
+def get(conn: sa.Connection, user_id: str, *, for_update: bool = False) -> Any:
+    stmt = sa.select(users).where(users.c.id == user_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return conn.execute(stmt).first()
+
+
+def _check_user_name_free(conn: sa.Connection, user_name: str, own_pk: int | None) -> None:
+    stmt = sa.select(users.c.pk).where(users.c.user_name_ci == user_name.lower())
+    found = conn.execute(stmt).first()
+    if found is not None and found.pk != own_pk:
+        raise uniqueness(f"userName {user_name!r} is already taken")
+
+
+def insert(
+    conn: sa.Connection,
+    registry: Registry,
+    rt: ResourceType,
+    doc: Mapping[str, Any],
+    now_micros: int,
+    password_hash: str | None = None,
+) -> Any:
+    _check_user_name_free(conn, doc["userName"], None)
+    row = conn.execute(
+        users.insert()
+        .values(
+            id=str(uuid.uuid4()),
+            data=dict(doc),
+            password_hash=password_hash,
+            version=1,
+            created=now_micros,
+            last_modified=now_micros,
+            **user_columns(doc),
+        )
+        .returning(*users.c)
+    ).one()
+    _write_value_rows(conn, registry, rt, row.pk, doc)
+    return row
+
+
+def update(
+    conn: sa.Connection,
+    registry: Registry,
+    rt: ResourceType,
+    current: Any,
+    doc: Mapping[str, Any],
+    now_micros: int,
+    password_hash: Any = KEEP,
+) -> Any:
+    """Replace the stored document of `current` (a row read in this transaction) and bump its version."""
+    if doc["userName"].lower() != current.user_name_ci:
+        _check_user_name_free(conn, doc["userName"], current.pk)
+    values: dict[str, Any] = {
+        "data": dict(doc),
+        "version": current.version + 1,
+        "last_modified": max(now_micros, current.last_modified + 1),
+        **user_columns(doc),
+    }
+    if password_hash is not KEEP:
+        values["password_hash"] = password_hash
+    row = conn.execute(
+        users.update()
+        .where(users.c.pk == current.pk, users.c.version == current.version)
+        .values(**values)
+        .returning(*users.c)
+    ).first()
+    if row is None:  # a concurrent writer won the compare-and-set
+        raise ConcurrentUpdate(current.id)
+    if _value_rows_differ(registry, rt, current.data, doc):
+        conn.execute(user_values.delete().where(user_values.c.user_pk == current.pk))
+        _write_value_rows(conn, registry, rt, current.pk, doc)
+    return row
+
+
+def delete(conn: sa.Connection, current: Any) -> None:
+    conn.execute(memberships.delete().where(memberships.c.member_id == current.id))
+    conn.execute(users.delete().where(users.c.pk == current.pk))
+
+
+class ConcurrentUpdate(Exception):
+    """Another transaction changed the row between read and write."""
+
+
+def _write_value_rows(
+    conn: sa.Connection, registry: Registry, rt: ResourceType, user_pk: int, doc: Mapping[str, Any]
+) -> None:
+    rows = user_value_rows(registry, rt, doc)
+    if rows:
+        conn.execute(user_values.insert(), [{"user_pk": user_pk, **r} for r in rows])
+
+
+def _value_rows_differ(
+    registry: Registry, rt: ResourceType, old: Mapping[str, Any], new: Mapping[str, Any]
+) -> bool:
+    return user_value_rows(registry, rt, old) != user_value_rows(registry, rt, new)
+
+
+def groups_of(
+    conn: sa.Connection, user_ids: Iterable[str], now_micros: int
+) -> dict[str, list[tuple[str, str]]]:
+    """Live direct groups of each user: user id -> [(group id, displayName)], one query for a whole page."""
+    ids = list(user_ids)
+    out: dict[str, list[tuple[str, str]]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    stmt = (
+        sa.select(memberships.c.member_id, groups.c.id, groups.c.display_name)
+        .join(groups, groups.c.pk == memberships.c.group_pk)
+        .where(memberships.c.member_id.in_(ids), live(now_micros))
+        .distinct()
+        .order_by(memberships.c.member_id, groups.c.display_name, groups.c.id)
+    )
+    for member_id, group_id, display in conn.execute(stmt):
+        out[member_id].append((group_id, display))
+    return out
+
+
+def render(row: Any, base_url: str, group_list: list[tuple[str, str]] | None) -> dict[str, Any]:
+    """The full SCIM representation of a user row (projection is applied afterwards)."""
+    data = row.data
+    schemas = [USER_URN, *(k for k in data if k.startswith("urn:") and k != USER_URN)]
+    doc: dict[str, Any] = {"schemas": schemas, "id": row.id}
+    doc.update((k, v) for k, v in data.items() if k != "schemas")
+    if group_list:
+        doc["groups"] = [
+            {"value": gid, "$ref": f"{base_url}/Groups/{gid}", "display": name, "type": "direct"}
+            for gid, name in group_list
+        ]
+    doc["meta"] = meta("User", row, f"{base_url}/Users/{row.id}")
+    return doc
+
+
+def meta(resource_type: str, row: Any, location: str) -> dict[str, Any]:
+    return {
+        "resourceType": resource_type,
+        "created": isoformat(from_micros(row.created)),
+        "lastModified": isoformat(from_micros(row.last_modified)),
+        "location": location,
+        "version": f'W/"{row.version}"',
+    }
