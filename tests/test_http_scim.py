@@ -427,18 +427,14 @@ def test_bulk_limits_are_413(server):
     assert r.status_code == 413
 
 
+BODIES = {
+    "put": {"schemas": [USER], "userName": "x"},
+    "patch": {"schemas": [PATCH], "Operations": [{"op": "add", "path": "title", "value": "t"}]},
+}
+
+
 @pytest.mark.parametrize("method", ["put", "patch", "delete"])
 def test_writes_to_missing_resources_are_404(server, method):
-    kwargs = (
-        {}
-        if method == "delete"
-        else {
-            "json": {
-                "schemas": [PATCH, USER],
-                "userName": "x",
-                "Operations": [{"op": "add", "path": "title", "value": "t"}],
-            }
-        }
-    )
+    kwargs = {"json": BODIES[method]} if method in BODIES else {}
     r = getattr(server.client, method)("/Users/missing", **kwargs)
-    assert r.status_code == 404
+    assert r.status_code == 404 and r.json()["status"] == "404"

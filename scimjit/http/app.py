@@ -9,14 +9,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from scimjit.clock import Clock
 from scimjit.config import Settings
-from scimjit.http import discovery, resources
+from scimjit.http import admin_routes, discovery, jit_routes, resources
 from scimjit.http.bulk import bulk
+from scimjit.http.metrics_route import metrics
+from scimjit.http.middleware import ObservabilityMiddleware
+from scimjit.http.openapi import openapi
+from scimjit.http.ratelimit import RateLimiter
 from scimjit.http.responses import http_error_handler, scim_error_handler, unexpected_error_handler
 from scimjit.http.search import root_search
 from scimjit.scim.errors import ScimError
@@ -82,8 +87,11 @@ def create_app(
 
     routes: list[BaseRoute] = [
         Mount("/scim/v2", routes=scim_routes()),
+        Mount("/jit/v1", routes=[*admin_routes.routes, *jit_routes.routes]),  # admin lists first: they win
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/openapi.json", openapi),
     ]
     app = Starlette(
         routes=routes,
@@ -93,11 +101,17 @@ def create_app(
             Exception: unexpected_error_handler,
         },
         lifespan=lifespan,
+        middleware=[Middleware(ObservabilityMiddleware, request_log=svc.settings.request_log)],
     )
     app.state.services = svc
+    app.state.rate_limiter = RateLimiter(svc.settings.rate_limit_per_second, svc.settings.rate_limit_burst)
     return app
 
 
 def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory` (each worker process builds its own app from the environment)."""
-    return create_app(Settings.load())
+    from scimjit.logs import configure
+
+    settings = Settings.load()
+    configure(settings.log_level)
+    return create_app(settings)

@@ -33,6 +33,9 @@ def require(request: Request, *scopes: str) -> Principal:
             else CHALLENGE,
         )
     request.state.principal = principal
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        limiter.enforce(principal.name)  # 429 with Retry-After (scimjit.http.ratelimit)
     if scopes and not any(principal.has(s) for s in scopes):
         raise ScimError(403, f"This token lacks the required scope ({' or '.join(scopes)})")
     return principal

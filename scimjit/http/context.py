@@ -48,7 +48,15 @@ def context(request: Request, projection: Projection) -> Context:
         now_micros=to_micros(svc.clock.now()),
         base_url=base_url(request),
         projection=projection,
+        actor=_actor(request),
+        request_id=request.scope.get("state", {}).get("request_id"),
     )
+
+
+def _actor(request: Request) -> str | None:
+    """The authenticated token's name (set by `auth.require`), for the audit trail."""
+    principal = request.scope.get("state", {}).get("principal")
+    return principal.name if principal is not None else None
 
 
 def etag(version: int) -> str:

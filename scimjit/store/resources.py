@@ -14,6 +14,7 @@ from scimjit.scim.patch import apply_patch
 from scimjit.scim.projection import Projection
 from scimjit.scim.resource import normalise
 from scimjit.scim.schema import Registry
+from scimjit.store import audit
 from scimjit.store import groups as group_rows
 from scimjit.store import users as user_rows
 from scimjit.store.db import Database
@@ -35,6 +36,8 @@ class Context:
     projection: (
         Projection  # what the response wants: expensive parts (members, groups) are read only if wanted
     )
+    actor: str | None = None  # the token name, for the audit trail
+    request_id: str | None = None  # the HTTP request id, for the audit trail
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,8 @@ def create_user(ctx: Context, body: Mapping[str, Any]) -> Written:
     password_hash = _split_password(doc)
     with ctx.db.write() as conn:
         row = user_rows.insert(conn, ctx.registry, rt, _stored(doc), ctx.now_micros, password_hash)
+        changed = _changed(None, _stored(doc)) | ({"password"} if password_hash else set())
+        _audit(ctx, conn, "scim.user.create", USER, row.id, {"userName": row.user_name, "changed": changed})
         return Written(render_users(conn, ctx, [row])[0], row.version)
 
 
@@ -123,23 +128,25 @@ def replace_user(ctx: Context, user_id: str, body: Mapping[str, Any], if_match: 
     doc = normalise(ctx.registry, rt, body)
     password_hash = _split_password(doc)
     return _write_user(
-        ctx, user_id, if_match, lambda current: (_stored(doc), password_hash or user_rows.KEEP)
+        ctx, user_id, if_match, lambda current: (_stored(doc), password_hash or user_rows.KEEP), "replace"
     )
 
 
 def patch_user(ctx: Context, user_id: str, body: Mapping[str, Any], if_match: str | None) -> Written:
     rt = ctx.registry.resource_type(USER)
+    changed: set[str] = set()
 
     def change(current: Any) -> tuple[dict[str, Any] | None, Any]:
         before = {"schemas": current.data.get("schemas", [rt.schema]), "id": current.id, **current.data}
         result = apply_patch(ctx.registry, rt, before, body)
+        changed.update(result.changed)
         if not result.changed:
             return None, user_rows.KEEP
         doc = dict(result.document)
         password_hash = _split_password(doc)
         return _stored(doc), password_hash or user_rows.KEEP
 
-    return _write_user(ctx, user_id, if_match, change)
+    return _write_user(ctx, user_id, if_match, change, "patch", changed)
 
 
 def _write_user(
@@ -147,6 +154,8 @@ def _write_user(
     user_id: str,
     if_match: str | None,
     change: Callable[[Any], tuple[dict[str, Any] | None, Any]],
+    verb: str,
+    changed: set[str] | None = None,  # the PATCH engine's account of what changed; PUT computes it here
 ) -> Written:
     rt = ctx.registry.resource_type(USER)
     with ctx.db.write() as conn:
@@ -159,6 +168,11 @@ def _write_user(
         if doc is not None and (doc != current.data or password_hash is not user_rows.KEEP):
             row = user_rows.update(conn, ctx.registry, rt, current, doc, ctx.now_micros, password_hash)
             ctx.listener.user_changed(conn, current, row)
+        if changed is None:
+            changed = _changed(current.data, doc or current.data) | (
+                {"password"} if password_hash is not user_rows.KEEP else set()
+            )
+        _audit(ctx, conn, f"scim.user.{verb}", USER, row.id, {"userName": row.user_name, "changed": changed})
         return Written(render_users(conn, ctx, [row])[0], row.version)
 
 
@@ -170,6 +184,7 @@ def delete_user(ctx: Context, user_id: str, if_match: str | None) -> None:
         check_precondition(if_match, current.version)
         ctx.listener.user_deleted(conn, current)
         user_rows.delete(conn, current)
+        _audit(ctx, conn, "scim.user.delete", USER, current.id, {"userName": current.user_name})
 
 
 def _refuse_id_change(body: Mapping[str, Any], resource_id: str) -> None:
@@ -199,9 +214,12 @@ def create_group(ctx: Context, body: Mapping[str, Any]) -> Written:
     member_ids = _member_ids(doc.get("members"))
     with ctx.db.write() as conn:
         row = group_rows.insert(conn, _stored(doc), ctx.now_micros)
-        added = group_rows.add_members(conn, row, member_ids, ctx.now_micros)
+        added = group_rows.add_members(
+            conn, row, member_ids, ctx.now_micros, ctx.listener.membership_ttl(row)
+        )
         if added:
             ctx.listener.members_changed(conn, row, added, [])
+        _audit_group(ctx, conn, "create", row, _changed(None, _stored(doc)), added, [])
         return Written(render_groups(conn, ctx, [row])[0], row.version)
 
 
@@ -214,8 +232,11 @@ def replace_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match
         current = _group_for_write(conn, group_id, if_match)
         row = group_rows.update(conn, current, _stored(doc), ctx.now_micros)
         removed = group_rows.remove_members(conn, row, None, ctx.now_micros)
-        added = group_rows.add_members(conn, row, member_ids, ctx.now_micros)
+        added = group_rows.add_members(
+            conn, row, member_ids, ctx.now_micros, ctx.listener.membership_ttl(row)
+        )
         _notify_members(ctx, conn, row, added, removed)
+        _audit_group(ctx, conn, "replace", row, _changed(current.data, _stored(doc)), added, removed)
         return Written(render_groups(conn, ctx, [row])[0], row.version)
 
 
@@ -230,7 +251,9 @@ def patch_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match: 
         for op in result.member_ops:
             ids = _member_ids(op.members)
             if op.action == "add":
-                newly = group_rows.add_members(conn, current, ids, ctx.now_micros)
+                newly = group_rows.add_members(
+                    conn, current, ids, ctx.now_micros, ctx.listener.membership_ttl(current)
+                )
                 added += newly
                 removed = [i for i in removed if i not in newly]
             else:
@@ -244,6 +267,7 @@ def patch_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match: 
         if doc != current.data or added or removed or result.member_ops:
             row = group_rows.update(conn, current, doc if doc != current.data else None, ctx.now_micros)
         _notify_members(ctx, conn, row, added, removed)
+        _audit_group(ctx, conn, "patch", row, result.changed, added, removed)
         return Written(render_groups(conn, ctx, [row])[0], row.version)
 
 
@@ -252,6 +276,7 @@ def delete_group(ctx: Context, group_id: str, if_match: str | None) -> None:
         current = _group_for_write(conn, group_id, if_match)
         ctx.listener.group_deleted(conn, current)
         group_rows.delete(conn, current)
+        _audit(ctx, conn, "scim.group.delete", GROUP, current.id, {"displayName": current.display_name})
 
 
 def _group_for_write(conn: sa.Connection, group_id: str, if_match: str | None) -> Any:
@@ -267,3 +292,68 @@ def _notify_members(
 ) -> None:
     if added or removed:
         ctx.listener.members_changed(conn, row, added, removed)
+
+
+# ---------------------------------------------------------------- audit
+
+
+def _audit(
+    ctx: Context, conn: sa.Connection, action: str, kind: str, resource_id: str, details: dict[str, Any]
+) -> None:
+    """One audit record per SCIM write, in its transaction. Attribute names only: never values."""
+    if "changed" in details:
+        details["changed"] = sorted(details["changed"])
+    audit.record(
+        conn,
+        actor=ctx.actor,
+        action=action,
+        outcome="success",
+        resource_type=kind,
+        resource_id=resource_id,
+        request_id=ctx.request_id,
+        details=details,
+        at_micros=ctx.now_micros,
+    )
+
+
+def _audit_group(
+    ctx: Context,
+    conn: sa.Connection,
+    verb: str,
+    row: Any,
+    changed: set[str],
+    added: list[str],
+    removed: list[str],
+) -> None:
+    """Group writes also record the net membership change (a PUT removes then re-adds unchanged members)."""
+    net_added = [i for i in added if i not in set(removed)]
+    net_removed = [i for i in removed if i not in set(added)]
+    details: dict[str, Any] = {"displayName": row.display_name, "changed": changed - {"members"}}
+    if net_added or net_removed:
+        details["changed"] = details["changed"] | {"members"}
+        details.update(
+            membersAdded=len(net_added),
+            membersRemoved=len(net_removed),
+            addedIds=audit.capped(net_added),
+            removedIds=audit.capped(net_removed),
+        )
+    _audit(ctx, conn, f"scim.group.{verb}", GROUP, row.id, details)
+
+
+def _changed(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> set[str]:
+    """Top-level attribute names whose value differs (extension attributes as `urn:...:name`)."""
+    old: Mapping[str, Any] = before or {}
+    names: set[str] = set()
+    for key in (old.keys() | after.keys()) - {"schemas"}:
+        if old.get(key) == after.get(key):
+            continue
+        if (
+            key.startswith("urn:")
+            and isinstance(old.get(key, {}), Mapping)
+            and isinstance(after.get(key, {}), Mapping)
+        ):
+            a, b = old.get(key) or {}, after.get(key) or {}
+            names |= {f"{key}:{n}" for n in a.keys() | b.keys() if a.get(n) != b.get(n)}
+        else:
+            names.add(key)
+    return names

@@ -1,0 +1,127 @@
+"""Admin read APIs under /jit/v1: audit trail, accounts, grants, access requests and the outbox.
+
+Each answers SCIM list parameters (`filter`, `sortBy`, `sortOrder`, `startIndex`, `count`; names
+case-insensitive) with a SCIM-style ListResponse whose records use camelCase names. Shorthands for the
+common questions are ANDed with the filter: `application=`, `status=`, `user=` (the user id), `action=`
+(audit), and `limit=` / `after=` (keyset paging on `id`). `GET /jit/v1/audit`
+also exports: `?format=jsonl` streams every matching record as one JSON object per line, in order.
+All of them need the `admin` scope: the audit trail says who may reach what.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from scimjit.http.auth import require
+from scimjit.http.context import services
+from scimjit.http.responses import LIST_RESPONSE_URN
+from scimjit.scim.errors import invalid_value
+from scimjit.store import admin
+
+ADMIN = "admin"
+PARAMS = ("filter", "sortBy", "sortOrder", "startIndex", "count", "format", "limit", "after")
+SHORTHANDS = {"application": "application", "status": "status", "user": "userId", "action": "action"}
+_CANONICAL = {p.lower(): p for p in (*PARAMS, *SHORTHANDS)}
+
+
+class JsonResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _params(request: Request) -> dict[str, str]:
+    return {_CANONICAL[k.lower()]: v for k, v in request.query_params.items() if k.lower() in _CANONICAL}
+
+
+def _int(params: dict[str, str], name: str) -> int | None:
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise invalid_value(f"{name} must be an integer, got {value!r}") from None
+
+
+def _filter(params: dict[str, str], attributes: frozenset[str]) -> str | None:
+    """The `filter` parameter ANDed with the shorthands this view has (values quoted as JSON strings)."""
+    terms = [f"({params['filter']})"] if params.get("filter") else []
+    for param, attribute in SHORTHANDS.items():
+        if param in params and attribute in attributes:
+            terms.append(f"{attribute} eq {orjson.dumps(params[param]).decode()}")
+    after = _int(params, "after")
+    if after is not None:
+        terms.append(f"id gt {after}")
+    return " and ".join(terms) or None
+
+
+def listing(name: str) -> Route:
+    view = admin.VIEWS[name]
+    attributes = admin.attribute_names(view)
+
+    async def endpoint(request: Request) -> Response:
+        require(request, ADMIN)
+        svc = services(request)
+        settings = svc.settings
+        params = _params(request)
+        fmt = params.get("format", "json").lower()
+        if fmt not in ("json", "jsonl"):
+            raise invalid_value(f"format must be json or jsonl, got {params['format']!r}")
+        if fmt == "jsonl":
+            records = admin.stream(
+                svc.db,
+                view,
+                filter=_filter(params, attributes),
+                max_filter_length=settings.max_filter_length,
+                max_filter_depth=settings.max_filter_depth,
+            )
+            return StreamingResponse(_lines(records), media_type="application/x-ndjson")
+        count = _int(params, "count")
+        if count is None:
+            count = _int(params, "limit")
+        where = _filter(params, attributes)
+
+        def fetch() -> admin.Page:
+            with svc.db.read() as conn:
+                return admin.query(
+                    conn,
+                    view,
+                    filter=where,
+                    sort_by=params.get("sortBy"),
+                    sort_order=params.get("sortOrder"),
+                    start_index=_int(params, "startIndex"),
+                    count=min(settings.default_page_size if count is None else count, settings.max_page_size),
+                    max_filter_length=settings.max_filter_length,
+                    max_filter_depth=settings.max_filter_depth,
+                )
+
+        page = await svc.db.run(fetch)
+        return JsonResponse(
+            {
+                "schemas": [LIST_RESPONSE_URN],
+                "totalResults": page.total,
+                "startIndex": page.start_index,
+                "itemsPerPage": len(page.resources),
+                "Resources": page.resources,
+            }
+        )
+
+    endpoint.__name__ = f"list_{name}"
+    endpoint.__doc__ = f"List {view.resource_type} records with SCIM filters, sorting and paging."
+    return Route(f"/{name}", endpoint, methods=["GET"], name=f"admin_{name}")
+
+
+def _lines(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    for record in records:
+        yield orjson.dumps(record) + b"\n"
+
+
+routes = [listing(name) for name in admin.VIEWS]

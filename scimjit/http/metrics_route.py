@@ -1,0 +1,26 @@
+"""GET /metrics in the Prometheus text format.
+
+Open by default, like most exporters: it shows counts and latencies, never identities or secrets, and the
+scraper usually sits inside the network. Set `metrics_token_required = true` to ask for a token with the
+`metrics` (or `admin`) scope instead; see docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import Response
+
+from scimjit.clock import to_micros
+from scimjit.http.auth import require
+from scimjit.http.context import services
+from scimjit.metrics import OutboxCollector, exposition
+
+
+async def metrics(request: Request) -> Response:
+    svc = services(request)
+    if svc.settings.metrics_token_required:
+        require(request, "metrics")
+    collector = OutboxCollector(svc.db, lambda: to_micros(svc.clock.now()))
+    body = await svc.db.run(exposition, [collector])
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
