@@ -21,6 +21,7 @@ def _services(args: argparse.Namespace) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from scimjit.metrics import prepare_multiprocess
     from scimjit.store.db import Database
     from scimjit.store.migrate import is_current
 
@@ -30,6 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("The database schema is not current: run `scimjit db upgrade` first.", file=sys.stderr)
         return 2
     _print_first_admin_token()
+    prepare_multiprocess(args.workers)  # N processes share one metrics directory (scimjit.metrics)
     uvicorn.run(
         "scimjit.http.app:app_from_env",
         factory=True,
@@ -237,12 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_extensions(sub: Any) -> None:
-    """Commands of the JIT engine live with it (scimjit/jit/commands.py)."""
+    """Commands of the JIT engine live with it (scimjit/jit/commands.py); the admin views' commands in
+    scimjit/admin_commands.py (registered after the engine's: it extends `accounts list`)."""
+    from scimjit import admin_commands
+
     try:
         from scimjit.jit import commands
     except ImportError:
-        return
-    commands.register(sub)
+        pass
+    else:
+        commands.register(sub)
+    admin_commands.register(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,6 +46,12 @@ class Settings:
     run_worker: bool = True
     run_sweeper: bool = True
     sweep_interval: float = 2.0
+    audit_retention: float = 365 * 86400.0  # seconds ("90d" in TOML/env); 0 keeps audit records forever
+    rate_limit_per_second: float = 50.0  # per token and per process; 0 disables the limit
+    rate_limit_burst: int = 100
+    metrics_token_required: bool = False  # /metrics asks for an admin token when true
+    request_log: bool = True  # one JSON log line per HTTP request
+    log_level: str = "info"
     raw: dict[str, Any] = field(default_factory=dict)  # the parsed TOML file, for the JIT engine's sections
 
     @classmethod
@@ -70,6 +76,7 @@ class Settings:
         for key, value in overrides.items():
             setattr(settings, key, value)
         settings.schemas_dirs = [Path(p) for p in settings.schemas_dirs]
+        settings.audit_retention = parse_duration(settings.audit_retention)
         return settings
 
 
@@ -86,6 +93,7 @@ _ENV_SETTINGS: dict[str, Any] = {
     "base_url": str,
     "max_body_bytes": int,
     "max_filter_length": int,
+    "max_filter_depth": int,
     "max_page_size": int,
     "default_page_size": int,
     "max_bulk_operations": int,
@@ -96,4 +104,10 @@ _ENV_SETTINGS: dict[str, Any] = {
     "run_worker": _bool,
     "run_sweeper": _bool,
     "sweep_interval": parse_duration,
+    "audit_retention": parse_duration,
+    "rate_limit_per_second": float,
+    "rate_limit_burst": int,
+    "metrics_token_required": _bool,
+    "request_log": _bool,
+    "log_level": str,
 }

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import httpx
 import orjson
+from authlib.deprecate import AuthlibDeprecationWarning
 
 from scimjit.clock import Clock
 from scimjit.jit.apps import Application, check_url
@@ -33,7 +34,7 @@ from scimjit.jit.settings import ConfigError, JitSettings
 
 with warnings.catch_warnings():
     # authlib 1.x marks authlib.jose deprecated in favour of joserfc; it is still the supported API until 2.0.
-    warnings.simplefilter("ignore")
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
     from authlib.jose import JsonWebKey, JsonWebToken, Key
     from authlib.jose.errors import BadSignatureError, JoseError
 
@@ -146,14 +147,9 @@ class OidcVerifier:
         azp = claims.get("azp")
         if (len(audiences) > 1 or azp is not None) and azp not in app.audience:
             raise TokenRejected("wrong_audience", f"azp {azp!r} is not one of {', '.join(app.audience)}")
-        exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
-        for name, value, required in (("exp", exp, True), ("iat", iat, True), ("nbf", nbf, False)):
-            if value is None and not required:
-                continue
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise TokenRejected(
-                    "invalid_token", f"{name} is {'missing' if value is None else 'not a number'}"
-                )
+        exp = _number(claims, "exp")
+        iat = _number(claims, "iat")
+        nbf = _number(claims, "nbf") if claims.get("nbf") is not None else None
         if exp <= now - skew:
             raise TokenRejected("expired", "the token has expired")
         if nbf is not None and nbf > now + skew:
@@ -221,6 +217,13 @@ class OidcVerifier:
         state.keys = keys
         state.fetched_at = self.clock.now().timestamp()
         log.info("fetched %d key(s) of issuer %s", len(keys), issuer)
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float:
+    value = claims.get(name)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TokenRejected("invalid_token", f"{name} is {'missing' if value is None else 'not a number'}")
+    return float(value)
 
 
 def _header(token: str) -> dict[str, Any]:

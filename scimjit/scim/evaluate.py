@@ -9,7 +9,6 @@ Operator semantics follow RFC 7644 §3.4.2.2, with `caseExact` taken from the sc
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from scimjit.scim.errors import invalid_filter
@@ -60,18 +59,16 @@ def _equal(attr: Attribute, actual: Any, expected: Any) -> bool:
     if actual is None or expected is None:
         return actual is None and expected is None
     left, right = _comparable(attr, actual), _comparable(attr, expected)
-    return left is not None and left == right and type(left) is type(right)
+    return left is not None and isinstance(left, bool) == isinstance(right, bool) and bool(left == right)
 
 
 def _comparable(attr: Attribute, value: Any) -> Any:
     """The value as it compares: datetimes parsed, case folded unless `caseExact`; None when unusable."""
     if attr.type == "dateTime":
-        return value if isinstance(value, datetime) else parse_datetime(value)
+        return parse_datetime(value)
     if isinstance(value, str) and not attr.case_exact:
         return value.lower()
-    if isinstance(value, bool) or attr.type != "decimal":
-        return value
-    return float(value) if isinstance(value, int | float) else value
+    return value
 
 
 def _substring(op: str, left: str, right: str) -> bool:

@@ -66,8 +66,11 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
-        """A read-only transaction (one consistent snapshot for count + page)."""
-        with self.engine.connect() as conn, conn.begin():
+        """A read-only transaction (one consistent snapshot for count + page). PostgreSQL's default READ
+        COMMITTED takes a new snapshot per statement, so reads ask for REPEATABLE READ; SQLite's BEGIN already
+        reads one snapshot."""
+        options: dict[str, Any] = {} if self.is_sqlite else {"isolation_level": "REPEATABLE READ"}
+        with self.engine.connect().execution_options(**options) as conn, conn.begin():
             yield conn
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

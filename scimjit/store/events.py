@@ -27,6 +27,10 @@ class ChangeListener(Protocol):
     def group_deleted(self, conn: sa.Connection, group: Any) -> None:
         """A group row is about to be deleted (its memberships still exist)."""
 
+    def membership_ttl(self, group: Any) -> int | None:
+        """Seconds that memberships added to `group` live when the group carries no `membershipTTL` of its
+        own (the JIT configuration's default for it); None: they do not expire."""
+
 
 class NoListener:
     """Used when no JIT engine is configured."""
@@ -43,4 +47,7 @@ class NoListener:
         return None
 
     def group_deleted(self, conn: sa.Connection, group: Any) -> None:
+        return None
+
+    def membership_ttl(self, group: Any) -> int | None:
         return None

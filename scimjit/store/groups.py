@@ -93,8 +93,15 @@ def _live_ids(conn: sa.Connection, group_pk: int, ids: Sequence[str], now_micros
     return out
 
 
-def add_members(conn: sa.Connection, group: Any, member_ids: Iterable[str], now_micros: int) -> list[str]:
-    """Add SCIM-sourced memberships; returns the ids that became effective members."""
+def add_members(
+    conn: sa.Connection,
+    group: Any,
+    member_ids: Iterable[str],
+    now_micros: int,
+    default_ttl: int | None = None,
+) -> list[str]:
+    """Add SCIM-sourced memberships; returns the ids that became effective members. They expire after the
+    group's own `membershipTTL`, else after `default_ttl` seconds (the configured default), else never."""
     ids = list(dict.fromkeys(i for i in member_ids if i))
     if not ids:
         return []
@@ -102,7 +109,8 @@ def add_members(conn: sa.Connection, group: Any, member_ids: Iterable[str], now_
         raise invalid_value("a group cannot be a member of itself")
     types = _member_types(conn, ids)
     already = _live_ids(conn, group.pk, ids, now_micros)
-    expires = now_micros + group.membership_ttl * 1_000_000 if group.membership_ttl else None
+    ttl = group.membership_ttl or default_ttl
+    expires = now_micros + ttl * 1_000_000 if ttl else None
     rows = [
         {
             "group_pk": group.pk,

@@ -25,17 +25,27 @@ metadata = sa.MetaData(
 Json = sa.JSON().with_variant(JSONB(), "postgresql")
 Micros = sa.BigInteger  # epoch microseconds, UTC (see scimjit.clock.to_micros)
 
+
+def Key(length: int) -> sa.types.TypeEngine[str]:  # noqa: N802 - a column type, spelled like one
+    """A string that filters and sorts compare by code point, as SCIM asks ("no specific locale implied").
+
+    SQLite's default BINARY collation already does; PostgreSQL gets `COLLATE "C"`, because under the database's
+    default (often linguistic) collation a `sw` range would miss or add rows and the order would differ by host.
+    """
+    return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
+
+
 users = sa.Table(
     "users",
     metadata,
     sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("id", Key(64), nullable=False, unique=True),
     sa.Column("user_name", sa.String(256), nullable=False),
-    sa.Column("user_name_ci", sa.String(256), nullable=False, unique=True),
-    sa.Column("external_id", sa.String(256), nullable=True, index=True),
-    sa.Column("display_name_ci", sa.String(256), nullable=True, index=True),
-    sa.Column("family_name_ci", sa.String(256), nullable=True, index=True),
-    sa.Column("given_name_ci", sa.String(256), nullable=True, index=True),
+    sa.Column("user_name_ci", Key(256), nullable=False, unique=True),
+    sa.Column("external_id", Key(256), nullable=True, index=True),
+    sa.Column("display_name_ci", Key(256), nullable=True, index=True),
+    sa.Column("family_name_ci", Key(256), nullable=True, index=True),
+    sa.Column("given_name_ci", Key(256), nullable=True, index=True),
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("data", Json, nullable=False),
     sa.Column("password_hash", sa.String(256), nullable=True),
@@ -50,9 +60,9 @@ user_values = sa.Table(
     sa.Column("user_pk", sa.Integer, sa.ForeignKey("users.pk", ondelete="CASCADE"), primary_key=True),
     sa.Column("attr", sa.String(64), primary_key=True),  # canonical attribute name, e.g. "emails"
     sa.Column("position", sa.Integer, primary_key=True),
-    sa.Column("type_ci", sa.String(128), nullable=True),
+    sa.Column("type_ci", Key(128), nullable=True),
     sa.Column("value", sa.Text, nullable=True),
-    sa.Column("value_ci", sa.String(512), nullable=True),
+    sa.Column("value_ci", Key(512), nullable=True),
     sa.Column("is_primary", sa.Boolean, nullable=True),
     sa.Column("element", Json, nullable=False),
     sa.Index("ix_user_values_attr_value_ci", "attr", "value_ci"),
@@ -62,10 +72,10 @@ groups = sa.Table(
     "groups",
     metadata,
     sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("id", Key(64), nullable=False, unique=True),
     sa.Column("display_name", sa.String(256), nullable=False),
-    sa.Column("display_name_ci", sa.String(256), nullable=False, index=True),
-    sa.Column("external_id", sa.String(256), nullable=True, index=True),
+    sa.Column("display_name_ci", Key(256), nullable=False, index=True),
+    sa.Column("external_id", Key(256), nullable=True, index=True),
     sa.Column("membership_ttl", sa.Integer, nullable=True),  # seconds; from the jit Group extension or config
     sa.Column("data", Json, nullable=False),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
@@ -77,7 +87,7 @@ memberships = sa.Table(
     "memberships",
     metadata,
     sa.Column("group_pk", sa.Integer, sa.ForeignKey("groups.pk", ondelete="CASCADE"), primary_key=True),
-    sa.Column("member_id", sa.String(64), primary_key=True),  # SCIM id of the member (User or Group)
+    sa.Column("member_id", Key(64), primary_key=True),  # SCIM id of the member (User or Group)
     sa.Column("source", sa.String(80), primary_key=True),  # "scim" (the IdP) or "grant:<grant id>"
     sa.Column("member_type", sa.String(16), nullable=False, server_default="User"),
     sa.Column("added_at", Micros, nullable=False),
@@ -111,6 +121,8 @@ accounts = sa.Table(
     sa.Column("first_login_at", Micros, nullable=True),
     sa.Column("last_login_at", Micros, nullable=True),
     sa.Column("unentitled_since", Micros, nullable=True),
+    # when the sweeper must re-check this account's entitlement and roles (group deleted, grace period end)
+    sa.Column("recheck_at", Micros, nullable=True, index=True),
     sa.Column("created_at", Micros, nullable=False),
     sa.Column("updated_at", Micros, nullable=False),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),

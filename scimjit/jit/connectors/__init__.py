@@ -67,13 +67,17 @@ def factory(type_name: str) -> ConnectorFactory:
         loaded = ep.load()
         if not callable(loaded):
             raise ConfigError(f"entry point {ep.value!r} of connector {type_name!r} is not callable")
-        return loaded  # type: ignore[no-any-return]
+        return loaded
     raise ConfigError(f"unknown connector type {type_name!r}; available: {', '.join(sorted(available()))}")
 
 
 def build(app: Application) -> Connector:
     """The connector of one application, with its settings checked (ConfigError otherwise)."""
-    connector = factory(app.connector.type)(app.connector.settings, app.name)
+    try:
+        make = factory(app.connector.type)
+    except ConfigError as exc:
+        raise ConfigError(f"application {app.name!r}: {exc}") from None
+    connector = make(app.connector.settings, app.name)
     missing = [m for m in _REQUIRED if not callable(getattr(connector, m, None))]
     if missing:
         raise ConfigError(

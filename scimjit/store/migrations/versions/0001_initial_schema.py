@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 22:38:37.555590
+Create Date: 2026-11-22 22:53:04.176292
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def upgrade() -> None:
         sa.Column("first_login_at", sa.BigInteger(), nullable=True),
         sa.Column("last_login_at", sa.BigInteger(), nullable=True),
         sa.Column("unentitled_since", sa.BigInteger(), nullable=True),
+        sa.Column("recheck_at", sa.BigInteger(), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
         sa.Column("version", sa.Integer(), server_default="1", nullable=False),
@@ -70,6 +71,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("application", "user_id", name=op.f("uq_accounts_application_user_id")),
     )
     with op.batch_alter_table("accounts", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_accounts_recheck_at"), ["recheck_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_accounts_user_id"), ["user_id"], unique=False)
 
     op.create_table(
@@ -120,10 +122,22 @@ def upgrade() -> None:
     op.create_table(
         "groups",
         sa.Column("pk", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column(
+            "id",
+            sa.String(length=64).with_variant(sa.String(length=64, collation="C"), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("display_name", sa.String(length=256), nullable=False),
-        sa.Column("display_name_ci", sa.String(length=256), nullable=False),
-        sa.Column("external_id", sa.String(length=256), nullable=True),
+        sa.Column(
+            "display_name_ci",
+            sa.String(length=256).with_variant(sa.String(length=256, collation="C"), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "external_id",
+            sa.String(length=256).with_variant(sa.String(length=256, collation="C"), "postgresql"),
+            nullable=True,
+        ),
         sa.Column("membership_ttl", sa.Integer(), nullable=True),
         sa.Column(
             "data",
@@ -193,13 +207,37 @@ def upgrade() -> None:
     op.create_table(
         "users",
         sa.Column("pk", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column(
+            "id",
+            sa.String(length=64).with_variant(sa.String(length=64, collation="C"), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("user_name", sa.String(length=256), nullable=False),
-        sa.Column("user_name_ci", sa.String(length=256), nullable=False),
-        sa.Column("external_id", sa.String(length=256), nullable=True),
-        sa.Column("display_name_ci", sa.String(length=256), nullable=True),
-        sa.Column("family_name_ci", sa.String(length=256), nullable=True),
-        sa.Column("given_name_ci", sa.String(length=256), nullable=True),
+        sa.Column(
+            "user_name_ci",
+            sa.String(length=256).with_variant(sa.String(length=256, collation="C"), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "external_id",
+            sa.String(length=256).with_variant(sa.String(length=256, collation="C"), "postgresql"),
+            nullable=True,
+        ),
+        sa.Column(
+            "display_name_ci",
+            sa.String(length=256).with_variant(sa.String(length=256, collation="C"), "postgresql"),
+            nullable=True,
+        ),
+        sa.Column(
+            "family_name_ci",
+            sa.String(length=256).with_variant(sa.String(length=256, collation="C"), "postgresql"),
+            nullable=True,
+        ),
+        sa.Column(
+            "given_name_ci",
+            sa.String(length=256).with_variant(sa.String(length=256, collation="C"), "postgresql"),
+            nullable=True,
+        ),
         sa.Column("active", sa.Boolean(), server_default=sa.true(), nullable=False),
         sa.Column(
             "data",
@@ -224,7 +262,11 @@ def upgrade() -> None:
     op.create_table(
         "memberships",
         sa.Column("group_pk", sa.Integer(), nullable=False),
-        sa.Column("member_id", sa.String(length=64), nullable=False),
+        sa.Column(
+            "member_id",
+            sa.String(length=64).with_variant(sa.String(length=64, collation="C"), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("source", sa.String(length=80), nullable=False),
         sa.Column("member_type", sa.String(length=16), server_default="User", nullable=False),
         sa.Column("added_at", sa.BigInteger(), nullable=False),
@@ -243,9 +285,17 @@ def upgrade() -> None:
         sa.Column("user_pk", sa.Integer(), nullable=False),
         sa.Column("attr", sa.String(length=64), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
-        sa.Column("type_ci", sa.String(length=128), nullable=True),
+        sa.Column(
+            "type_ci",
+            sa.String(length=128).with_variant(sa.String(length=128, collation="C"), "postgresql"),
+            nullable=True,
+        ),
         sa.Column("value", sa.Text(), nullable=True),
-        sa.Column("value_ci", sa.String(length=512), nullable=True),
+        sa.Column(
+            "value_ci",
+            sa.String(length=512).with_variant(sa.String(length=512, collation="C"), "postgresql"),
+            nullable=True,
+        ),
         sa.Column("is_primary", sa.Boolean(), nullable=True),
         sa.Column(
             "element",
@@ -262,7 +312,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-
     with op.batch_alter_table("user_values", schema=None) as batch_op:
         batch_op.drop_index("ix_user_values_attr_value_ci")
 
@@ -307,6 +356,7 @@ def downgrade() -> None:
     op.drop_table("audit_log")
     with op.batch_alter_table("accounts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_accounts_user_id"))
+        batch_op.drop_index(batch_op.f("ix_accounts_recheck_at"))
 
     op.drop_table("accounts")
     with op.batch_alter_table("access_requests", schema=None) as batch_op:

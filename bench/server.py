@@ -1,0 +1,157 @@
+"""The servers under test, as subprocesses on 127.0.0.1: start, wait for health, CPU time, stop.
+
+Each server runs in a session of its own, so stopping it reaches the uvicorn supervisor and its workers and
+nothing else. CPU time is read from /proc (Linux) for the whole process tree, so a row can say how much server
+CPU one request cost, independently of how the two cores were shared with the load generator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parents[1]
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def uvicorn_argv(app: str, port: int, workers: int) -> list[str]:
+    """What `scimjit serve` runs (scimjit/cli.py), for any other ASGI app: same loop, parser and limits."""
+    return [
+        sys.executable, "-m", "uvicorn", app,
+        "--host", HOST, "--port", str(port), "--workers", str(workers),
+        "--loop", "auto", "--http", "auto", "--no-access-log", "--backlog", "2048",
+    ]  # fmt: skip
+
+
+def scimjit_argv(port: int, workers: int) -> list[str]:
+    exe = Path(sys.executable).with_name("scimjit")
+    head = [str(exe)] if exe.exists() else [sys.executable, "-m", "scimjit.cli"]
+    return [*head, "serve", "--host", HOST, "--port", str(port), "--workers", str(workers)]
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    def pids(self) -> list[int]:
+        """The supervisor and every descendant (workers, multiprocessing helpers)."""
+        out, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return out
+
+    def worker_pids(self) -> list[int]:
+        """The processes that serve requests (uvicorn workers), for profilers."""
+        workers = []
+        for pid in self.pids()[1:]:
+            with contextlib.suppress(OSError):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if b"resource_tracker" not in cmdline:
+                    workers.append(pid)
+        return workers or [self.proc.pid]
+
+    def cpu_seconds(self) -> float:
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / _TICKS
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+class ServerFailed(RuntimeError):
+    pass
+
+
+def start(
+    name: str,
+    argv: list[str],
+    port: int,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    health_path: str = "/healthz",
+    timeout: float = 60.0,
+) -> Server:
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    full_env.update(env or {})
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    log.close()
+    server = Server(name, proc, port, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerFailed(f"{name} exited with {proc.returncode}:\n{server.log_tail()}")
+        if _healthy(port, health_path):
+            _wait_for_workers(server, deadline)
+            return server
+        time.sleep(0.1)
+    server.stop()
+    raise ServerFailed(f"{name} did not answer {health_path} within {timeout:.0f}s:\n{server.log_tail()}")
+
+
+def _healthy(port: int, path: str) -> bool:
+    conn = http.client.HTTPConnection(HOST, port, timeout=2)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def _wait_for_workers(server: Server, deadline: float) -> None:
+    """One worker answering is not all of them: give the others until their CPU goes quiet (imports done)."""
+    last = -1.0
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = server.cpu_seconds()
+        if now - last < 0.05:
+            return
+        last = now

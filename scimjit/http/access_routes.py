@@ -1,0 +1,234 @@
+"""Just-in-time access over HTTP, mounted under /jit/v1 next to `jit_routes.routes`.
+
+Grants (scope `admin`):
+- `POST /grants` `{"user", "group", "duration" | "expiresAt", "startsAt"?, "justification"?}` -> 201 grant
+- `GET /grants?filter=...&sortBy=...&sortOrder=...&startIndex=...&count=...` (SCIM filters) -> list
+- `GET /grants/{id}`; `POST /grants/{id}/extend` `{"duration" | "expiresAt"}`; `POST /grants/{id}/revoke`
+  `{"reason"?}`
+
+Requests:
+- `POST /requests` `{"group", "duration", "justification", "startsAt"?}` plus who asks: `"user"` (id or
+  userName) with a token holding the `requests` scope (an integration acting for the user), or
+  `"application"` + `"id_token"` (the user's own OIDC ID token for that application; no scimjit token needed)
+- `GET /requests?filter=...`, `GET /requests/{id}` (scope `requests`)
+- `POST /requests/{id}/approve` and `/deny` `{"comment"?}` plus the approver, the same two ways (`"approver"`
+  with a `requests` token, or `"application"` + `"id_token"`)
+
+Users and groups may be named by id, userName / displayName. Errors are `{"error", "detail"}` as in
+jit_routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from scimjit.http.auth import require
+from scimjit.http.body import read_json_object
+from scimjit.http.jit_routes import Endpoint, _jit_errors, error, json_response
+from scimjit.jit.access import Access, access_for
+from scimjit.jit.grants import AccessError
+
+MAX_BODY = 64 * 1024
+REQUESTS_SCOPE = "requests"
+
+
+def _errors(endpoint: Endpoint) -> Endpoint:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except AccessError as exc:
+            return error(exc.status, exc.reason, exc.detail)
+
+    return _jit_errors(wrapped)
+
+
+def _access(request: Request) -> Access:
+    return access_for(request.app.state.services)
+
+
+def _request_id(request: Request) -> str | None:
+    rid: str | None = request.scope.get("state", {}).get("request_id")
+    return rid
+
+
+async def _body(request: Request, *, optional: bool = False) -> dict[str, Any]:
+    if optional and not request.headers.get("content-length", "").strip("0") and "chunked" not in (
+        request.headers.get("transfer-encoding", "")
+    ):
+        return {}
+    return await read_json_object(request, MAX_BODY)
+
+
+def _list_params(request: Request) -> dict[str, Any]:
+    q = {k.lower(): v for k, v in request.query_params.items()}
+
+    def number(name: str, default: int) -> int:
+        raw = q.get(name.lower())
+        if raw is None or raw == "":
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise AccessError(400, "invalid_request", f"{name} must be an integer") from None
+
+    return {
+        "filter": q.get("filter"),
+        "sort_by": q.get("sortby"),
+        "sort_order": q.get("sortorder"),
+        "start_index": number("startIndex", 1),
+        "count": number("count", 100),
+    }
+
+
+async def _who(request: Request, body: dict[str, Any], field: str) -> tuple[Any, str]:
+    """The user acting (requester or approver) and the actor name for the audit trail: named in `field`
+    by a token with the `requests` scope, or proven by the user's own ID token."""
+    if "id_token" in body:
+        return await _access(request).user_from_id_token(body.get("application"), body.get("id_token"))
+    principal = require(request, REQUESTS_SCOPE)
+    who = body.get(field)
+    if not isinstance(who, str) or not who:
+        raise AccessError(
+            400, "invalid_request", f"name the `{field}` (id or userName), or send `application` + `id_token`"
+        )
+    return who, principal.name
+
+
+# ---------------------------------------------------------------- grants
+
+
+@_errors
+async def grant_create(request: Request) -> Response:
+    principal = require(request, "admin")
+    body = await _body(request)
+    access = _access(request)
+    doc = await access.db.run(
+        access.create_grant,
+        user=body.get("user"),
+        group=body.get("group"),
+        duration=body.get("duration"),
+        expires_at=body.get("expiresAt"),
+        starts_at=body.get("startsAt"),
+        justification=body.get("justification"),
+        actor=principal.name,
+        http_request_id=_request_id(request),
+    )
+    return json_response(doc, 201, {"Location": f"{request.url.path.rstrip('/')}/{doc['id']}"})
+
+
+@_errors
+async def grant_list(request: Request) -> Response:
+    require(request, "admin")
+    access = _access(request)
+    return json_response(await access.db.run(access.list_grants, **_list_params(request)))
+
+
+@_errors
+async def grant_get(request: Request) -> Response:
+    require(request, "admin")
+    access = _access(request)
+    return json_response(await access.db.run(access.get_grant, request.path_params["id"]))
+
+
+@_errors
+async def grant_extend(request: Request) -> Response:
+    principal = require(request, "admin")
+    body = await _body(request)
+    access = _access(request)
+    doc = await access.db.run(
+        access.extend_grant,
+        request.path_params["id"],
+        duration=body.get("duration"),
+        expires_at=body.get("expiresAt"),
+        actor=principal.name,
+        http_request_id=_request_id(request),
+    )
+    return json_response(doc)
+
+
+@_errors
+async def grant_revoke(request: Request) -> Response:
+    principal = require(request, "admin")
+    body = await _body(request, optional=True)
+    access = _access(request)
+    doc = await access.db.run(
+        access.revoke_grant,
+        request.path_params["id"],
+        actor=principal.name,
+        reason=body.get("reason"),
+        http_request_id=_request_id(request),
+    )
+    return json_response(doc)
+
+
+# ---------------------------------------------------------------- requests
+
+
+@_errors
+async def request_create(request: Request) -> Response:
+    body = await _body(request)
+    user, actor = await _who(request, body, "user")
+    access = _access(request)
+    doc = await access.db.run(
+        access.create_request,
+        user=user,
+        group=body.get("group"),
+        duration=body.get("duration"),
+        justification=body.get("justification"),
+        starts_at=body.get("startsAt"),
+        requested_by=actor,
+        http_request_id=_request_id(request),
+    )
+    return json_response(doc, 201, {"Location": f"{request.url.path.rstrip('/')}/{doc['id']}"})
+
+
+@_errors
+async def request_list(request: Request) -> Response:
+    require(request, REQUESTS_SCOPE)
+    access = _access(request)
+    return json_response(await access.db.run(access.list_requests, **_list_params(request)))
+
+
+@_errors
+async def request_get(request: Request) -> Response:
+    require(request, REQUESTS_SCOPE)
+    access = _access(request)
+    return json_response(await access.db.run(access.get_request, request.path_params["id"]))
+
+
+def _decide(decision: str) -> Endpoint:
+    @_errors
+    async def endpoint(request: Request) -> Response:
+        body = await _body(request, optional=True)
+        approver, actor = await _who(request, body, "approver")
+        access = _access(request)
+        doc = await access.db.run(
+            access.decide,
+            request.path_params["id"],
+            approver=approver,
+            decision=decision,
+            comment=body.get("comment"),
+            actor=actor,
+            http_request_id=_request_id(request),
+        )
+        return json_response(doc)
+
+    return endpoint
+
+
+routes: list[BaseRoute] = [
+    Route("/grants", grant_create, methods=["POST"]),
+    Route("/grants", grant_list, methods=["GET"]),
+    Route("/grants/{id}", grant_get, methods=["GET"]),
+    Route("/grants/{id}/extend", grant_extend, methods=["POST"]),
+    Route("/grants/{id}/revoke", grant_revoke, methods=["POST"]),
+    Route("/requests", request_create, methods=["POST"]),
+    Route("/requests", request_list, methods=["GET"]),
+    Route("/requests/{id}", request_get, methods=["GET"]),
+    Route("/requests/{id}/approve", _decide("approve"), methods=["POST"]),
+    Route("/requests/{id}/deny", _decide("deny"), methods=["POST"]),
+]

@@ -1,0 +1,184 @@
+"""`scimjit apps | worker | outbox | accounts` commands. `register(subparsers)` is called by scimjit/cli.py."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+import orjson
+
+from scimjit.config import Settings
+from scimjit.jit.settings import ConfigError
+
+
+def _engine() -> Any:
+    from scimjit.jit.engine import JitEngine
+    from scimjit.store.db import Database
+
+    settings = Settings.load()
+    return JitEngine(settings, Database(settings.database_url))
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def apps_list(args: argparse.Namespace) -> int:
+    """List the configured applications (validating the whole configuration, connectors included)."""
+    from scimjit.jit import connectors
+    from scimjit.jit.apps import load_applications
+
+    try:
+        apps = load_applications(Settings.load().raw)
+        for app in apps.values():
+            connectors.build(app)  # checks the connector's own settings
+    except (ConfigError, OSError, ValueError) as exc:
+        return _fail(str(exc))
+    summaries = [a.summary() for a in apps.values()]
+    if args.json:
+        _print_json(summaries)
+        return 0
+    if not summaries:
+        print("no applications configured (add [[applications]] tables to the file named by SCIMJIT_CONFIG)")
+        return 0
+    rows = [
+        {
+            "name": s["name"],
+            "issuer": s["issuer"],
+            "audience": ",".join(s["audience"]),
+            "match": f"{s['match']['claim']} -> {s['match']['attribute']}",
+            "groups": ",".join(s["groups"]) or "(all active users)",
+            "first login": s["onFirstLogin"],
+            "connector": s["connector"]["type"],
+        }
+        for s in summaries
+    ]
+    _table(rows, list(rows[0]))
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    from scimjit.jit.worker import run_worker
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        engine = _engine()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    attempts = run_worker(engine, once=args.once)
+    if args.once:
+        print(f"{attempts} delivery attempt(s)")
+    return 0
+
+
+def outbox_list(args: argparse.Namespace) -> int:
+    from scimjit.jit import outbox
+    from scimjit.store.db import Database
+
+    db = Database(Settings.load().database_url)
+    with db.read() as conn:
+        events = outbox.list_events(
+            conn,
+            status=args.status,
+            application=args.application,
+            user_id=args.user,
+            limit=args.limit,
+            after_id=args.after,
+            with_payload=args.json,
+        )
+    if args.json:
+        _print_json(events)
+    elif events:
+        _table(
+            events,
+            ["id", "type", "application", "userId", "status", "attempts", "nextAttemptAt", "lastError"],
+        )
+    else:
+        print("no events")
+    return 0
+
+
+def outbox_retry(args: argparse.Namespace) -> int:
+    if not args.all_dead and not args.ids:
+        return _fail("name the dead event id(s) to retry, or pass --all-dead")
+    try:
+        engine = _engine()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    rows = engine.deliverer.retry(ids=args.ids, all_dead=args.all_dead)
+    print(f"re-armed {len(rows)} event(s)" + (": " + ", ".join(str(r.id) for r in rows) if rows else ""))
+    return 0
+
+
+def accounts_list(args: argparse.Namespace) -> int:
+    from scimjit.jit import ledger
+    from scimjit.store.db import Database
+
+    db = Database(Settings.load().database_url)
+    with db.read() as conn:
+        rows = ledger.list_accounts(
+            conn, application=args.application, user_id=args.user, status=args.status, limit=args.limit
+        )
+    if args.json:
+        _print_json(rows)
+    elif rows:
+        _table(rows, ["application", "userName", "userId", "status", "downstreamId", "roles", "lastLoginAt"])
+    else:
+        print("no accounts")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add the JIT commands to the `scimjit` parser's subparsers."""
+    apps = sub.add_parser("apps", help="JIT applications").add_subparsers(dest="apps_command", required=True)
+    alist = apps.add_parser("list", help="list configured applications (and validate the configuration)")
+    alist.add_argument("--json", action="store_true")
+    alist.set_defaults(func=apps_list)
+
+    w = sub.add_parser("worker", help="deliver outbox events to connectors (run as many as you like)")
+    w.add_argument("--once", action="store_true", help="deliver what is due, then exit")
+    w.add_argument("--log-level", default="info")
+    w.set_defaults(func=worker)
+
+    ob = sub.add_parser("outbox", help="outbox events").add_subparsers(dest="outbox_command", required=True)
+    olist = ob.add_parser("list", help="list events, oldest first")
+    olist.add_argument("--status", choices=["pending", "done", "dead"], default=None)
+    olist.add_argument("--application", default=None)
+    olist.add_argument("--user", default=None, help="SCIM user id")
+    olist.add_argument("--limit", type=int, default=100)
+    olist.add_argument("--after", type=int, default=0, help="only events with a larger id (paging)")
+    olist.add_argument("--json", action="store_true", help="JSON, with each event's payload")
+    olist.set_defaults(func=outbox_list)
+    oretry = ob.add_parser("retry", help="re-arm dead events for delivery")
+    oretry.add_argument("ids", nargs="*", type=int, metavar="ID")
+    oretry.add_argument("--all-dead", action="store_true")
+    oretry.set_defaults(func=outbox_retry)
+
+    acc = sub.add_parser("accounts", help="the account ledger").add_subparsers(
+        dest="accounts_command", required=True
+    )
+    acl = acc.add_parser("list", help="accounts created or linked by JIT logins")
+    acl.add_argument("--application", default=None)
+    acl.add_argument("--user", default=None, help="SCIM user id")
+    acl.add_argument("--status", default=None)
+    acl.add_argument("--limit", type=int, default=100)
+    acl.add_argument("--json", action="store_true")
+    acl.set_defaults(func=accounts_list)

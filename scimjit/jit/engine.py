@@ -1,0 +1,75 @@
+"""The JIT engine: the one object that holds the applications, the token verifier, the connectors, the
+outbox deliverer and the login service, built from Settings. The HTTP layer, the CLI and the worker all
+reach the JIT features through it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from scimjit.clock import Clock, SystemClock
+from scimjit.config import Settings
+from scimjit.jit import connectors as connector_registry
+from scimjit.jit.apps import Application, load_applications
+from scimjit.jit.connectors.base import Connector
+from scimjit.jit.delivery import Deliverer, Report
+from scimjit.jit.login import LoginResult, LoginService
+from scimjit.jit.oidc import JsonFetcher, OidcVerifier
+from scimjit.jit.settings import JitSettings
+from scimjit.store.db import Database
+
+
+class JitEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        clock: Clock | None = None,
+        *,
+        connectors: Mapping[str, Connector] | None = None,
+        fetcher: JsonFetcher | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Raises ConfigError (a ValueError) if the `[jit]` or `[[applications]]` configuration is wrong.
+        `connectors` / `fetcher` / `rng` replace the real ones in tests."""
+        self.settings = settings
+        self.db = db
+        self.clock = clock or SystemClock()
+        self.config = JitSettings.from_raw(settings.raw)
+        self.apps: dict[str, Application] = load_applications(settings.raw)
+        self.connectors: dict[str, Connector] = (
+            dict(connectors)
+            if connectors is not None
+            else {name: connector_registry.build(app) for name, app in self.apps.items()}
+        )
+        self.verifier = OidcVerifier(self.config, self.clock, fetcher)
+        self.deliverer = Deliverer(db, self.clock, self.config, self.connectors.get, rng)
+        self.logins = LoginService(db, self.clock, self.config, self.apps, self.verifier, self.deliverer)
+
+    async def login(
+        self, application: str, id_token: str, *, caller: str | None = None, request_id: str | None = None
+    ) -> LoginResult:
+        """The login hook (see login.py); raises LoginRefused. `caller` is the application token's name."""
+        return await self.logins.login(application, id_token, caller=caller, request_id=request_id)
+
+    async def deliver_due(self, *, worker: str | None = None) -> list[Report]:
+        """One delivery round of the outbox (see delivery.py)."""
+        return await self.deliverer.deliver_due(worker=worker)
+
+    async def aclose(self) -> None:
+        for connector in self.connectors.values():
+            await connector.aclose()
+        fetcher: Any = self.verifier.fetcher
+        if hasattr(fetcher, "aclose"):
+            await fetcher.aclose()
+
+
+def get_engine(services: Any) -> JitEngine:
+    """The engine attached to `scimjit.services.Services` (`services.jit`), built on first use."""
+    engine: JitEngine | None = services.jit
+    if engine is None:
+        engine = JitEngine(services.settings, services.db, services.clock)
+        services.jit = engine
+    return engine

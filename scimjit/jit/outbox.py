@@ -1,0 +1,331 @@
+"""The transactional outbox: events are rows written in the transaction that causes them, delivered later.
+
+Queue mechanics only (what a connector call means is delivery.py's business):
+
+- `enqueue` inside the caller's write transaction, so an event exists if and only if its cause committed;
+- `claim_due` leases due events to one worker: a claimed row carries `claimed_by` / `claimed_until`, so a
+  worker that dies mid-delivery only delays its events by the lease, never loses them. Only the *head* of
+  each ordering key (application + user) is claimable: an event waits while an earlier event of its key is
+  still pending, which is what keeps one user's create / update / disable in order. On PostgreSQL the claim
+  uses `FOR UPDATE SKIP LOCKED`, so any number of workers claim side by side without blocking each other or
+  claiming the same row; on SQLite the write transaction (BEGIN IMMEDIATE) serialises claims;
+- `complete` / `fail`: done, or back to pending with exponential backoff and jitter, or `dead` after
+  `max_attempts` (or at once for permanent errors). Dead events stay visible and `retry` re-arms them.
+
+An event's `event_id` is its idempotency key: it never changes, whichever worker delivers it, however often.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from scimjit.clock import from_micros, isoformat, to_micros
+from scimjit.store.tables import outbox
+
+PENDING = "pending"
+DONE = "done"
+DEAD = "dead"
+STATUSES = (PENDING, DONE, DEAD)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """An event leased to one worker."""
+
+    id: int
+    event_id: str
+    type: str
+    application: str | None
+    user_id: str | None
+    payload: Mapping[str, Any]
+    attempts: int  # including the current one
+
+
+def new_event(
+    type: str, application: str, user: Mapping[str, Any], roles: Sequence[str], at: datetime, **extra: Any
+) -> dict[str, Any]:
+    """An event document, in the shape a webhook receives it."""
+    return {
+        "id": str(uuid.uuid4()),
+        "type": type,
+        "application": application,
+        "user": dict(user),
+        "roles": list(roles),
+        "occurredAt": isoformat(at),
+        **extra,
+    }
+
+
+def ordering_key(application: str | None, user_id: str | None) -> str:
+    return f"{application or ''}:{user_id or ''}"
+
+
+def enqueue(conn: sa.Connection, event: Mapping[str, Any], *, user_id: str | None, now: datetime) -> int:
+    """Add `event` (from `new_event`) to the outbox in the caller's transaction; returns the row id."""
+    now_us = to_micros(now)
+    row_id: int = conn.execute(
+        outbox.insert()
+        .values(
+            event_id=event["id"],
+            type=event["type"],
+            application=event.get("application"),
+            user_id=user_id,
+            ordering_key=ordering_key(event.get("application"), user_id),
+            payload=dict(event),
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now_us,
+            created_at=now_us,
+        )
+        .returning(outbox.c.id)
+    ).scalar_one()
+    return row_id
+
+
+def enqueue_many(
+    conn: sa.Connection, items: Sequence[tuple[Mapping[str, Any], str | None]], *, now: datetime
+) -> int:
+    """`enqueue` for many (event, user_id) pairs in one executemany statement (the sweeper's and the
+    deprovisioning fan-out's batches); events of one key keep the order they have in `items`."""
+    if not items:
+        return 0
+    now_us = to_micros(now)
+    conn.execute(
+        outbox.insert(),
+        [
+            {
+                "event_id": event["id"],
+                "type": event["type"],
+                "application": event.get("application"),
+                "user_id": user_id,
+                "ordering_key": ordering_key(event.get("application"), user_id),
+                "payload": dict(event),
+                "status": PENDING,
+                "attempts": 0,
+                "next_attempt_at": now_us,
+                "created_at": now_us,
+            }
+            for event, user_id in items
+        ],
+    )
+    return len(items)
+
+
+def _claimable(now_us: int) -> sa.ColumnElement[bool]:
+    earlier = outbox.alias("earlier")
+    blocked = (
+        sa.exists()
+        .where(
+            earlier.c.ordering_key == outbox.c.ordering_key,
+            earlier.c.id < outbox.c.id,
+            earlier.c.status == PENDING,
+        )
+        .correlate(outbox)
+    )
+    return sa.and_(
+        outbox.c.status == PENDING,
+        sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= now_us),
+        ~blocked,
+    )
+
+
+def claim_due(conn: sa.Connection, *, worker: str, now: datetime, lease: float, limit: int) -> list[Claimed]:
+    """Lease up to `limit` due head-of-key events to `worker` (call inside a write transaction)."""
+    now_us = to_micros(now)
+    stmt = (
+        sa.select(outbox.c.id)
+        .where(outbox.c.next_attempt_at <= now_us, _claimable(now_us))
+        .order_by(outbox.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True, of=outbox)
+    ids = [r[0] for r in conn.execute(stmt)]
+    return _lease(conn, ids, worker, now_us, lease)
+
+
+def claim_event(
+    conn: sa.Connection, event_id: str, *, worker: str, now: datetime, lease: float
+) -> Claimed | None:
+    """Lease one given event now, ignoring its backoff (a user is waiting on it), if it is pending, unclaimed
+    and first in its key; None otherwise (someone else is on it, or it must wait its turn)."""
+    now_us = to_micros(now)
+    stmt = sa.select(outbox.c.id).where(outbox.c.event_id == event_id, _claimable(now_us))
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True, of=outbox)
+    ids = [r[0] for r in conn.execute(stmt)]
+    claimed = _lease(conn, ids, worker, now_us, lease)
+    return claimed[0] if claimed else None
+
+
+def _lease(conn: sa.Connection, ids: list[int], worker: str, now_us: int, lease: float) -> list[Claimed]:
+    if not ids:
+        return []
+    rows = conn.execute(
+        outbox.update()
+        .where(outbox.c.id.in_(ids))
+        .values(
+            claimed_by=worker, claimed_until=now_us + int(lease * 1_000_000), attempts=outbox.c.attempts + 1
+        )
+        .returning(
+            outbox.c.id,
+            outbox.c.event_id,
+            outbox.c.type,
+            outbox.c.application,
+            outbox.c.user_id,
+            outbox.c.payload,
+            outbox.c.attempts,
+        )
+    ).all()
+    return sorted((Claimed(*r) for r in rows), key=lambda c: c.id)
+
+
+def complete(
+    conn: sa.Connection, claimed: Claimed, *, worker: str, result: Mapping[str, Any], now: datetime
+) -> bool:
+    """Mark delivered. False if the lease was lost meanwhile (another worker took over; the receiver's
+    idempotency key makes the double call harmless)."""
+    done = conn.execute(
+        outbox.update()
+        .where(outbox.c.id == claimed.id, outbox.c.status == PENDING, outbox.c.claimed_by == worker)
+        .values(
+            status=DONE,
+            result=dict(result),
+            delivered_at=to_micros(now),
+            claimed_by=None,
+            claimed_until=None,
+            last_error=None,
+        )
+    )
+    return done.rowcount == 1
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 12
+    base: float = 2.0
+    cap: float = 3600.0
+
+    def delay(self, attempts: int, rng: random.Random) -> float:
+        """Exponential backoff with "equal jitter": between half and all of base * 2^(attempts-1), capped.
+        The jitter spreads retries of many events that failed together (one downstream outage)."""
+        ceiling = min(self.cap, self.base * (2 ** max(0, attempts - 1)))
+        return ceiling / 2 + rng.random() * ceiling / 2
+
+
+def fail(
+    conn: sa.Connection,
+    claimed: Claimed,
+    *,
+    worker: str,
+    error: str,
+    transient: bool,
+    now: datetime,
+    policy: RetryPolicy,
+    rng: random.Random,
+    retry_after: float | None = None,
+) -> tuple[str, datetime | None]:
+    """Record a failed attempt: (new status, next attempt time or None when dead)."""
+    if not transient or claimed.attempts >= policy.max_attempts:
+        status, next_at = DEAD, None
+    else:
+        delay = max(policy.delay(claimed.attempts, rng), min(retry_after or 0.0, policy.cap))
+        status, next_at = PENDING, from_micros(to_micros(now) + int(delay * 1_000_000))
+    values: dict[str, Any] = {
+        "status": status,
+        "last_error": error[:2000],
+        "claimed_by": None,
+        "claimed_until": None,
+    }
+    if next_at is not None:
+        values["next_attempt_at"] = to_micros(next_at)
+    conn.execute(
+        outbox.update()
+        .where(outbox.c.id == claimed.id, outbox.c.status == PENDING, outbox.c.claimed_by == worker)
+        .values(**values)
+    )
+    return status, next_at
+
+
+def retry(
+    conn: sa.Connection, *, ids: Sequence[int] = (), all_dead: bool = False, now: datetime
+) -> list[Any]:
+    """Re-arm dead events (the given ones, or every dead one): pending, due now, attempts reset. Returns the
+    re-armed rows (id, type, application, user_id)."""
+    cond = outbox.c.status == DEAD
+    if not all_dead:
+        cond = sa.and_(cond, outbox.c.id.in_(list(ids)))
+    return list(
+        conn.execute(
+            outbox.update()
+            .where(cond)
+            .values(
+                status=PENDING,
+                attempts=0,
+                next_attempt_at=to_micros(now),
+                claimed_by=None,
+                claimed_until=None,
+            )
+            .returning(outbox.c.id, outbox.c.type, outbox.c.application, outbox.c.user_id)
+        ).all()
+    )
+
+
+def list_events(
+    conn: sa.Connection,
+    *,
+    status: str | None = None,
+    application: str | None = None,
+    user_id: str | None = None,
+    limit: int = 100,
+    after_id: int = 0,
+    with_payload: bool = False,
+) -> list[dict[str, Any]]:
+    stmt = sa.select(outbox).where(outbox.c.id > after_id).order_by(outbox.c.id).limit(limit)
+    if status:
+        stmt = stmt.where(outbox.c.status == status)
+    if application:
+        stmt = stmt.where(outbox.c.application == application)
+    if user_id:
+        stmt = stmt.where(outbox.c.user_id == user_id)
+    return [render(r, with_payload=with_payload) for r in conn.execute(stmt)]
+
+
+def get(conn: sa.Connection, row_id: int) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(outbox).where(outbox.c.id == row_id)).first()
+    return render(row, with_payload=True) if row is not None else None
+
+
+def counts(conn: sa.Connection) -> dict[str, int]:
+    rows = conn.execute(sa.select(outbox.c.status, sa.func.count()).group_by(outbox.c.status))
+    return {status: n for status, n in rows}
+
+
+def render(row: Any, *, with_payload: bool = False) -> dict[str, Any]:
+    def when(us: int | None) -> str | None:
+        return isoformat(from_micros(us)) if us is not None else None
+
+    out: dict[str, Any] = {
+        "id": row.id,
+        "eventId": row.event_id,
+        "type": row.type,
+        "application": row.application,
+        "userId": row.user_id,
+        "status": row.status,
+        "attempts": row.attempts,
+        "nextAttemptAt": when(row.next_attempt_at) if row.status == PENDING else None,
+        "lastError": row.last_error,
+        "result": row.result,
+        "createdAt": when(row.created_at),
+        "deliveredAt": when(row.delivered_at),
+    }
+    if with_payload:
+        out["event"] = row.payload
+    return out

@@ -1,0 +1,63 @@
+"""Keeping secrets out of the audit trail and the logs: one scrubber, used by both.
+
+Two nets, because either alone leaks: keys that *name* a secret (`password`, `client_secret`, `id_token`,
+`Authorization`, ...) are dropped at any depth whatever their value, and string values that *look* like a
+secret (a scimjit token `sjt_...`, a `Bearer ...`/`Basic ...` credential, a JWT) are masked wherever they
+appear, including inside free text such as an error message from a downstream application.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+REDACTED = "[redacted]"
+
+# Key fragments that mark a secret, compared after lower-casing and removing `_`, `-` and spaces, so
+# `client_secret`, `ClientSecret`, `id-token` and `X-Api-Key` are all caught.
+_SECRET_KEY_PARTS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "authorization",
+    "cookie",
+    "credential",
+    "apikey",
+    "privatekey",
+    "assertion",
+    "codeverifier",
+)
+_SECRET_KEY_EXCEPTIONS = frozenset({"tokenname"})  # the *name* of a token says who acted; it is no secret
+_SECRET_VALUE = re.compile(
+    r"sjt_[0-9a-f]+_[A-Za-z0-9_-]+"
+    r"|(?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"
+    r"|eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
+)
+
+
+def is_secret_key(key: str) -> bool:
+    folded = key.lower().replace("_", "").replace("-", "").replace(" ", "")
+    if folded in _SECRET_KEY_EXCEPTIONS:
+        return False
+    return any(part in folded for part in _SECRET_KEY_PARTS)
+
+
+def mask(text: str) -> str:
+    """`text` with every token-like substring replaced by `[redacted]`."""
+    return _SECRET_VALUE.sub(REDACTED, text)
+
+
+def scrub(value: Any) -> Any:
+    """A JSON-able copy of `value` without secret-named keys (at any depth) and with token-like strings
+    masked. Sets and tuples become lists; other objects (datetimes, UUIDs) become their scrubbed text."""
+    if isinstance(value, Mapping):
+        return {str(k): scrub(v) for k, v in value.items() if not is_secret_key(str(k))}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [scrub(v) for v in value]
+    if isinstance(value, str):
+        return mask(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return mask(str(value))

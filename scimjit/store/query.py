@@ -1,0 +1,319 @@
+"""Searching Users and Groups (RFC 7644 §3.4.2): filter, sort and page in SQL; only the page's rows leave the
+database.
+
+`totalResults` is an exact COUNT in the caller's read transaction (`Database.read` holds one snapshot for the
+count and the page). Rows are ordered by the sort key and then by primary key, a total order, so pages never
+overlap or skip. A missing sort value sorts last ascending and first descending (RFC 7644 §3.4.2.3).
+
+Index paging: `startIndex` (1-based; below 1 means 1) and `count` (negative means 0; 0 returns totalResults
+only; capped at `max_page_size`) become OFFSET and LIMIT.
+
+Cursor paging (RFC 9865), chosen by a `cursor` parameter ("" asks for the first page): keyset paging on
+(sort value, pk), so page 1000 costs what page 1 does. A cursor is base64url (RFC 3986 unreserved
+characters) of a MAC and the position of a boundary row. The MAC is keyed by the query (resource type, filter,
+sortBy, sortOrder): a mangled cursor, or one from another query, is 400 `invalidCursor`. Cursors keep no
+server state and never expire (so there is no `expiredCursor`); forging one gains nothing, because it holds
+only a position and the filter is applied again on every page. `previousCursor` comes with every page but the
+first, `nextCursor` with every page but the last. `startIndex` together with `cursor` is 400 `invalidValue`.
+
+Bad `sortBy` / `sortOrder` are 400 `invalidValue`: RFC 7644 §3.12 names GET queries (§3.4.2) among the uses of
+`invalidValue`, while `invalidPath` is PATCH's and `invalidFilter` belongs to the filter parameter.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from scimjit.scim.errors import ScimError, invalid_value
+from scimjit.scim.filter import parse_filter
+from scimjit.scim.predicate import Predicate
+from scimjit.scim.schema import AttrRef, Registry, ResourceType, UnknownAttribute
+from scimjit.store.filters import compile_filter, sort_key, table_of
+
+_MAC_SIZE = 12
+_AFTER, _BEFORE = "a", "b"
+_INT64 = 2**63
+
+
+@dataclass
+class SearchParams:
+    """A query's parameters as the client sent them (RFC 7644 §3.4.2, RFC 9865), and the server's limits."""
+
+    filter: str | Predicate | None = None  # text, or a predicate parsed already
+    sort_by: str | None = None
+    sort_order: str | None = None
+    start_index: int | None = None
+    count: int | None = None  # None: max_page_size
+    cursor: str | None = None  # None: index paging; "": the first page of cursor paging
+    max_page_size: int = 1000
+    max_filter_length: int = 4096
+    max_filter_depth: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    total: int  # every match, not just this page
+    rows: list[sa.Row[Any]]  # full rows of `users` or `groups`, in order
+    start_index: int | None  # the 1-based index of rows[0]; None for cursor pages
+    next_cursor: str | None = None
+    previous_cursor: str | None = None
+
+
+def search(
+    conn: sa.Connection, registry: Registry, rt: ResourceType, params: SearchParams, now_micros: int
+) -> Page:
+    """One page of the resources of `rt` matching `params`; ScimError 400 for bad parameters."""
+    query = _Query.build(conn.dialect.name, registry, rt, params, now_micros)
+    size = _page_size(params)
+    total = conn.execute(sa.select(sa.func.count()).select_from(query.table).where(query.where)).scalar_one()
+    if params.cursor is None:
+        start = max(params.start_index or 1, 1)
+        rows = list(conn.execute(query.page(size).offset(start - 1))) if size else []
+        return Page(total, rows, start)
+    if params.start_index is not None:
+        raise invalid_value("startIndex and cursor select different kinds of paging: send one of them")
+    return _cursor_page(conn, query, query.decode(params.cursor), size, total)
+
+
+def _cursor_page(
+    conn: sa.Connection, query: _Query, position: tuple[str, list[Any]] | None, size: int, total: int
+) -> Page:
+    if size == 0:
+        return Page(total, [], None)
+    if position is None:
+        stmt = query.page(size)
+    elif position[0] == _AFTER:
+        stmt = query.page(size, query.beyond(position[1]))
+    else:
+        stmt = query.page_before(position[1], size)
+    rows = list(conn.execute(stmt))
+    if not rows:
+        return Page(total, [], None)
+    first, last = query.positions(conn, rows[0], rows[-1])
+    has_next = conn.execute(sa.select(sa.exists().where(query.where, query.beyond(last)))).scalar_one()
+    has_previous = (
+        position is not None
+        and conn.execute(
+            sa.select(sa.exists().where(query.where, query.beyond(first, reverse=True)))
+        ).scalar_one()
+    )
+    return Page(
+        total,
+        rows,
+        None,
+        query.encode(_AFTER, last) if has_next else None,
+        query.encode(_BEFORE, first) if has_previous else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Term:
+    """One ORDER BY term. A NULL value is the greatest: last ascending, first descending."""
+
+    expr: sa.ColumnElement[Any]
+    descending: bool
+    nullable: bool
+
+    def clause(self, reverse: bool) -> sa.ColumnElement[Any]:
+        down = self.descending != reverse
+        clause = self.expr.desc() if down else self.expr.asc()
+        if not self.nullable:
+            return clause
+        return clause.nulls_first() if down else clause.nulls_last()
+
+    def beyond(self, value: Any, reverse: bool) -> sa.ColumnElement[bool]:
+        """Rows whose value comes strictly after `value` in this term's order (before it when reversed)."""
+        down = self.descending != reverse
+        if value is None:
+            return self.expr.is_not(None) if down else sa.false()
+        past = self.expr < value if down else self.expr > value
+        return sa.or_(past, self.expr.is_(None)) if self.nullable and not down else past
+
+    def equal(self, value: Any) -> sa.ColumnElement[bool]:
+        return self.expr.is_(None) if value is None else self.expr == value
+
+    def on(self, expr: sa.ColumnElement[Any]) -> _Term:
+        return _Term(expr, self.descending, self.nullable)
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """A search compiled once: the table, the WHERE clause, the order and the cursor key."""
+
+    table: sa.Table
+    where: sa.ColumnElement[bool]
+    terms: tuple[_Term, ...]  # the sort key (when sortBy is given), then the primary key
+    key_types: tuple[type, ...]  # what a cursor may carry as the sort value
+    fingerprint: bytes
+
+    @classmethod
+    def build(
+        cls, dialect: str, registry: Registry, rt: ResourceType, params: SearchParams, now_micros: int
+    ) -> _Query:
+        table = table_of(rt)
+        predicate = _predicate(registry, rt, params)
+        where = (
+            sa.true()
+            if predicate is None
+            else compile_filter(predicate, rt, now_micros=now_micros, dialect=dialect)
+        )
+        descending = _descending(params.sort_order)
+        ref = _sort_ref(registry, rt, params.sort_by)
+        pk = _Term(table.c.pk, descending and ref is None, False)
+        terms: tuple[_Term, ...] = (pk,)
+        key_types: tuple[type, ...] = ()
+        if ref is not None:
+            key = sort_key(ref, rt, now_micros=now_micros, dialect=dialect)
+            nullable = not isinstance(key, sa.Column) or key.nullable
+            terms, key_types = (_Term(key, descending, bool(nullable)), pk), _key_types(ref)
+        shape = repr((rt.name, predicate, ref and ref.full_path, descending)).encode()
+        return cls(table, where, terms, key_types, hashlib.sha256(shape).digest())
+
+    def page(self, size: int, *conditions: sa.ColumnElement[bool]) -> sa.Select[Any]:
+        order = [term.clause(reverse=False) for term in self.terms]
+        return sa.select(self.table).where(self.where, *conditions).order_by(*order).limit(size)
+
+    def page_before(self, position: list[Any], size: int) -> sa.Select[Any]:
+        """The `size` rows just before `position`, in forward order: the nearest ones are found in reverse
+        order, then put back in order by the database."""
+        keys = [term.expr.label(f"_k{i}") for i, term in enumerate(self.terms)]
+        nearest = (
+            sa.select(self.table, *keys)
+            .where(self.where, self.beyond(position, reverse=True))
+            .order_by(*(term.clause(reverse=True) for term in self.terms))
+            .limit(size)
+            .subquery()
+        )
+        order = [term.on(nearest.c[f"_k{i}"]).clause(reverse=False) for i, term in enumerate(self.terms)]
+        return sa.select(*(nearest.c[c.name] for c in self.table.c)).order_by(*order)
+
+    def beyond(self, position: list[Any], *, reverse: bool = False) -> sa.ColumnElement[bool]:
+        """Rows strictly after `position` in the order (before it when `reverse`), lexicographically."""
+        result: sa.ColumnElement[bool] | None = None
+        for term, value in reversed(list(zip(self.terms, position, strict=True))):
+            later = term.beyond(value, reverse)
+            result = later if result is None else sa.or_(later, sa.and_(term.equal(value), result))
+        assert result is not None
+        return result
+
+    def positions(
+        self, conn: sa.Connection, first: sa.Row[Any], last: sa.Row[Any]
+    ) -> tuple[list[Any], list[Any]]:
+        """The order values of two rows of a page: the sort key is read back by primary key, because it may be
+        computed (lower-cased, from JSON, from an element table) rather than a column of the row."""
+        if len(self.terms) == 1:
+            return [first.pk], [last.pk]
+        pk = self.table.c.pk
+        keys = dict(
+            conn.execute(sa.select(pk, self.terms[0].expr).where(pk.in_([first.pk, last.pk]))).tuples().all()
+        )
+        return [keys[first.pk], first.pk], [keys[last.pk], last.pk]
+
+    def encode(self, direction: str, position: list[Any]) -> str:
+        payload = orjson.dumps([direction, *position])
+        return base64.urlsafe_b64encode(self._mac(payload) + payload).rstrip(b"=").decode("ascii")
+
+    def decode(self, cursor: str) -> tuple[str, list[Any]] | None:
+        """(direction, position) of a cursor this query issued; None for "" (the first page)."""
+        if cursor == "":
+            return None
+        try:
+            raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            raise _invalid_cursor() from None
+        mac, payload = raw[:_MAC_SIZE], raw[_MAC_SIZE:]
+        if not hmac.compare_digest(mac, self._mac(payload)):
+            raise _invalid_cursor()
+        decoded = orjson.loads(payload)
+        if not self._well_formed(decoded):
+            raise _invalid_cursor()
+        return decoded[0], decoded[1:]
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hashlib.blake2b(payload, key=self.fingerprint, digest_size=_MAC_SIZE).digest()
+
+    def _well_formed(self, decoded: Any) -> bool:
+        """A MAC-checked payload is ours, but check its shape anyway: a bad value must not reach SQL."""
+        if (
+            not isinstance(decoded, list)
+            or len(decoded) != 1 + len(self.terms)
+            or decoded[0] not in (_AFTER, _BEFORE)
+        ):
+            return False
+        *key, pk = decoded[1:]
+        if not isinstance(pk, int) or isinstance(pk, bool) or not 0 <= pk < _INT64:
+            return False
+        return all(_is_key_value(value, self.key_types) for value in key)
+
+
+def _is_key_value(value: Any, types: tuple[type, ...]) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool) and bool not in types:
+        return False
+    if isinstance(value, str) and "\x00" in value:
+        return False
+    return isinstance(value, types)
+
+
+def _invalid_cursor() -> ScimError:
+    return ScimError(
+        400, "the cursor is not one this query issued: start again with an empty cursor", "invalidCursor"
+    )
+
+
+def _page_size(params: SearchParams) -> int:
+    count = params.max_page_size if params.count is None else params.count
+    return max(0, min(count, params.max_page_size))
+
+
+def _predicate(registry: Registry, rt: ResourceType, params: SearchParams) -> Predicate | None:
+    text = params.filter
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return None
+    if not isinstance(text, str):
+        return text
+    return parse_filter(
+        registry, rt, text, max_length=params.max_filter_length, max_depth=params.max_filter_depth
+    )
+
+
+def _descending(sort_order: str | None) -> bool:
+    if not sort_order:
+        return False
+    if sort_order.lower() not in ("ascending", "descending"):
+        raise invalid_value(f"sortOrder must be ascending or descending, not {sort_order!r}")
+    return sort_order.lower() == "descending"
+
+
+def _sort_ref(registry: Registry, rt: ResourceType, sort_by: str | None) -> AttrRef | None:
+    if not sort_by:
+        return None
+    try:
+        ref = registry.resolve(rt, sort_by)
+    except UnknownAttribute as exc:
+        raise invalid_value(f"sortBy: {exc}") from None
+    if ref.leaf.returned == "never":
+        raise invalid_value(f"sortBy: {ref.full_path} cannot be sorted on")
+    return ref
+
+
+def _key_types(ref: AttrRef) -> tuple[type, ...]:
+    """The Python types a sort value of `ref` comes back from the database as."""
+    leaf = ref.leaf if ref.sub or not ref.attr.multi_valued else ref.attr.sub("value")
+    kind = "integer" if ref.full_path == "meta.version" else (leaf.type if leaf else "string")
+    if kind == "boolean":
+        return (bool,)
+    if kind == "dateTime":
+        return (int,)
+    if kind in ("integer", "decimal"):
+        return (int, float)
+    return (str,)
