@@ -287,7 +287,7 @@ def test_group_members_and_user_groups(server):
     assert "members" not in no_members and no_members["displayName"] == "Engineers"
 
 
-def test_unknown_member_is_refused_and_nothing_changes(server):
+def test_member_ids_need_not_exist_yet_and_grant_nothing(server):
     group = make_group(server, "Solo")
     r = server.client.patch(
         f"/Groups/{group['id']}",
@@ -296,9 +296,23 @@ def test_unknown_member_is_refused_and_nothing_changes(server):
             "Operations": [{"op": "add", "path": "members", "value": [{"value": "ghost"}]}],
         },
     )
-    assert r.status_code == 400 and r.json()["scimType"] == "invalidValue"
+    assert r.status_code == 200
     after = server.client.get(f"/Groups/{group['id']}").json()
-    assert "members" not in after and after["meta"]["version"] == 'W/"1"'
+    assert after["members"] == [{"value": "ghost", "$ref": f"{server.scim}/Users/ghost", "type": "User"}]
+    assert after["meta"]["version"] == 'W/"2"'
+
+
+def test_a_group_cannot_contain_itself(server):
+    group = make_group(server, "Loop")
+    r = server.client.patch(
+        f"/Groups/{group['id']}",
+        json={
+            "schemas": [PATCH],
+            "Operations": [{"op": "add", "path": "members", "value": [{"value": group["id"]}]}],
+        },
+    )
+    assert r.status_code == 400 and r.json()["scimType"] == "invalidValue"
+    assert "members" not in server.client.get(f"/Groups/{group['id']}").json()
 
 
 def test_deleting_a_user_removes_its_memberships(server):
@@ -438,3 +452,42 @@ def test_writes_to_missing_resources_are_404(server, method):
     kwargs = {"json": BODIES[method]} if method in BODIES else {}
     r = getattr(server.client, method)("/Users/missing", **kwargs)
     assert r.status_code == 404 and r.json()["status"] == "404"
+
+
+def test_root_search_honours_excluded_attributes_per_type(server):
+    alice = make_user(server, "zoe", displayName="Zoe")
+    make_group(server, "Zoe Team", [alice["id"]])
+    r = server.client.post(
+        "/.search",
+        json={
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+            "filter": 'displayName sw "zoe"',
+            "excludedAttributes": ["name", "members"],
+        },
+    )
+    resources = r.json()["Resources"]
+    assert len(resources) == 2
+    assert all("name" not in res and "members" not in res for res in resources)
+
+
+def test_member_display_is_kept_as_sent(server):
+    alice = make_user(server, "alice")
+    group = make_group(server, "Shown")
+    server.client.patch(
+        f"/Groups/{group['id']}",
+        json={
+            "schemas": [PATCH],
+            "Operations": [
+                {"op": "add", "path": "members", "value": [{"value": alice["id"], "display": "Alice A."}]}
+            ],
+        },
+    )
+    members = server.client.get(f"/Groups/{group['id']}").json()["members"]
+    assert members == [
+        {
+            "value": alice["id"],
+            "$ref": f"{server.scim}/Users/{alice['id']}",
+            "type": "User",
+            "display": "Alice A.",
+        }
+    ]

@@ -10,10 +10,10 @@ from starlette.responses import Response
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
 from scimjit.http.context import context, services
-from scimjit.http.listing import LIST_RESPONSE_URN, _fetch, search_params
+from scimjit.http.listing import LIST_RESPONSE_URN, _fetch, _str, search_params
 from scimjit.http.responses import scim_response
 from scimjit.scim.errors import ScimError, invalid_value
-from scimjit.scim.projection import Projection, apply
+from scimjit.scim.projection import apply, parse_projection
 from scimjit.store import resources as ops
 
 
@@ -28,12 +28,16 @@ async def root_search(request: Request) -> Response:
     params = search_params(request, body)
     start = max(params.start_index or 1, 1)
     count = params.count or 0
-    ctx = context(request, Projection(frozenset(), frozenset()))
     resources: list[dict[str, Any]] = []
     total = 0
     errors: list[ScimError] = []
     skipped = 0  # matches of earlier types, for the startIndex of later ones
     for kind in (ops.USER, ops.GROUP):
+        rt = svc.registry.resource_type(kind)
+        projection = parse_projection(
+            svc.registry, rt, _str(body, "attributes"), _str(body, "excludedAttributes"), lenient=True
+        )
+        ctx = context(request, projection)
         remaining = count - len(resources)
         kind_start = max(start - skipped, 1)
         kind_params = params.__class__(
@@ -46,8 +50,7 @@ async def root_search(request: Request) -> Response:
                 raise
             errors.append(exc)
             continue
-        rt = svc.registry.resource_type(kind)
-        resources += [apply(svc.registry, rt, d, ctx.projection) for d in docs]
+        resources += [apply(svc.registry, rt, d, projection) for d in docs]
         total += page.total
         skipped += page.total
     if len(errors) == 2:

@@ -43,11 +43,16 @@ def parse_projection(
     rt: ResourceType,
     attributes: str | Iterable[str] | None,
     excluded: str | Iterable[str] | None,
+    *,
+    lenient: bool = False,
 ) -> Projection:
-    return Projection(_paths(registry, rt, attributes), _paths(registry, rt, excluded))
+    """`lenient` skips names the type does not have (a root `/.search` spans types with different schemas)."""
+    return Projection(_paths(registry, rt, attributes, lenient), _paths(registry, rt, excluded, lenient))
 
 
-def _paths(registry: Registry, rt: ResourceType, value: str | Iterable[str] | None) -> frozenset[str]:
+def _paths(
+    registry: Registry, rt: ResourceType, value: str | Iterable[str] | None, lenient: bool = False
+) -> frozenset[str]:
     if not value:
         return frozenset()
     items = value.split(",") if isinstance(value, str) else list(value)
@@ -63,7 +68,8 @@ def _paths(registry: Registry, rt: ResourceType, value: str | Iterable[str] | No
         try:
             out.add(registry.resolve(rt, item).full_path)
         except UnknownAttribute as exc:
-            raise invalid_value(f"attributes: {exc}") from None
+            if not lenient:
+                raise invalid_value(f"attributes: {exc}") from None
     return frozenset(out)
 
 

@@ -28,7 +28,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from scimjit.scim.errors import invalid_syntax, invalid_value
 from scimjit.scim.schema import Attribute, Registry, ResourceType, UnknownAttribute
@@ -39,10 +39,12 @@ _MEMBER_TYPES: dict[str, Literal["User", "Group"]] = {"user": "User", "group": "
 
 
 class Member(TypedDict):
-    """One group member as the membership table knows it: the member's id and, if given, its resource type."""
+    """One group member as the membership table knows it: the member's id, and if given its resource type and
+    the client's `display` (readWrite, so it is kept as sent)."""
 
     value: str
     type: Literal["User", "Group"] | None
+    display: NotRequired[str]
 
 
 def normalise(
@@ -187,7 +189,10 @@ def members_of(value: Any) -> list[Member]:
         member_type = _MEMBER_TYPES.get(kind.lower()) if isinstance(kind, str) else None
         if kind is not None and member_type is None:
             raise invalid_value(f"members: type {kind!r} is neither User nor Group")
-        members.setdefault(member_id, Member(value=member_id, type=member_type))
+        member = Member(value=member_id, type=member_type)
+        if isinstance(element.get("display"), str) and element["display"]:
+            member["display"] = element["display"]
+        members.setdefault(member_id, member)
     return list(members.values())
 
 

@@ -14,7 +14,7 @@ from scimjit.scim.schema import GROUP_URN, JIT_GROUP_URN
 from scimjit.store.db import insert_ignoring_conflicts
 from scimjit.store.memberships import SCIM_SOURCE, live
 from scimjit.store.promoted import group_columns
-from scimjit.store.tables import groups, memberships, users
+from scimjit.store.tables import groups, memberships
 from scimjit.store.users import ConcurrentUpdate, meta
 
 
@@ -66,20 +66,19 @@ def delete(conn: sa.Connection, current: Any) -> None:
 
 
 def _member_types(conn: sa.Connection, ids: Sequence[str]) -> dict[str, str]:
-    """Which of `ids` exist, as User or Group; unknown ids are refused so no dangling member is stored."""
+    """The type of each member id: Group for ids of groups, User otherwise.
+
+    Ids that name no resource are accepted as Users: RFC 7644 does not ask for referential integrity, and IdPs
+    that provision memberships and users concurrently (and the conformance tools) expect the add to succeed.
+    Such a member grants nothing: entitlement is checked against the user a login resolves to.
+    """
     found: dict[str, str] = {}
     for chunk_start in range(0, len(ids), 500):
         chunk = list(ids[chunk_start : chunk_start + 500])
-        found.update((r[0], "User") for r in conn.execute(sa.select(users.c.id).where(users.c.id.in_(chunk))))
-        missing = [i for i in chunk if i not in found]
-        if missing:
-            found.update(
-                (r[0], "Group") for r in conn.execute(sa.select(groups.c.id).where(groups.c.id.in_(missing)))
-            )
-    unknown = [i for i in ids if i not in found]
-    if unknown:
-        raise invalid_value(f"members: no User or Group with id {', '.join(map(repr, unknown[:5]))}")
-    return found
+        found.update(
+            (r[0], "Group") for r in conn.execute(sa.select(groups.c.id).where(groups.c.id.in_(chunk)))
+        )
+    return {i: found.get(i, "User") for i in ids}
 
 
 def _live_ids(conn: sa.Connection, group_pk: int, ids: Sequence[str], now_micros: int) -> set[str]:
@@ -99,10 +98,13 @@ def add_members(
     member_ids: Iterable[str],
     now_micros: int,
     default_ttl: int | None = None,
+    displays: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Add SCIM-sourced memberships; returns the ids that became effective members. They expire after the
-    group's own `membershipTTL`, else after `default_ttl` seconds (the configured default), else never."""
+    group's own `membershipTTL`, else after `default_ttl` seconds (the configured default), else never.
+    `displays` are the clients' `members.display` values, kept as sent."""
     ids = list(dict.fromkeys(i for i in member_ids if i))
+    displays = displays or {}
     if not ids:
         return []
     if group.id in ids:
@@ -117,6 +119,7 @@ def add_members(
             "member_id": i,
             "source": SCIM_SOURCE,
             "member_type": types[i],
+            "display": displays.get(i),
             "added_at": now_micros,
             "expires_at": expires,
         }
@@ -157,30 +160,26 @@ def remove_members(
 def members_of(
     conn: sa.Connection, group_pks: Iterable[int], now_micros: int, base_url: str
 ) -> dict[int, list[dict[str, Any]]]:
-    """Live members of each group (sources merged), with display names, in one query."""
+    """Live members of each group (sources merged) in one query on the membership table alone: no join to
+    users, so a large group costs one index range scan."""
     pks = list(group_pks)
     out: dict[int, list[dict[str, Any]]] = {pk: [] for pk in pks}
     if not pks:
         return out
-    member_group = groups.alias("member_group")
     stmt = (
         sa.select(
             memberships.c.group_pk,
             memberships.c.member_id,
             sa.func.min(memberships.c.member_type),
-            sa.func.min(sa.func.coalesce(users.c.data["displayName"].as_string(), users.c.user_name)),
-            sa.func.min(member_group.c.display_name),
+            sa.func.max(memberships.c.display),
         )
-        .outerjoin(users, users.c.id == memberships.c.member_id)
-        .outerjoin(member_group, member_group.c.id == memberships.c.member_id)
         .where(memberships.c.group_pk.in_(pks), live(now_micros))
         .group_by(memberships.c.group_pk, memberships.c.member_id)
         .order_by(memberships.c.group_pk, memberships.c.member_id)
     )
-    for group_pk, member_id, member_type, user_display, group_display in conn.execute(stmt):
+    for group_pk, member_id, member_type, display in conn.execute(stmt):
         endpoint = "Groups" if member_type == "Group" else "Users"
         member = {"value": member_id, "$ref": f"{base_url}/{endpoint}/{member_id}", "type": member_type}
-        display = group_display if member_type == "Group" else user_display
         if display:
             member["display"] = display
         out[group_pk].append(member)

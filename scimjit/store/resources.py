@@ -196,6 +196,10 @@ def _refuse_id_change(body: Mapping[str, Any], resource_id: str) -> None:
 # ---------------------------------------------------------------- groups
 
 
+def _displays(members: Any) -> dict[str, str]:
+    return {m["value"]: m["display"] for m in members or () if isinstance(m, Mapping) and m.get("display")}
+
+
 def _member_ids(members: Any) -> list[str]:
     if not members:
         return []
@@ -215,7 +219,12 @@ def create_group(ctx: Context, body: Mapping[str, Any]) -> Written:
     with ctx.db.write() as conn:
         row = group_rows.insert(conn, _stored(doc), ctx.now_micros)
         added = group_rows.add_members(
-            conn, row, member_ids, ctx.now_micros, ctx.listener.membership_ttl(row)
+            conn,
+            row,
+            member_ids,
+            ctx.now_micros,
+            ctx.listener.membership_ttl(row),
+            _displays(doc.get("members")),
         )
         if added:
             ctx.listener.members_changed(conn, row, added, [])
@@ -233,7 +242,12 @@ def replace_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match
         row = group_rows.update(conn, current, _stored(doc), ctx.now_micros)
         removed = group_rows.remove_members(conn, row, None, ctx.now_micros)
         added = group_rows.add_members(
-            conn, row, member_ids, ctx.now_micros, ctx.listener.membership_ttl(row)
+            conn,
+            row,
+            member_ids,
+            ctx.now_micros,
+            ctx.listener.membership_ttl(row),
+            _displays(doc.get("members")),
         )
         _notify_members(ctx, conn, row, added, removed)
         _audit_group(ctx, conn, "replace", row, _changed(current.data, _stored(doc)), added, removed)
@@ -252,7 +266,12 @@ def patch_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match: 
             ids = _member_ids(op.members)
             if op.action == "add":
                 newly = group_rows.add_members(
-                    conn, current, ids, ctx.now_micros, ctx.listener.membership_ttl(current)
+                    conn,
+                    current,
+                    ids,
+                    ctx.now_micros,
+                    ctx.listener.membership_ttl(current),
+                    _displays(op.members),
                 )
                 added += newly
                 removed = [i for i in removed if i not in newly]

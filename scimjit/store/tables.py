@@ -26,7 +26,7 @@ Json = sa.JSON().with_variant(JSONB(), "postgresql")
 Micros = sa.BigInteger  # epoch microseconds, UTC (see scimjit.clock.to_micros)
 
 
-def Key(length: int) -> sa.types.TypeEngine[str]:  # noqa: N802 - a column type, spelled like one
+def Key(length: int) -> sa.types.TypeEngine[str]:  # a column type, spelled like one
     """A string that filters and sorts compare by code point, as SCIM asks ("no specific locale implied").
 
     SQLite's default BINARY collation already does; PostgreSQL gets `COLLATE "C"`, because under the database's
@@ -58,7 +58,7 @@ user_values = sa.Table(
     "user_values",
     metadata,
     sa.Column("user_pk", sa.Integer, sa.ForeignKey("users.pk", ondelete="CASCADE"), primary_key=True),
-    sa.Column("attr", sa.String(64), primary_key=True),  # canonical attribute name, e.g. "emails"
+    sa.Column("attr", sa.String(256), primary_key=True),  # canonical full path: "emails", "urn:...:User:x"
     sa.Column("position", sa.Integer, primary_key=True),
     sa.Column("type_ci", Key(128), nullable=True),
     sa.Column("value", sa.Text, nullable=True),
@@ -90,6 +90,9 @@ memberships = sa.Table(
     sa.Column("member_id", Key(64), primary_key=True),  # SCIM id of the member (User or Group)
     sa.Column("source", sa.String(80), primary_key=True),  # "scim" (the IdP) or "grant:<grant id>"
     sa.Column("member_type", sa.String(16), nullable=False, server_default="User"),
+    sa.Column(
+        "display", sa.String(256), nullable=True
+    ),  # as the client sent it (members.display is readWrite)
     sa.Column("added_at", Micros, nullable=False),
     sa.Column("expires_at", Micros, nullable=True, index=True),
     sa.Index("ix_memberships_member_id_group_pk", "member_id", "group_pk"),

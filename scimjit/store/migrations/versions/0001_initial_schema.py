@@ -269,6 +269,7 @@ def upgrade() -> None:
         ),
         sa.Column("source", sa.String(length=80), nullable=False),
         sa.Column("member_type", sa.String(length=16), server_default="User", nullable=False),
+        sa.Column("display", sa.String(length=256), nullable=True),
         sa.Column("added_at", sa.BigInteger(), nullable=False),
         sa.Column("expires_at", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(
@@ -283,7 +284,7 @@ def upgrade() -> None:
     op.create_table(
         "user_values",
         sa.Column("user_pk", sa.Integer(), nullable=False),
-        sa.Column("attr", sa.String(length=64), nullable=False),
+        sa.Column("attr", sa.String(length=256), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column(
             "type_ci",
