@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from scimjit.clock import Clock
 from scimjit.config import Settings
-from scimjit.http import admin_routes, discovery, jit_routes, resources
+from scimjit.http import access_routes, admin_routes, discovery, jit_routes, resources
 from scimjit.http.bulk import bulk
 from scimjit.http.metrics_route import metrics
 from scimjit.http.middleware import ObservabilityMiddleware
@@ -88,7 +88,8 @@ def create_app(
 
     routes: list[BaseRoute] = [
         Mount("/scim/v2", routes=scim_routes()),
-        Mount("/jit/v1", routes=[*admin_routes.routes, *jit_routes.routes]),  # admin lists first: they win
+        # one /jit/v1 mount; the admin lists come first, so GET /grants and /requests are theirs
+        Mount("/jit/v1", routes=[*admin_routes.routes, *jit_routes.routes, *access_routes.routes]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
@@ -113,6 +114,12 @@ def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory` (each worker process builds its own app from the environment)."""
     from scimjit.logs import configure
 
+    from scimjit.jit import access, worker
+
     settings = Settings.load()
     configure(settings.log_level)
-    return create_app(settings)
+    services = Services.build(settings)
+    # The JIT engine is built now, so a bad [[applications]] table stops the start; SCIM writes get the
+    # deprovisioning listener; the in-process outbox worker and sweeper run unless switched off.
+    background = [*worker.install(services), *access.install(services)]
+    return create_app(services=services, background=background)
