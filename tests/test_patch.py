@@ -84,8 +84,11 @@ def error(call: Any, *args: Any) -> ScimError:
     return exc.value
 
 
-def member(value: str, kind: str | None = None) -> dict[str, Any]:
-    return {"value": value, "type": kind}
+def member(value: str, kind: str | None = None, display: str | None = None) -> dict[str, Any]:
+    found: dict[str, Any] = {"value": value, "type": kind}
+    if display:
+        found["display"] = display
+    return found
 
 
 # ---------------------------------------------------------------- RFC 7644 §3.5.2 examples, each one
@@ -107,7 +110,7 @@ def test_rfc_add_member_to_group(registry: Registry, group_doc: dict[str, Any]) 
             ],
         },
     )
-    assert result.member_ops == [MemberOp("add", [member(USER_ID)])]
+    assert result.member_ops == [MemberOp("add", [member(USER_ID, display="Babs Jensen")])]
     assert result.document == group_doc
     assert result.changed == set()
 
@@ -169,7 +172,10 @@ def test_rfc_remove_two_members_then_all_and_add(registry: Registry, group_doc: 
         {"op": "remove", "path": "members"},
         {"op": "add", "path": "members", "value": [{"display": "James Smith", "value": OTHER_ID}]},
     )
-    assert result.member_ops == [MemberOp("remove_all"), MemberOp("add", [member(OTHER_ID)])]
+    assert result.member_ops == [
+        MemberOp("remove_all"),
+        MemberOp("add", [member(OTHER_ID, display="James Smith")]),
+    ]
 
 
 def test_rfc_replace_members(registry: Registry, group_doc: dict[str, Any]) -> None:
@@ -185,7 +191,10 @@ def test_rfc_replace_members(registry: Registry, group_doc: dict[str, Any]) -> N
             ],
         },
     )
-    assert result.member_ops == [MemberOp("remove_all"), MemberOp("add", [member(USER_ID), member(OTHER_ID)])]
+    assert result.member_ops == [
+        MemberOp("remove_all"),
+        MemberOp("add", [member(USER_ID, display="Babs Jensen"), member(OTHER_ID, display="James Smith")]),
+    ]
 
 
 def test_rfc_replace_address_by_filter(registry: Registry, user_doc: dict[str, Any]) -> None:
@@ -311,9 +320,11 @@ def test_okta_group_membership(registry: Registry) -> None:
     a, b = "23a35c27-23d3-4c03-b4c5-6443c09e7173", "89bb1940-b905-4575-9e7f-6f887cfb368e"
     assert result.member_ops == [
         MemberOp("remove", [member(b)]),
-        MemberOp("add", [member(a)]),
+        MemberOp("add", [member(a, display="test.user@okta.local")]),
         MemberOp("remove_all"),
-        MemberOp("add", [member(a), member(b)]),
+        MemberOp(
+            "add", [member(a, display="test.user@okta.local"), member(b, display="test.user@okta.local")]
+        ),
     ]
     assert result.changed == set()
 

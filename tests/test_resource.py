@@ -313,7 +313,10 @@ def test_group_members_are_kept_for_the_caller(registry: Registry) -> None:
         },
     )
     assert doc["members"] == [{"value": "u1", "type": "user"}, {"value": "g2", "display": "G"}]
-    assert members_of(doc["members"]) == [{"value": "u1", "type": "User"}, {"value": "g2", "type": None}]
+    assert members_of(doc["members"]) == [
+        {"value": "u1", "type": "User"},
+        {"value": "g2", "type": None, "display": "G"},
+    ]
 
 
 def test_members_of_validates_and_dedupes() -> None:

@@ -84,9 +84,10 @@ async def list_response(request: Request, kind: str, params: dict[str, Any]) -> 
         "schemas": [LIST_RESPONSE_URN],
         "totalResults": page.total,
         "itemsPerPage": len(docs),
-        "startIndex": page.start_index,
         "Resources": [apply(svc.registry, rt, d, projection) for d in docs],
     }
+    if page.start_index is not None:  # cursor pages have no index (RFC 9865)
+        body["startIndex"] = page.start_index
     if page.next_cursor:
         body["nextCursor"] = page.next_cursor
     if page.previous_cursor:

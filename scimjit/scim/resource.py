@@ -174,7 +174,10 @@ def parse_datetime(value: Any) -> datetime | None:
             return None
     else:
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    try:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00 is past datetime.max in UTC
+        return None
 
 
 def members_of(value: Any) -> list[Member]:
