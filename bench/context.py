@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,23 @@ from bench.seed import Dataset, Seeder, Target
 LATE_HEADROOM = 20_000  # non-members seeded next to a group that did not fit in --users (users to add in W6x)
 
 
+def measure(
+    loadgen: LoadGenerator, spec: LoadSpec, server: servers.Server, quiet_wait: float = 0.0
+) -> Result:
+    """Run one load, and account for the CPU: the server's, the generator's, and everyone else's (on a shared
+    machine, other processes' CPU during the run is what makes two runs disagree; PostgreSQL's own
+    processes count as "other" too)."""
+    if quiet_wait > 0:
+        servers.wait_until_quiet(quiet_wait)
+    busy0, cpu0, t0 = servers.machine_busy_seconds(), server.cpu_seconds(), time.perf_counter()
+    result = loadgen.run(spec)
+    wall = time.perf_counter() - t0
+    result.server_cpu_seconds = server.cpu_seconds() - cpu0
+    others = servers.machine_busy_seconds() - busy0 - result.server_cpu_seconds - result.gen_cpu_seconds
+    result.other_cpu_cores = max(0.0, others / wall)
+    return result
+
+
 @dataclass
 class Options:
     users: int = 10_000
@@ -27,6 +45,7 @@ class Options:
     connections: int = 32
     workers: int = 2
     max_requests: int | None = None
+    quiet_wait: float = 0.0  # before each workload, wait up to this long for other processes to go quiet
 
 
 @dataclass
@@ -69,10 +88,10 @@ class Bench:
         head += f"Content-Type: application/scim+json\r\nContent-Length: {len(payload)}\r\n\r\n"
         return head.encode() + payload
 
-    def http(self, requests: Sequence[bytes], *, unique: bool = False, port: int | None = None) -> Result:
+    def http(self, requests: Sequence[bytes], *, unique: bool = False) -> Result:
         """Drive `requests` at the server from the load-generator process; `unique`: send each at most once."""
         spec = LoadSpec(
-            port=port or self.port,
+            port=self.port,
             requests=list(requests),
             connections=self.options.connections,
             duration=self.options.duration,
@@ -80,19 +99,17 @@ class Bench:
             unique=unique,
             max_requests=self.options.max_requests,
         )
-        watched = self.server if port is None else None
-        profiler = None
-        if watched and self.current in self.profile:
-            profiler = Profiler(watched.worker_pids(), RESULTS_DIR / "profiles", f"{self.tag}-{self.current}")
-        cpu0 = watched.cpu_seconds() if watched else 0.0
-        result = self.loadgen.run(spec)
-        if watched:
-            result.server_cpu_seconds = watched.cpu_seconds() - cpu0
-        if profiler is not None:
-            total = result.requests + result.warmup_requests
-            per_request = (result.server_cpu_seconds or 0) / total * 1e6 if total else None
-            where = ", ".join(str(p.relative_to(RESULTS_DIR.parent.parent)) for p in profiler.paths)
-            self.profiles[self.current] = f"{summary(profiler.stop(), per_request)}\n  stacks: {where}"
+        assert self.server is not None
+        if self.current not in self.profile:
+            return measure(self.loadgen, spec, self.server, self.options.quiet_wait)
+        if self.options.quiet_wait > 0:
+            servers.wait_until_quiet(self.options.quiet_wait)
+        profiler = Profiler(self.server.worker_pids(), RESULTS_DIR / "profiles", f"{self.tag}-{self.current}")
+        result = measure(self.loadgen, spec, self.server)
+        total = result.requests + result.warmup_requests
+        per_request = (result.server_cpu_seconds or 0) / total * 1e6 if total else None
+        where = ", ".join(str(p.relative_to(RESULTS_DIR.parent.parent)) for p in profiler.paths)
+        self.profiles[self.current] = f"{summary(profiler.stop(), per_request)}\n  stacks: {where}"
         return result
 
     def ensure_group(self, size: int) -> int:

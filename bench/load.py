@@ -61,6 +61,7 @@ class Result:
     ended_by: str = "time"  # "time", "count" (unique requests used up / max_requests) or "stall"
     response_bytes: int = 0  # total size of the measured responses, headers included
     server_cpu_seconds: float | None = None  # the server's CPU time over the whole run (set by the caller)
+    other_cpu_cores: float | None = None  # cores busy with other processes meanwhile (set by the caller)
 
     @property
     def rps(self) -> float:

@@ -22,7 +22,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 COLUMNS = [
     ("workload", 5, "<"),
-    ("what", 40, "<"),
+    ("what", 42, "<"),
     ("requests", 8, ">"),
     ("rps", 8, ">"),
     ("p50 ms", 7, ">"),
@@ -33,6 +33,7 @@ COLUMNS = [
     ("resp B", 6, ">"),
     ("srv µs/req", 10, ">"),
     ("gen µs/req", 10, ">"),
+    ("other", 5, ">"),
 ]
 
 
@@ -58,7 +59,7 @@ class Row:
         r = self.result
         target = f"{self.target_rps:,.0f}" if self.target_rps else "-"
         if r is None:
-            return [self.name, self.title, "-", "-", "-", "-", "-", target, self.verdict, "-", "-", "-"]
+            return [self.name, self.title, "-", "-", "-", "-", "-", target, self.verdict, "-", "-", "-", "-"]
         total = r.requests + r.warmup_requests
         srv = (
             f"{r.server_cpu_seconds / total * 1e6:,.0f}"
@@ -66,9 +67,10 @@ class Row:
             else "-"
         )
         gen = f"{r.gen_cpu_seconds / total * 1e6:,.1f}" if total else "-"
+        other = f"{r.other_cpu_cores:.2f}" if r.other_cpu_cores is not None else "-"
         return [
             self.name, self.title, f"{r.requests:,}", f"{r.rps:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}",
-            f"{r.errors:,}", target, self.verdict, f"{r.response_bytes // max(r.requests, 1):,}", srv, gen,
+            f"{r.errors:,}", target, self.verdict, f"{r.response_bytes // max(r.requests, 1):,}", srv, gen, other,
         ]  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
@@ -84,6 +86,14 @@ class Row:
         if self.failure:
             out["failure"] = self.failure
         return out
+
+
+LEGEND = (
+    "  resp B: mean response size (headers included); srv / gen µs/req: CPU the server / the load generator\n"
+    "  spent per request (warm-up included); other: cores busy with other processes during the row. On a\n"
+    "  2-core machine a row with other > 0.2 was measured on a shared machine: rerun it when it is quiet."
+)
+NOISY = 0.2
 
 
 def _line(cells: list[str]) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -55,6 +56,9 @@ def create_target(database_url: str | None, tmp: Path) -> Target:
     """A migrated, empty database: a SQLite file in `tmp`, or a schema of its own in the given PostgreSQL."""
     if database_url is None or database_url.startswith("sqlite"):
         url = database_url or f"sqlite:///{tmp}/bench.db"
+        path = sa.make_url(url).database
+        if path and path != ":memory:" and Path(path).exists():
+            raise SystemExit(f"{path} exists: the benchmark seeds a new database, give it a new file")
         target = Target(url, Database(url))
     else:
         admin_url = normalise_url(database_url)
@@ -98,8 +102,7 @@ class Seeder:
         """A connection tuned for loading (durability off: a crash only loses the benchmark's own data)."""
         with self.db.engine.connect().execution_options(scimjit_write=True) as conn:
             if self.db.is_sqlite:  # outside any transaction, where SQLite accepts them
-                raw = conn.connection.dbapi_connection
-                assert raw is not None
+                raw: Any = conn.connection.dbapi_connection
                 saved = [(p, raw.execute(f"PRAGMA {p}").fetchone()[0]) for p in ("synchronous", "cache_size")]
                 raw.execute("PRAGMA synchronous=OFF")
                 raw.execute("PRAGMA cache_size=-1000000")  # 1 GB: index inserts stay in memory

@@ -45,6 +45,26 @@ def scimjit_argv(port: int, workers: int) -> list[str]:
     return [*head, "serve", "--host", HOST, "--port", str(port), "--workers", str(workers)]
 
 
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent not idle, all processes and cores together (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal; guest is inside user
+    return busy / _TICKS
+
+
+def wait_until_quiet(timeout: float, threshold: float = 0.15, window: float = 2.0) -> float:
+    """Wait (up to `timeout` seconds) for a `window` in which the machine is busy less than `threshold` cores
+    (the servers under test are idle between workloads, so that is everybody else). Returns the last reading."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy0 = machine_busy_seconds()
+        time.sleep(window)
+        cores = (machine_busy_seconds() - busy0) / window
+        if cores < threshold or time.monotonic() >= deadline:
+            return cores
+
+
 @dataclass
 class Server:
     name: str

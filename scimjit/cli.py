@@ -249,6 +249,9 @@ def _register_extensions(sub: Any) -> None:
         pass
     else:
         commands.register(sub)
+    from scimjit.jit import access_commands  # sweep, grants, requests (before the admin views' `list`)
+
+    access_commands.register(sub)
     admin_commands.register(sub)
 
 

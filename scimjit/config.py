@@ -49,7 +49,7 @@ class Settings:
     audit_retention: float = 365 * 86400.0  # seconds ("90d" in TOML/env); 0 keeps audit records forever
     rate_limit_per_second: float = 50.0  # per token and per process; 0 disables the limit
     rate_limit_burst: int = 100
-    metrics_token_required: bool = False  # /metrics asks for an admin token when true
+    metrics_token_required: bool = False  # /metrics asks for a token with the `metrics` (or admin) scope
     request_log: bool = True  # one JSON log line per HTTP request
     log_level: str = "info"
     raw: dict[str, Any] = field(default_factory=dict)  # the parsed TOML file, for the JIT engine's sections

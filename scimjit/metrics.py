@@ -16,8 +16,10 @@ With several server processes (`scimjit serve --workers N`) each process has its
 
 from __future__ import annotations
 
+import atexit
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -141,6 +143,7 @@ def prepare_multiprocess(workers: int) -> str | None:
     if directory is None:
         directory = tempfile.mkdtemp(prefix="scimjit-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)  # ours: gone when serve exits
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):  # files of a previous run would be added to this run's counters
@@ -171,5 +174,5 @@ class _Forward(Collector):
     def describe(self) -> list[Any]:
         return []
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterable[Any]:
         return self.source.collect()

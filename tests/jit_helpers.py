@@ -171,11 +171,14 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 status, answer = receiver._handle(body, self.headers)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the sender gave up (timed out, or was killed): it will retry
 
         with _serve(Handler) as url:
             self.url = url + "/events"
@@ -203,7 +206,9 @@ class WebhookReceiver:
                 self.duplicates += 1
                 return self._answers[key]
             self.events.append(event)
-            answer = self.respond(event) if self.respond else {"downstreamId": f"wiki-{event['user']['userName']}"}
+            answer = (
+                self.respond(event) if self.respond else {"downstreamId": f"wiki-{event['user']['userName']}"}
+            )
             self._answers[key] = (200, json.dumps(answer).encode())
             return self._answers[key]
 
@@ -284,7 +289,9 @@ secret = "change-me"
 """
 
 
-def wiki_config(issuer: str, webhook: str, *, extra: str = "", jit: str = 'login_wait = "1s"') -> dict[str, Any]:
+def wiki_config(
+    issuer: str, webhook: str, *, extra: str = "", jit: str = 'login_wait = "1s"'
+) -> dict[str, Any]:
     return tomllib.loads(WIKI_TOML.format(issuer=issuer, webhook=webhook, extra=extra, jit=jit))
 
 

@@ -260,6 +260,11 @@ def test_within_a_patch_value_path(reg: Registry) -> None:
         (f"{TEST_URN}:score eq 1e999", "is not a valid decimal value"),
         ('meta.lastModified gt "yesterday"', "is not a valid dateTime value"),
         ('meta.lastModified gt "2011-13-13T04:42:34Z"', "is not a valid dateTime value"),
+        (
+            'meta.lastModified gt "9999-12-31T23:59:59-05:00"',
+            "is not a valid dateTime value",
+        ),  # past datetime.max
+        ('meta.lastModified gt "0001-01-01T00:00:00+14:00"', "is not a valid dateTime value"),
         ('userName eq "\\u0000"', "NUL"),
         ('userName eq "\\ud800"', "invalid string"),
         ('userName eq "\\q"', "invalid string"),

@@ -64,7 +64,7 @@ def test_entitlement_and_roles_match_ids_and_names_case_insensitively():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("on_first_login = \"create\"", 'on_first_login = "maybe"'), "on_first_login"),
+        (('on_first_login = "create"', 'on_first_login = "maybe"'), "on_first_login"),
         (("on_first_logn = 1", ""), None),
         (('issuer = "http://127.0.0.1:9000"', 'issuer = "http://idp.example.com"'), "https"),
         (('audience = ["wiki"]', "audience = []"), "audience"),
@@ -115,7 +115,9 @@ def test_secrets_can_come_from_the_environment(monkeypatch):
 
 
 def test_jit_settings_parse_durations_and_ignore_other_keys():
-    settings = JitSettings.from_raw({"jit": {"clock_skew": "2m", "outbox_max_attempts": 3, "sweep_interval": "1s"}})
+    settings = JitSettings.from_raw(
+        {"jit": {"clock_skew": "2m", "outbox_max_attempts": 3, "sweep_interval": "1s"}}
+    )
     assert settings.clock_skew == 120
     assert settings.outbox_max_attempts == 3
     with pytest.raises(ConfigError, match="outbox_lease"):

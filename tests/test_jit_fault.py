@@ -90,9 +90,12 @@ def test_a_killed_worker_loses_nothing_and_duplicates_nothing(db, tmp_path):
 
             def all_done() -> bool:
                 with db.read() as conn:
-                    return conn.execute(
-                        sa.select(sa.func.count()).where(outbox_table.c.status != "done")
-                    ).scalar() == 0
+                    return (
+                        conn.execute(
+                            sa.select(sa.func.count()).where(outbox_table.c.status != "done")
+                        ).scalar()
+                        == 0
+                    )
 
             wait_for(all_done)
         finally:

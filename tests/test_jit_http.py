@@ -35,7 +35,12 @@ class Jit:
 
     def login(self, id_token: str | None = None, app: str = "wiki", headers: dict[str, str] | None = None):
         body = {"application": app, "id_token": id_token or self.token()}
-        return httpx.post(f"{self.url}/jit/v1/logins", json=body, headers=self.login_token if headers is None else headers, timeout=30)
+        return httpx.post(
+            f"{self.url}/jit/v1/logins",
+            json=body,
+            headers=self.login_token if headers is None else headers,
+            timeout=30,
+        )
 
 
 @pytest.fixture(scope="module")

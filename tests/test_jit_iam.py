@@ -80,7 +80,9 @@ class Provider:
             assert r.status_code == 302, r.text
             code = httpx.URL(r.headers["location"]).params["code"]
             data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
-            tokens = httpx.post(self.conf["token_endpoint"], data=data, auth=(client.client_id, "s3cret")).json()
+            tokens = httpx.post(
+                self.conf["token_endpoint"], data=data, auth=(client.client_id, "s3cret")
+            ).json()
         finally:
             self.iam.logout()
         return str(tokens["id_token"])
@@ -136,7 +138,9 @@ def scimjit(db, provider) -> Iterator[Running]:
         apps = [
             app_table(f"wiki{suffix}", provider.issuer, hook.url),
             app_table(f"strict{suffix}", provider.issuer, hook.url, algorithms=["RS256"]),
-            app_table(f"bysub{suffix}", provider.issuer, hook.url, match={"claim": "sub", "attribute": "userName"}),
+            app_table(
+                f"bysub{suffix}", provider.issuer, hook.url, match={"claim": "sub", "attribute": "userName"}
+            ),
         ]
         settings = Settings.load(
             environ={}, database_url=db.url, token_cache_seconds=0, raw={"applications": apps, "jit": {}}
@@ -217,7 +221,10 @@ def test_tampered_and_misdirected_tokens_are_rejected(db, provider, scimjit):
     assert scimjit.login(wiki, id_token).status_code == 200
     scimjit.clock.advance(hours=2)
     assert reason(wiki, id_token) == (401, "expired")
-    assert reason(wiki, provider.resign(id_token, exp=int(datetime.now(UTC).timestamp()) - 3600)) == (401, "expired")
+    assert reason(wiki, provider.resign(id_token, exp=int(datetime.now(UTC).timestamp()) - 3600)) == (
+        401,
+        "expired",
+    )
 
 
 def test_inactive_and_unentitled_users_are_refused(db, provider, scimjit):

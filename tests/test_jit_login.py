@@ -8,6 +8,7 @@ import threading
 
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 
 from scimjit.jit import ledger
 from scimjit.jit.login import LoginRefused
@@ -99,7 +100,12 @@ def test_first_login_creates_the_account_and_the_second_does_not(db, clock, issu
     assert len(hook.requests) == 1  # no connector call at all on the existing-account path
 
     row = account_row(db, directory["alice"])
-    assert (row.status, row.downstream_id, row.roles, row.user_name) == ("active", "wiki-alice", ["admin"], "alice")
+    assert (row.status, row.downstream_id, row.roles, row.user_name) == (
+        "active",
+        "wiki-alice",
+        ["admin"],
+        "alice",
+    )
     assert row.first_login_at == row.created_at
     assert [r.status for r in outbox_rows(db)] == ["done"]
     with db.read() as conn:
@@ -107,7 +113,14 @@ def test_first_login_creates_the_account_and_the_second_does_not(db, clock, issu
     assert actions == ["connector.call", "login.allowed"]
 
 
+def logins_counted(outcome: str) -> float:
+    return (
+        REGISTRY.get_sample_value("scimjit_logins_total", {"application": "wiki", "outcome": outcome}) or 0.0
+    )
+
+
 def test_refusals_have_reason_codes_and_are_audited(db, clock, issuer, hook, wiki, directory):
+    refused_before, allowed_before = logins_counted("refused"), logins_counted("allowed")
     unknown = refused(wiki, issuer, clock, "nobody")
     assert (unknown.status, unknown.reason) == (403, "unknown_user")
     assert refused(wiki, issuer, clock, "carol").reason == "inactive"
@@ -126,6 +139,9 @@ def test_refusals_have_reason_codes_and_are_audited(db, clock, issuer, hook, wik
     carol = next(r for r in rows if r.details["reason"] == "inactive")
     assert (carol.resource_type, carol.resource_id, carol.actor) == ("User", directory["carol"], "oidc:sub-1")
     assert carol.details["via"] == "wiki-token"
+    assert logins_counted("refused") - refused_before == 5  # unknown_application is not counted
+    login(wiki, issuer, clock)
+    assert logins_counted("allowed") - allowed_before == 1
 
 
 def test_expired_membership_is_not_entitlement(db, clock, issuer, hook, wiki, directory):
@@ -175,7 +191,10 @@ def test_profile_and_role_changes_go_through_the_outbox(db, clock, issuer, hook,
     assert result.body["roles"] == []
     assert len(hook.requests) == 1  # nothing delivered inline: updates are the worker's
     pending = [r for r in outbox_rows(db) if r.status == "pending"]
-    assert [(r.type, r.payload.get("role")) for r in pending] == [("account.update", None), ("role.revoke", "admin")]
+    assert [(r.type, r.payload.get("role")) for r in pending] == [
+        ("account.update", None),
+        ("role.revoke", "admin"),
+    ]
     assert pending[0].payload["user"]["displayName"] == "Alice Liddell"
 
     reports = asyncio.run(wiki.deliverer.drain())
@@ -296,7 +315,9 @@ def test_concurrent_first_logins_create_exactly_one_account(db, clock, issuer, h
 
     def replica(engine):
         async def tabs():
-            return await asyncio.gather(*(engine.login("wiki", token) for _ in range(3)), return_exceptions=True)
+            return await asyncio.gather(
+                *(engine.login("wiki", token) for _ in range(3)), return_exceptions=True
+            )
 
         barrier.wait()
         results.extend(asyncio.run(tabs()))

@@ -68,7 +68,9 @@ def test_ec_key(issuer, clock):
     key = LocalIssuer.new_key("EC", "P-256")
     issuer.keys.append(key)
     app, verifier = make(issuer, clock)
-    assert verify(verifier, app, issuer.token(clock.now().timestamp(), alg="ES256", key=key))["sub"] == "sub-1"
+    assert (
+        verify(verifier, app, issuer.token(clock.now().timestamp(), alg="ES256", key=key))["sub"] == "sub-1"
+    )
 
 
 def test_claims_are_checked_with_reason_codes(issuer, clock):
@@ -96,14 +98,18 @@ def test_a_token_signed_by_another_key_with_a_known_kid_is_refused(issuer, clock
     assert reason(verifier, app, token) == "invalid_signature"
     # tampering with the payload of a genuine token breaks the signature too
     header, _payload, sig = issuer.token(clock.now().timestamp()).split(".")
-    forged = b64(json.dumps({"iss": issuer.url, "aud": "wiki", "sub": "root", "iat": 0, "exp": 2**40}).encode())
+    forged = b64(
+        json.dumps({"iss": issuer.url, "aud": "wiki", "sub": "root", "iat": 0, "exp": 2**40}).encode()
+    )
     assert reason(verifier, app, f"{header}.{forged}.{sig}") == "invalid_signature"
 
 
 def test_alg_none_and_hmac_with_the_public_key_are_refused(issuer, clock):
     app, verifier = make(issuer, clock)
     now = int(clock.now().timestamp())
-    payload = b64(json.dumps({"iss": issuer.url, "aud": "wiki", "sub": "x", "iat": now, "exp": now + 60}).encode())
+    payload = b64(
+        json.dumps({"iss": issuer.url, "aud": "wiki", "sub": "x", "iat": now, "exp": now + 60}).encode()
+    )
     none = b64(json.dumps({"alg": "none"}).encode())
     assert reason(verifier, app, f"{none}.{payload}.") == "unsupported_algorithm"
     # the classic key-confusion forgery: HS256 with the issuer's public key (PEM) as the HMAC secret
@@ -115,7 +121,9 @@ def test_alg_none_and_hmac_with_the_public_key_are_refused(issuer, clock):
 
 def test_the_allowlist_is_per_application(issuer, clock):
     app, verifier = make(issuer, clock, extra='algorithms = ["RS512"]')
-    assert reason(verifier, app, issuer.token(clock.now().timestamp(), alg="RS256")) == "unsupported_algorithm"
+    assert (
+        reason(verifier, app, issuer.token(clock.now().timestamp(), alg="RS256")) == "unsupported_algorithm"
+    )
     assert verify(verifier, app, issuer.token(clock.now().timestamp(), alg="RS512"))
 
 
@@ -143,7 +151,10 @@ def test_key_rotation_refetches_on_unknown_kid_with_a_floor(issuer, clock):
         assert reason(verifier, app, issuer.token(now, key=stranger)) == "unknown_key"
     assert issuer.jwks_fetches == 2
     clock.advance(31)
-    assert reason(verifier, app, issuer.token(clock.now().timestamp(), key=LocalIssuer.new_key())) == "unknown_key"
+    assert (
+        reason(verifier, app, issuer.token(clock.now().timestamp(), key=LocalIssuer.new_key()))
+        == "unknown_key"
+    )
     assert issuer.jwks_fetches == 3
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -166,6 +167,7 @@ def test_many_workers_claim_side_by_side_without_double_delivery(db, clock):
             with lock:
                 for c in batch:
                     claimed.setdefault(c.event_id, []).append(name)
+            time.sleep(0.002)  # "delivering": lets the other workers in
 
     threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
     for t in threads:

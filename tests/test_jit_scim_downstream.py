@@ -32,7 +32,9 @@ class Downstream:
     def __init__(self, url: str, token: str) -> None:
         self.scim = f"{url}/scim/v2"
         self.token = token
-        self.client = httpx.Client(base_url=self.scim, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        self.client = httpx.Client(
+            base_url=self.scim, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
 
     def user(self, user_name: str) -> dict[str, Any] | None:
         found = self.client.get("/Users", params={"filter": f'userName eq "{user_name}"'}).json()
@@ -138,7 +140,11 @@ def test_a_repeated_create_finds_the_existing_account(db, clock, issuer, downstr
     engine = engine_for(db, clock, scim_config(issuer.url, downstream))
     token = issuer.token(clock.now().timestamp(), aud="crm", preferred_username="bob")
     result = asyncio.run(engine.login("crm", token))
-    assert result.body["account"] == {"status": "created", "downstreamId": r.json()["id"], "application": "crm"}
+    assert result.body["account"] == {
+        "status": "created",
+        "downstreamId": r.json()["id"],
+        "application": "crm",
+    }
     assert downstream.client.get("/Users").json()["totalResults"] == 1
 
 

@@ -21,7 +21,9 @@ def hook():
 
 
 def call(type_: str = "account.create", **extra) -> Call:
-    event = new_event(type_, "wiki", {"id": "u1", "userName": "alice"}, ["admin"], FrozenClock().now(), **extra)
+    event = new_event(
+        type_, "wiki", {"id": "u1", "userName": "alice"}, ["admin"], FrozenClock().now(), **extra
+    )
     return Call(event=event)
 
 

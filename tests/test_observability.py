@@ -214,8 +214,8 @@ def test_engine_metrics_are_exported(live):
     from scimjit import metrics
 
     metrics.LOGINS.labels(application="wiki", outcome="refused").inc()
-    metrics.CONNECTOR_LATENCY.labels(application="wiki", operation="create_account").observe(0.2)
-    metrics.CONNECTOR_ERRORS.labels(application="wiki", operation="create_account", kind="transient").inc()
+    metrics.CONNECTOR_LATENCY.labels(application="wiki", operation="account.create").observe(0.2)
+    metrics.CONNECTOR_ERRORS.labels(application="wiki", operation="account.create", kind="transient").inc()
     metrics.EXPIRATIONS.labels(kind="grant").inc()
     metrics.DEAD_LETTERED.labels(application="wiki").inc()
     text = httpx.get(f"{live.url}/metrics").text
@@ -341,7 +341,9 @@ def test_over_the_limit_is_429_with_retry_after_per_token(live):
         assert c.post("/scim/v2/Users", json={"schemas": [USER], "userName": "x"}).status_code == 429
         t.now += 2
         assert c.get("/scim/v2/Users").status_code == 200
-        assert o.get("/scim/v2/Users?filter=userName%20eq%20%22x%22").json()["totalResults"] == 0  # 429: no write
+        assert (
+            o.get("/scim/v2/Users?filter=userName%20eq%20%22x%22").json()["totalResults"] == 0
+        )  # 429: no write
         metrics_text = c.get("/metrics").text  # /metrics is not rate limited (no token needed)
     assert (metric(metrics_text, "scimjit_rate_limited_total") or 0) >= 2
 

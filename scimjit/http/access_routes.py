@@ -2,7 +2,6 @@
 
 Grants (scope `admin`):
 - `POST /grants` `{"user", "group", "duration" | "expiresAt", "startsAt"?, "justification"?}` -> 201 grant
-- `GET /grants?filter=...&sortBy=...&sortOrder=...&startIndex=...&count=...` (SCIM filters) -> list
 - `GET /grants/{id}`; `POST /grants/{id}/extend` `{"duration" | "expiresAt"}`; `POST /grants/{id}/revoke`
   `{"reason"?}`
 
@@ -10,12 +9,13 @@ Requests:
 - `POST /requests` `{"group", "duration", "justification", "startsAt"?}` plus who asks: `"user"` (id or
   userName) with a token holding the `requests` scope (an integration acting for the user), or
   `"application"` + `"id_token"` (the user's own OIDC ID token for that application; no scimjit token needed)
-- `GET /requests?filter=...`, `GET /requests/{id}` (scope `requests`)
+- `GET /requests/{id}` (scope `requests`)
 - `POST /requests/{id}/approve` and `/deny` `{"comment"?}` plus the approver, the same two ways (`"approver"`
   with a `requests` token, or `"application"` + `"id_token"`)
 
-Users and groups may be named by id, userName / displayName. Errors are `{"error", "detail"}` as in
-jit_routes.
+Lists with SCIM filters (`GET /grants?filter=status eq "active"`, `GET /requests?filter=...`, scope `admin`)
+are the admin views of admin_routes, mounted in the same /jit/v1. Users and groups may be named by id, or by
+userName / displayName. Errors are `{"error", "detail"}` as in jit_routes.
 """
 
 from __future__ import annotations
@@ -56,32 +56,13 @@ def _request_id(request: Request) -> str | None:
 
 
 async def _body(request: Request, *, optional: bool = False) -> dict[str, Any]:
-    if optional and not request.headers.get("content-length", "").strip("0") and "chunked" not in (
-        request.headers.get("transfer-encoding", "")
+    if (
+        optional
+        and not request.headers.get("content-length", "").strip("0")
+        and "chunked" not in (request.headers.get("transfer-encoding", ""))
     ):
         return {}
     return await read_json_object(request, MAX_BODY)
-
-
-def _list_params(request: Request) -> dict[str, Any]:
-    q = {k.lower(): v for k, v in request.query_params.items()}
-
-    def number(name: str, default: int) -> int:
-        raw = q.get(name.lower())
-        if raw is None or raw == "":
-            return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise AccessError(400, "invalid_request", f"{name} must be an integer") from None
-
-    return {
-        "filter": q.get("filter"),
-        "sort_by": q.get("sortby"),
-        "sort_order": q.get("sortorder"),
-        "start_index": number("startIndex", 1),
-        "count": number("count", 100),
-    }
 
 
 async def _who(request: Request, body: dict[str, Any], field: str) -> tuple[Any, str]:
@@ -118,13 +99,6 @@ async def grant_create(request: Request) -> Response:
         http_request_id=_request_id(request),
     )
     return json_response(doc, 201, {"Location": f"{request.url.path.rstrip('/')}/{doc['id']}"})
-
-
-@_errors
-async def grant_list(request: Request) -> Response:
-    require(request, "admin")
-    access = _access(request)
-    return json_response(await access.db.run(access.list_grants, **_list_params(request)))
 
 
 @_errors
@@ -187,13 +161,6 @@ async def request_create(request: Request) -> Response:
 
 
 @_errors
-async def request_list(request: Request) -> Response:
-    require(request, REQUESTS_SCOPE)
-    access = _access(request)
-    return json_response(await access.db.run(access.list_requests, **_list_params(request)))
-
-
-@_errors
 async def request_get(request: Request) -> Response:
     require(request, REQUESTS_SCOPE)
     access = _access(request)
@@ -222,12 +189,10 @@ def _decide(decision: str) -> Endpoint:
 
 routes: list[BaseRoute] = [
     Route("/grants", grant_create, methods=["POST"]),
-    Route("/grants", grant_list, methods=["GET"]),
     Route("/grants/{id}", grant_get, methods=["GET"]),
     Route("/grants/{id}/extend", grant_extend, methods=["POST"]),
     Route("/grants/{id}/revoke", grant_revoke, methods=["POST"]),
     Route("/requests", request_create, methods=["POST"]),
-    Route("/requests", request_list, methods=["GET"]),
     Route("/requests/{id}", request_get, methods=["GET"]),
     Route("/requests/{id}/approve", _decide("approve"), methods=["POST"]),
     Route("/requests/{id}/deny", _decide("deny"), methods=["POST"]),

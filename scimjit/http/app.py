@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -32,7 +31,7 @@ from scimjit.store.migrate import is_current
 
 log = logging.getLogger("scimjit")
 
-BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
 
 
 async def healthz(request: Request) -> Response:
@@ -75,7 +74,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        running = [asyncio.create_task(task(stop)) for task in tasks]
+        running = [asyncio.ensure_future(task(stop)) for task in tasks]
         try:
             yield
         finally:
@@ -112,9 +111,8 @@ def create_app(
 
 def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory` (each worker process builds its own app from the environment)."""
-    from scimjit.logs import configure
-
     from scimjit.jit import access, worker
+    from scimjit.logs import configure
 
     settings = Settings.load()
     configure(settings.log_level)

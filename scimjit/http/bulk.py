@@ -127,7 +127,8 @@ async def bulk(request: Request) -> Response:
                 413, f"Bulk payload exceeds maxPayloadSize ({settings.max_bulk_payload_bytes} bytes)"
             ) from None
         raise
-    if BULK_REQUEST_URN not in body.get("schemas", []):
+    schemas = body.get("schemas")
+    if not isinstance(schemas, list) or BULK_REQUEST_URN not in schemas:
         raise invalid_syntax(f"schemas must contain {BULK_REQUEST_URN}")
     operations = body.get("Operations")
     if not isinstance(operations, list):

@@ -11,6 +11,7 @@ applications and operators, not SCIM clients.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,9 +25,11 @@ from scimjit.http.body import read_json_object
 from scimjit.jit import outbox
 from scimjit.jit.engine import JitEngine, get_engine
 from scimjit.jit.login import LoginRefused
+from scimjit.jit.settings import ConfigError
 from scimjit.scim.errors import ScimError
 from scimjit.store.tokens import Principal
 
+log = logging.getLogger("scimjit.jit.http")
 MAX_LOGIN_BODY = 64 * 1024
 _SCIM_STATUS_REASONS = {
     400: "invalid_request",
@@ -57,6 +60,9 @@ def _jit_errors(endpoint: Endpoint) -> Endpoint:
             return await endpoint(request)
         except LoginRefused as exc:
             return error(exc.status, exc.reason, exc.detail, exc.headers)
+        except ConfigError as exc:  # the engine is built on first use: a bad config file shows up here
+            log.error("the JIT configuration is invalid: %s", exc)
+            return error(500, "server_misconfigured", "the JIT configuration is invalid; see the server log")
         except ScimError as exc:
             reason = _SCIM_STATUS_REASONS.get(exc.status, "error")
             if exc.scim_type == "invalidSyntax":
@@ -91,11 +97,17 @@ async def apps_list(request: Request) -> Response:
     return json_response({"applications": [a.summary() for a in engine.apps.values()]})
 
 
+def _event_id(request: Request) -> int:
+    """Outbox ids are 64-bit; a larger number names no event (and must not overflow the database driver)."""
+    value: int = request.path_params["id"]
+    return value if 0 < value < 2**63 else 0
+
+
 @_jit_errors
 async def outbox_get(request: Request) -> Response:
     require(request, "admin")
     engine = _engine(request)
-    row_id = int(request.path_params["id"])
+    row_id = _event_id(request)
 
     def read() -> dict[str, Any] | None:
         with engine.db.read() as conn:
@@ -111,7 +123,7 @@ async def outbox_get(request: Request) -> Response:
 async def outbox_retry_one(request: Request) -> Response:
     require(request, "admin")
     engine = _engine(request)
-    rows = await engine.db.run(engine.deliverer.retry, ids=[int(request.path_params["id"])])
+    rows = await engine.db.run(engine.deliverer.retry, ids=[_event_id(request)])
     if not rows:
         return error(409, "not_dead", "only dead events can be retried (or there is no such event)")
     return json_response({"retried": [r.id for r in rows]})

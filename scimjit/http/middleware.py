@@ -125,14 +125,16 @@ class ObservabilityMiddleware:
                 access_log.info(
                     "request",
                     extra={
-                        "request_id": request_id,
-                        "method": method,
-                        "path": scope["path"],
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "token": getattr(principal, "name", None),
-                        "client": client[0] if client else None,
+                        "fields": {
+                            "request_id": request_id,
+                            "method": method,
+                            "path": scope["path"],
+                            "route": route,
+                            "status": status,
+                            "duration_ms": round(elapsed * 1000, 3),
+                            "token": getattr(principal, "name", None),
+                            "client": client[0] if client else None,
+                        }
                     },
                 )
 

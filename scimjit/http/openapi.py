@@ -11,6 +11,7 @@ schemathesis generates requests of the right shape.
 from __future__ import annotations
 
 import importlib.metadata
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -28,7 +29,7 @@ LIST_RESPONSE_URN = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 PATCH_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 BULK_REQUEST_URN = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 SEARCH_URN = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
-BEARER = [{"bearerAuth": []}]
+BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 def ref(name: str) -> dict[str, str]:
@@ -64,7 +65,16 @@ def resource_schema(registry: Registry, rt: ResourceType, *, for_write: bool) ->
     attributes are left out of request bodies; `required` attributes are required there."""
     core = registry.schema(rt.schema)
     assert core is not None
-    props: dict[str, Any] = {"schemas": {"type": "array", "items": {"type": "string"}, "minItems": 1}}
+    urns = list(rt.schema_ids)
+    props: dict[str, Any] = {
+        "schemas": {
+            "type": "array",
+            "items": {"type": "string", "enum": urns},
+            "minItems": 1,
+            "uniqueItems": True,
+            "contains": {"const": rt.schema},
+        }
+    }
     required = ["schemas"] if for_write else []
     if not for_write:
         props["id"] = {"type": "string"}
@@ -78,6 +88,8 @@ def resource_schema(registry: Registry, rt: ResourceType, *, for_write: bool) ->
         props[attr.name] = attribute_schema(attr)
         if for_write and attr.required:
             required.append(attr.name)
+            if attr.type == "string":  # userName, displayName: blank is as good as missing
+                props[attr.name] = {**props[attr.name], "minLength": 1, "pattern": "\\S"}
     for urn, _ in rt.extensions:
         ext = registry.schema(urn)
         if ext is not None:
@@ -198,7 +210,25 @@ def _scim_resource_paths(kind: str, endpoint: str) -> dict[str, dict[str, Any]]:
         "content": {SCIM_JSON: {"schema": ref(kind)}},
     }
     if_match = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}}
-    return {
+    created = {
+        **written,
+        "description": "Created",
+        "links": {  # lets a stateful fuzzer (and a reader) follow a created resource to its other operations
+            f"{verb}{kind}": {"operationId": f"{verb}{kind}", "parameters": {"id": "$response.body#/id"}}
+            for verb in ("get", "replace", "patch", "delete")
+        },
+    }
+    ops = {
+        endpoint: {"get": f"list{kind}s", "post": f"create{kind}"},
+        f"{endpoint}/.search": {"post": f"search{kind}s"},
+        f"{endpoint}/{{id}}": {
+            "get": f"get{kind}",
+            "put": f"replace{kind}",
+            "patch": f"patch{kind}",
+            "delete": f"delete{kind}",
+        },
+    }
+    paths = {
         endpoint: {
             "get": _op(
                 f"List or filter {kind}s",
@@ -209,7 +239,7 @@ def _scim_resource_paths(kind: str, endpoint: str) -> dict[str, dict[str, Any]]:
             "post": _op(
                 f"Create a {kind}",
                 "SCIM",
-                {"201": {**written, "description": "Created"}, **_errors(400, 409, 413, 415, *AUTH_ERRORS)},
+                {"201": created, **_errors(400, 409, 413, 415, *AUTH_ERRORS)},
                 params=PROJECTION_PARAMS,
                 body=_body(ref(f"{kind}Input")),
             ),
@@ -263,6 +293,18 @@ def _scim_resource_paths(kind: str, endpoint: str) -> dict[str, dict[str, Any]]:
             ),
         },
     }
+    for path, by_method in ops.items():
+        for method, operation_id in by_method.items():
+            paths[path][method]["operationId"] = operation_id
+    return paths
+
+
+def _operation_ids(paths: dict[str, dict[str, Any]]) -> None:
+    """Every operation gets an id; those not named by hand get `<method><Path words>`."""
+    for path, by_method in paths.items():
+        words = [w for w in re.split(r"[^A-Za-z0-9]+", path) if w and w not in ("scim", "v2", "jit", "v1")]
+        for method, op in by_method.items():
+            op.setdefault("operationId", method + "".join(w[:1].upper() + w[1:] for w in words))
 
 
 def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -373,6 +415,7 @@ def _paths(settings: Settings) -> dict[str, dict[str, Any]]:
         },
     }
     paths.update(_jit_paths())
+    _operation_ids(paths)
     return paths
 
 
@@ -463,7 +506,118 @@ def _jit_paths() -> dict[str, dict[str, Any]]:
             params=[event_id],
         )
     }
+    for path, ops in _access_paths(j, jerr).items():  # POST /grants joins the admin view's GET /grants
+        paths.setdefault(path, {}).update(ops)
     return paths
+
+
+def _access_paths(j: str, jerr: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Grants and access requests (scimjit.http.access_routes); their lists are the admin views above."""
+    one = [_path("id")]
+    grant = _resp("The grant", ref("Grant"), JSON)
+    request = _resp("The access request", ref("AccessRequest"), JSON)
+    who = "Either a token with the `requests` scope naming the user, or `application` + the user's `id_token`"
+    return {
+        f"{j}/grants": {
+            "post": _op(
+                "Grant a user a group for a while (admin)",
+                "Access",
+                {"201": grant, **_errors(400, 404, 409, 413, 415, *AUTH_ERRORS, **jerr)},
+                body=_body(ref("GrantInput"), JSON),
+            )
+        },
+        f"{j}/grants/{{id}}": {
+            "get": _op(
+                "One grant (admin)",
+                "Access",
+                {"200": grant, **_errors(404, *AUTH_ERRORS, **jerr)},
+                params=one,
+            )
+        },
+        f"{j}/grants/{{id}}/extend": {
+            "post": _op(
+                "Move a grant's end: `expiresAt`, or `duration` added to the current end (admin)",
+                "Access",
+                {"200": grant, **_errors(400, 404, 409, 413, 415, *AUTH_ERRORS, **jerr)},
+                params=one,
+                body=_body(ref("GrantExtension"), JSON),
+            )
+        },
+        f"{j}/grants/{{id}}/revoke": {
+            "post": _op(
+                "End a grant now (admin)",
+                "Access",
+                {"200": grant, **_errors(400, 404, 409, 413, 415, *AUTH_ERRORS, **jerr)},
+                params=one,
+                body={**_body(ref("GrantRevocation"), JSON), "required": False},
+            )
+        },
+        f"{j}/requests": {
+            "post": _op(
+                "Request a group for a while, with a justification",
+                "Access",
+                {"201": request, **_errors(400, 401, 403, 404, 409, 413, 415, 429, **jerr)},
+                body=_body(ref("AccessRequestInput"), JSON),
+                description=who,
+            )
+        },
+        f"{j}/requests/{{id}}": {
+            "get": _op(
+                "One access request (scope `requests`)",
+                "Access",
+                {"200": request, **_errors(404, *AUTH_ERRORS, **jerr)},
+                params=one,
+            )
+        },
+        **{
+            f"{j}/requests/{{id}}/{decision}": {
+                "post": _op(
+                    f"{decision.capitalize()} a pending request as an approver (never one's own)",
+                    "Access",
+                    {"200": request, **_errors(400, 401, 403, 404, 409, 413, 415, 429, **jerr)},
+                    params=one,
+                    body=_body(ref("Decision"), JSON),
+                    description=who.replace("the user", "the approver"),
+                )
+            }
+            for decision in ("approve", "deny")
+        },
+    }
+
+
+def _access_components() -> dict[str, Any]:
+    text, when = {"type": "string"}, {"type": "string", "format": "date-time"}
+    duration = {"type": ["string", "number"], "description": 'e.g. "8h", "90m", or seconds'}
+    oidc = {"application": text, "id_token": text}
+    return {
+        "GrantInput": {
+            "type": "object",
+            "properties": {
+                "user": {**text, "description": "user id or userName"},
+                "group": {**text, "description": "group id or displayName"},
+                "duration": duration,
+                "expiresAt": when,
+                "startsAt": when,
+                "justification": text,
+            },
+            "required": ["user", "group"],
+        },
+        "GrantExtension": {"type": "object", "properties": {"duration": duration, "expiresAt": when}},
+        "GrantRevocation": {"type": "object", "properties": {"reason": text}},
+        "AccessRequestInput": {
+            "type": "object",
+            "properties": {
+                "user": text,
+                "group": text,
+                "duration": duration,
+                "startsAt": when,
+                "justification": text,
+                **oidc,
+            },
+            "required": ["group", "duration", "justification"],
+        },
+        "Decision": {"type": "object", "properties": {"approver": text, "comment": text, **oidc}},
+    }
 
 
 def _components(registry: Registry) -> dict[str, Any]:
@@ -566,6 +720,7 @@ def _components(registry: Registry) -> dict[str, Any]:
             "properties": {"application": {"type": "string"}, "id_token": {"type": "string"}},
             "required": ["application", "id_token"],
         },
+        **_access_components(),
         "RetryRequest": {
             "type": "object",
             "properties": {

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from scimjit.clock import to_micros
-from scimjit.jit import grants, requests
+from scimjit.jit import grants, identity, requests
 from scimjit.jit.deprovision import Deprovisioner
 from scimjit.jit.engine import JitEngine, get_engine
 from scimjit.jit.grants import AccessError
 from scimjit.jit.oidc import TokenRejected
 from scimjit.jit.policies import AccessSettings
 from scimjit.jit.sweeper import Sweeper, background_task
-from scimjit.scim.errors import ScimError
-from scimjit.store import admin, audit
+from scimjit.store import audit
 
-BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
+BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 _BY_ENGINE: weakref.WeakKeyDictionary[JitEngine, Access] = weakref.WeakKeyDictionary()
 
 
@@ -37,7 +36,9 @@ class Access:
         self.clock = engine.clock
         self.settings = AccessSettings.from_raw(engine.settings.raw, engine.apps)
         self.deprovisioner = Deprovisioner(engine.apps, engine.clock, self.settings)
-        self.sweeper = Sweeper(engine.db, self.deprovisioner, engine.clock)
+        self.sweeper = Sweeper(
+            engine.db, self.deprovisioner, engine.clock, audit_retention=engine.settings.audit_retention
+        )
 
     # ------------------------------------------------------------------------------------ grants
 
@@ -84,7 +85,9 @@ class Access:
         """A new end: `expiresAt`, or `duration` more than the current end."""
         now = self.clock.now()
         if (duration is None) == (expires_at is None):
-            raise AccessError(400, "invalid_request", "give either `duration` (added to the end) or `expiresAt`")
+            raise AccessError(
+                400, "invalid_request", "give either `duration` (added to the end) or `expiresAt`"
+            )
         with self.db.write() as conn:
             if duration is not None:
                 current = grants.get(conn, grant_id)
@@ -92,7 +95,13 @@ class Access:
             else:
                 end = grants.instant(expires_at, "expiresAt")
             row = grants.extend(
-                conn, self.deprovisioner, grant_id, expires_at=end, actor=actor, now=now, http_request_id=http_request_id
+                conn,
+                self.deprovisioner,
+                grant_id,
+                expires_at=end,
+                actor=actor,
+                now=now,
+                http_request_id=http_request_id,
             )
             return grants.render(row, to_micros(now))
 
@@ -104,7 +113,13 @@ class Access:
             raise AccessError(400, "invalid_request", "`reason` must be a string")
         with self.db.write() as conn:
             row = grants.revoke(
-                conn, self.deprovisioner, grant_id, actor=actor, now=now, reason=reason, http_request_id=http_request_id
+                conn,
+                self.deprovisioner,
+                grant_id,
+                actor=actor,
+                now=now,
+                reason=reason,
+                http_request_id=http_request_id,
             )
             return grants.render(row, to_micros(now))
 
@@ -112,9 +127,6 @@ class Access:
         now_us = to_micros(self.clock.now())
         with self.db.read() as conn:
             return grants.render(grants.get(conn, grant_id), now_us)
-
-    def list_grants(self, **params: Any) -> dict[str, Any]:
-        return self._list("grants", grants.fix_status, **params)
 
     # ------------------------------------------------------------------------------------ requests
 
@@ -131,7 +143,7 @@ class Access:
     ) -> dict[str, Any]:
         now = self.clock.now()
         if duration is None:
-            raise AccessError(400, "invalid_request", "`duration` is required, e.g. \"2h\"")
+            raise AccessError(400, "invalid_request", '`duration` is required, e.g. "2h"')
         seconds = grants.seconds(duration)
         start = grants.instant(starts_at, "startsAt") if starts_at is not None else None
         with self.db.write() as conn:
@@ -199,9 +211,6 @@ class Access:
         with self.db.read() as conn:
             return requests.render(requests.get(conn, request_id), now_us)
 
-    def list_requests(self, **params: Any) -> dict[str, Any]:
-        return self._list("requests", requests.fix_status, **params)
-
     # ------------------------------------------------------------------------------------ identity
 
     async def user_from_id_token(self, application: Any, id_token: Any) -> tuple[Any, str]:
@@ -221,53 +230,15 @@ class Access:
             raise AccessError(401, "missing_claim", f"the token has no {app.match.claim!r} claim")
 
         def read() -> Any:
-            from scimjit.jit import identity
-
             with self.db.read() as conn:
                 found = identity.find_subjects(conn, app, value)
                 if len(found) != 1:
-                    raise AccessError(403, "unknown_user", f"no single SCIM user has {app.match.attribute} = {value!r}")
+                    raise AccessError(
+                        403, "unknown_user", f"no single SCIM user has {app.match.attribute} = {value!r}"
+                    )
                 return grants.find_user(conn, found[0].user_id)
 
         return await self.db.run(read), f"oidc:{claims.get('sub')}"
-
-    # ------------------------------------------------------------------------------------ helpers
-
-    def _list(
-        self,
-        view: str,
-        fix: Callable[[dict[str, Any], int], dict[str, Any]],
-        *,
-        filter: str | None = None,
-        sort_by: str | None = None,
-        sort_order: str | None = None,
-        start_index: int | None = 1,
-        count: int = 100,
-    ) -> dict[str, Any]:
-        now_us = to_micros(self.clock.now())
-        settings = self.engine.settings
-        try:
-            with self.db.read() as conn:
-                page = admin.query(
-                    conn,
-                    admin.VIEWS[view],
-                    filter=filter,
-                    sort_by=sort_by,
-                    sort_order=sort_order,
-                    start_index=start_index,
-                    count=min(max(count, 0), settings.max_page_size),
-                    max_filter_length=settings.max_filter_length,
-                    max_filter_depth=settings.max_filter_depth,
-                )
-        except ScimError as exc:
-            raise AccessError(400, exc.scim_type or "invalid_request", exc.detail) from None
-        return {
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-            "totalResults": page.total,
-            "startIndex": page.start_index,
-            "itemsPerPage": len(page.resources),
-            "Resources": [fix(doc, now_us) for doc in page.resources],
-        }
 
 
 def access_for(services: Any) -> Access:

@@ -117,13 +117,14 @@ def outbox_list(args: argparse.Namespace) -> int:
 
 
 def outbox_retry(args: argparse.Namespace) -> int:
+    from scimjit.clock import SystemClock
+    from scimjit.jit.delivery import retry_dead
+    from scimjit.store.db import Database
+
     if not args.all_dead and not args.ids:
         return _fail("name the dead event id(s) to retry, or pass --all-dead")
-    try:
-        engine = _engine()
-    except ConfigError as exc:
-        return _fail(str(exc))
-    rows = engine.deliverer.retry(ids=args.ids, all_dead=args.all_dead)
+    db = Database(Settings.load().database_url)
+    rows = retry_dead(db, SystemClock().now(), ids=args.ids, all_dead=args.all_dead)
     print(f"re-armed {len(rows)} event(s)" + (": " + ", ".join(str(r.id) for r in rows) if rows else ""))
     return 0
 

@@ -35,11 +35,14 @@ from scimjit.jit.connectors.base import (
     method_for,
 )
 from scimjit.jit.settings import JitSettings
+from scimjit.metrics import CONNECTOR_ERRORS, CONNECTOR_LATENCY, DEAD_LETTERED, DELIVERIES
 from scimjit.store import audit
 from scimjit.store.db import Database
 from scimjit.store.tables import accounts
 
 log = logging.getLogger("scimjit.jit.delivery")
+
+AlsoOnDone = Callable[[sa.Connection, Result], None]
 
 _CREATED = {Outcome.CREATED, Outcome.ALREADY_EXISTS, Outcome.LINKED, Outcome.IN_PROGRESS}
 
@@ -86,7 +89,7 @@ class Deliverer:
         claimed = await self.db.run(self._claim_due, me, batch)
         if not claimed:
             return []
-        return list(await asyncio.gather(*(self._deliver(c, me) for c in claimed)))
+        return list(await asyncio.gather(*(self.deliver_claimed(c, me) for c in claimed)))
 
     async def drain(self, *, worker: str | None = None, max_rounds: int = 1000) -> list[Report]:
         """Deliver until nothing is due now (tests and `scimjit worker --once`)."""
@@ -99,14 +102,14 @@ class Deliverer:
             reports.extend(round_)
         return reports
 
-    async def deliver_now(self, event_id: str) -> Report | None:
+    async def deliver_now(self, event_id: str, *, also: AlsoOnDone | None = None) -> Report | None:
         """Deliver one event at once (a login is waiting for it). None if it cannot be claimed now: another
         worker holds it, or an earlier event of the same user must go first."""
         me = worker_id("login")
         claimed = await self.db.run(self._claim_one, event_id, me)
         if claimed is None:
             return None
-        return await self._deliver(claimed, me)
+        return await self.deliver_claimed(claimed, me, also=also)
 
     def _claim_due(self, worker: str, limit: int) -> list[outbox.Claimed]:
         with self.db.write() as conn:
@@ -120,7 +123,11 @@ class Deliverer:
                 conn, event_id, worker=worker, now=self.clock.now(), lease=self.settings.outbox_lease
             )
 
-    async def _deliver(self, claimed: outbox.Claimed, worker: str) -> Report:
+    async def deliver_claimed(
+        self, claimed: outbox.Claimed, worker: str, *, also: AlsoOnDone | None = None
+    ) -> Report:
+        """One attempt at an event leased to `worker`. `also` runs in the transaction that records a success
+        (the login writes its audit record there instead of in a transaction of its own)."""
         result: Result | None = None
         error: ConnectorError | None = None
         started = time.monotonic()
@@ -130,7 +137,9 @@ class Deliverer:
             connector = self.connector_for(claimed.application or "")
             if connector is None:
                 raise PermanentError(f"application {claimed.application!r} is not configured")
-            downstream_id = await self.db.run(self._downstream_id, claimed)
+            downstream_id = None
+            if claimed.type != ACCOUNT_CREATE:  # a create has no downstream id yet
+                downstream_id = await self.db.run(self._downstream_id, claimed)
             call = Call(event=claimed.payload, downstream_id=downstream_id)
             method = getattr(connector, method_for(claimed.type), None)
             if method is None:  # optional methods (notify): nothing to do for this connector
@@ -148,12 +157,20 @@ class Deliverer:
             log.exception("connector error delivering event %s (%s)", claimed.event_id, claimed.type)
             error = ConnectorError(f"{type(exc).__name__}: {exc}")
         elapsed = time.monotonic() - started
+        app = claimed.application or ""
+        CONNECTOR_LATENCY.labels(application=app, operation=claimed.type).observe(elapsed)
         if error is None:
             assert result is not None
-            await self.db.run(self._record_done, claimed, worker, result, elapsed)
+            await self.db.run(self._record_done, claimed, worker, result, elapsed, also)
             log.info("delivered %s %s -> %s", claimed.type, claimed.event_id, result.outcome.value)
+            DELIVERIES.labels(application=app, outcome="done").inc()
             return Report(claimed.id, claimed.event_id, claimed.type, outbox.DONE, result)
+        kind = "transient" if error.transient else "permanent"
+        CONNECTOR_ERRORS.labels(application=app, operation=claimed.type, kind=kind).inc()
         status, next_at = await self.db.run(self._record_failure, claimed, worker, error, elapsed)
+        DELIVERIES.labels(application=app, outcome="dead" if status == outbox.DEAD else "retry").inc()
+        if status == outbox.DEAD:
+            DEAD_LETTERED.labels(application=app).inc()
         level = logging.WARNING if status == outbox.DEAD else logging.INFO
         log.log(level, "delivery of %s %s failed (%s): %s", claimed.type, claimed.event_id, status, error)
         return Report(claimed.id, claimed.event_id, claimed.type, status, None, str(error), next_at)
@@ -165,12 +182,16 @@ class Deliverer:
             row = ledger.get(conn, claimed.application, claimed.user_id)
         return row.downstream_id if row is not None else None
 
-    def _record_done(self, claimed: outbox.Claimed, worker: str, result: Result, elapsed: float) -> None:
+    def _record_done(
+        self, claimed: outbox.Claimed, worker: str, result: Result, elapsed: float, also: AlsoOnDone | None
+    ) -> None:
         now = self.clock.now()
         with self.db.write() as conn:
             outbox.complete(conn, claimed, worker=worker, result=result.to_json(), now=now)
             _apply(conn, claimed, result, now)
             _audit(conn, claimed, worker, now, "success", elapsed, result=result.to_json())
+            if also is not None:
+                also(conn, result)
 
     def _record_failure(
         self, claimed: outbox.Claimed, worker: str, error: ConnectorError, elapsed: float
@@ -201,16 +222,22 @@ class Deliverer:
         return status, next_at
 
     def retry(self, *, ids: list[int] | None = None, all_dead: bool = False) -> list[Any]:
-        """Re-arm dead events; a re-armed account.create puts its failed account back to pending."""
-        now = self.clock.now()
-        with self.db.write() as conn:
-            rows = outbox.retry(conn, ids=ids or [], all_dead=all_dead, now=now)
-            for row in rows:
-                if row.type == ACCOUNT_CREATE and row.application and row.user_id:
-                    ledger.set_status(
-                        conn, row.application, row.user_id, ledger.PENDING, now, only_from=[ledger.FAILED]
-                    )
-        return rows
+        return retry_dead(self.db, self.clock.now(), ids=ids, all_dead=all_dead)
+
+
+def retry_dead(
+    db: Database, now: datetime, *, ids: list[int] | None = None, all_dead: bool = False
+) -> list[Any]:
+    """Re-arm dead events; a re-armed account.create puts its failed account back to pending. Needs no
+    connector: an operator can re-arm while fixing a connector's configuration."""
+    with db.write() as conn:
+        rows = outbox.retry(conn, ids=ids or [], all_dead=all_dead, now=now)
+        for row in rows:
+            if row.type == ACCOUNT_CREATE and row.application and row.user_id:
+                ledger.set_status(
+                    conn, row.application, row.user_id, ledger.PENDING, now, only_from=[ledger.FAILED]
+                )
+    return rows
 
 
 def _audit(

@@ -60,7 +60,7 @@ class Outcome:
     granted: int = 0
     disabled: int = 0
     deleted: int = 0
-    deferred: int = 0  # lost entitlement, inside the grace period
+    deferred: int = 0  # accounts that lost entitlement and wait out the grace period
     user_ids: list[str] = field(default_factory=list)  # users whose account was disabled or deleted
 
     def add(self, other: Outcome) -> None:
@@ -79,9 +79,13 @@ def chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[list[str]]:
 
 
 def user_document(row: Any) -> dict[str, Any]:
-    """The SCIM user as events carry it (the same shape as the login's events)."""
+    """The SCIM user (a `users` row) as events carry it (the same shape as the login's events)."""
+    return render_user(row.id, row.user_name, row.active, row.data)
+
+
+def render_user(user_id: str, user_name: str, active: bool, data: dict[str, Any]) -> dict[str, Any]:
     subject = identity.Subject(
-        user_id=row.id, user_name=row.user_name, active=bool(row.active), data=row.data, account=None
+        user_id=user_id, user_name=user_name, active=bool(active), data=data, account=None
     )
     return identity.render_user(subject)
 
@@ -115,12 +119,16 @@ class Deprovisioner:
             if app is None:
                 continue
             if not after.active and acc.status in (ledger.ACTIVE, ledger.PENDING):
-                items.append((outbox.new_event(ACCOUNT_DISABLE, app.name, doc, acc.roles or [], now), after.id))
+                items.append(
+                    (outbox.new_event(ACCOUNT_DISABLE, app.name, doc, acc.roles or [], now), after.id)
+                )
                 ledger.set_status(conn, app.name, after.id, ledger.DISABLED, now)
             elif after.active and acc.status == ledger.DISABLED:
                 refs = self.live_refs(conn, app, [after.id], to_micros(now)).get(after.id, set())
                 if app.entitled(refs):  # disabled for lost entitlement: the next login decides
-                    items.append((outbox.new_event(ACCOUNT_ENABLE, app.name, doc, acc.roles or [], now), after.id))
+                    items.append(
+                        (outbox.new_event(ACCOUNT_ENABLE, app.name, doc, acc.roles or [], now), after.id)
+                    )
                     ledger.set_status(conn, app.name, after.id, ledger.ACTIVE, now, unentitled_since=None)
         outbox.enqueue_many(conn, items, now=now)
 
@@ -136,7 +144,14 @@ class Deprovisioner:
             if acc.status != ledger.FAILED:  # a failed create never made an account downstream
                 items.append((outbox.new_event(ACCOUNT_DELETE, app.name, doc, [], now), before.id))
             ledger.set_status(
-                conn, app.name, before.id, ledger.DELETED, now, roles=[], unentitled_since=None, recheck_at=None
+                conn,
+                app.name,
+                before.id,
+                ledger.DELETED,
+                now,
+                roles=[],
+                unentitled_since=None,
+                recheck_at=None,
             )
         outbox.enqueue_many(conn, items, now=now)
         self._end_access(conn, grants.c.user_id == before.id, access_requests.c.user_id == before.id, now_us)
@@ -154,8 +169,7 @@ class Deprovisioner:
                 for chunk in chunks(ids):
                     self.mark_recheck(conn, app, accounts.c.user_id.in_(chunk), to_micros(now))
             else:
-                for chunk in chunks(ids):
-                    self.reconcile(conn, app, chunk, now)
+                self.reconcile(conn, app, ids, now)
 
     def group_deleted(self, conn: sa.Connection, group: Any) -> None:
         now_us = to_micros(self.clock.now())
@@ -175,7 +189,7 @@ class Deprovisioner:
         """The applications whose entitlement or role mapping names this group."""
         return [
             app
-            for app in self.apps.values()
+            for _, app in sorted(self.apps.items())  # name order: the lock order (see reconcile)
             if refs_match((*app.groups, *app.roles), group_id, display_name)
         ]
 
@@ -217,7 +231,12 @@ class Deprovisioner:
         ).rowcount
 
     def reconcile(
-        self, conn: sa.Connection, app: Application, user_ids: Sequence[str], now: datetime, actor: str = "jit"
+        self,
+        conn: sa.Connection,
+        app: Application,
+        user_ids: Sequence[str],
+        now: datetime,
+        actor: str = "jit",
     ) -> Outcome:
         """Bring the accounts of `user_ids` in `app` in line with their live memberships: role revokes and
         grants, and `on_unentitled` once the grace period is over. Users without an account are skipped."""
@@ -225,14 +244,22 @@ class Deprovisioner:
         if not user_ids:
             return result
         now_us = to_micros(now)
+        person = (
+            users.c.user_name.label("p_user_name"),
+            users.c.active.label("p_active"),
+            users.c.data.label("p_data"),
+        )
         stmt = (
-            sa.select(accounts)
+            sa.select(accounts, *person)
+            .join(users, users.c.id == accounts.c.user_id)  # an account of a deleted user is not reconciled
             .where(
                 accounts.c.application == app.name,
                 accounts.c.user_id.in_(list(user_ids)),
                 accounts.c.status.in_(LIVE_STATUSES),
             )
-            .order_by(accounts.c.id)  # one lock order for every transaction: no deadlocks between sweepers
+            # Lock order everywhere: application name, then account id (callers take applications in name
+            # order), so sweepers, SCIM writes and grants never wait on each other in a cycle.
+            .order_by(accounts.c.id)
         )
         if conn.dialect.name == "postgresql":
             stmt = stmt.with_for_update(of=accounts)
@@ -240,20 +267,11 @@ class Deprovisioner:
         if not rows:
             return result
         ids = [r.user_id for r in rows]
-        people = {
-            u.id: u
-            for u in conn.execute(
-                sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data).where(users.c.id.in_(ids))
-            )
-        }
         refs = self.live_refs(conn, app, ids, now_us)
         grace_us = int(app.grace_period * 1_000_000)
         items: list[tuple[dict[str, Any], str | None]] = []
-        updates: list[dict[str, Any]] = []
+        updates: dict[tuple[tuple[str, ...], str, int | None, int | None], list[int]] = {}
         for acc in rows:
-            person = people.get(acc.user_id)
-            if person is None:
-                continue
             mine = refs.get(acc.user_id, set())
             old_roles = list(acc.roles or ())
             new_roles = app.roles_for(mine)
@@ -271,23 +289,21 @@ class Deprovisioner:
                         ending, status = ACCOUNT_DISABLE, ledger.DISABLED
                 else:
                     recheck = since + grace_us
-                    result.deferred += since == now_us
+                    result.deferred += 1
             revoked = [] if ending == ACCOUNT_DELETE else sorted(set(old_roles) - set(new_roles))
             granted = sorted(set(new_roles) - set(old_roles))
-            doc: dict[str, Any] | None = None
-            if revoked or granted or ending:
-                doc = user_document(person)
-            for role in revoked:
-                items.append((outbox.new_event(ROLE_REVOKE, app.name, doc or {}, new_roles, now, role=role), acc.user_id))
-            for role in granted:
-                items.append((outbox.new_event(ROLE_GRANT, app.name, doc or {}, new_roles, now, role=role), acc.user_id))
+            calls = [(ROLE_REVOKE, r) for r in revoked] + [(ROLE_GRANT, r) for r in granted]
             if ending:
-                items.append((outbox.new_event(ending, app.name, doc or {}, new_roles, now), acc.user_id))
+                calls.append((ending, None))
                 result.user_ids.append(acc.user_id)
-                if ending == ACCOUNT_DELETE:
-                    result.deleted += 1
-                else:
-                    result.disabled += 1
+                result.deleted += ending == ACCOUNT_DELETE
+                result.disabled += ending == ACCOUNT_DISABLE
+            if calls:
+                doc = render_user(acc.user_id, acc.p_user_name, acc.p_active, acc.p_data)
+                for kind, role in calls:
+                    extra = {"role": role} if role is not None else {}
+                    event = outbox.new_event(kind, app.name, doc, new_roles, now, **extra)
+                    items.append((event, acc.user_id))
             result.revoked += len(revoked)
             result.granted += len(granted)
             changed = (
@@ -297,29 +313,21 @@ class Deprovisioner:
                 or recheck != acc.recheck_at
             )
             if changed:
-                updates.append(
-                    {
-                        "b_id": acc.id,
-                        "b_roles": new_roles,
-                        "b_status": status,
-                        "b_since": since,
-                        "b_recheck": recheck,
-                    }
-                )
+                updates.setdefault((tuple(new_roles), status, since, recheck), []).append(acc.id)
         result.events = outbox.enqueue_many(conn, items, now=now)
-        if updates:
+        # set-based: one UPDATE per distinct outcome (an expiry batch has one or two), not one per account
+        for (roles, status, since, recheck), ids in updates.items():
             conn.execute(
                 accounts.update()
-                .where(accounts.c.id == sa.bindparam("b_id"))
+                .where(accounts.c.id.in_(ids))
                 .values(
-                    roles=sa.bindparam("b_roles", type_=accounts.c.roles.type),
-                    status=sa.bindparam("b_status"),
-                    unentitled_since=sa.bindparam("b_since"),
-                    recheck_at=sa.bindparam("b_recheck"),
+                    roles=list(roles),
+                    status=status,
+                    unentitled_since=since,
+                    recheck_at=recheck,
                     version=accounts.c.version + 1,
                     updated_at=now_us,
-                ),
-                updates,
+                )
             )
         if result.user_ids:
             audit.record(
@@ -345,7 +353,7 @@ class Deprovisioner:
         stmt = (
             sa.select(accounts)
             .where(accounts.c.user_id == user_id, accounts.c.status.in_(list(statuses)))
-            .order_by(accounts.c.id)
+            .order_by(accounts.c.application, accounts.c.id)  # the lock order of reconcile too
         )
         if conn.dialect.name == "postgresql":
             stmt = stmt.with_for_update(of=accounts)

@@ -93,14 +93,16 @@ def instant(value: Any, name: str) -> int:
     """An RFC 3339 date-time (or an aware datetime) as epoch microseconds."""
     parsed = parse_datetime(value)
     if parsed is None:
-        raise AccessError(400, "invalid_request", f"`{name}` must be an RFC 3339 date-time, e.g. 2030-01-01T08:00:00Z")
+        raise AccessError(
+            400, "invalid_request", f"`{name}` must be an RFC 3339 date-time, e.g. 2030-01-01T08:00:00Z"
+        )
     return to_micros(parsed)
 
 
 def seconds(value: Any, name: str = "duration") -> float:
     """A duration: `"8h"`, `"90m"`, or a number of seconds."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise AccessError(400, "invalid_request", f"`{name}` must be a duration such as \"8h\" or seconds")
+        raise AccessError(400, "invalid_request", f'`{name}` must be a duration such as "8h" or seconds')
     try:
         result = parse_duration(value)
     except ValueError as exc:
@@ -228,7 +230,14 @@ def extend(
         .values(expires_at=expires_at)
     )
     _audit(
-        conn, "grant.extend", actor, updated, now_us, http_request_id, previous=_iso(row.expires_at), expiresAt=_iso(expires_at)
+        conn,
+        "grant.extend",
+        actor,
+        updated,
+        now_us,
+        http_request_id,
+        previous=_iso(row.expires_at),
+        expiresAt=_iso(expires_at),
     )
     return updated
 
@@ -324,7 +333,9 @@ def activate_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limi
         )
         if not late:
             opening.append((row, group_rows[row.group_id]))
-        _audit(conn, "grant.expire" if late else "grant.activate", "sweeper", row, now_us, None, status=status)
+        _audit(
+            conn, "grant.expire" if late else "grant.activate", "sweeper", row, now_us, None, status=status
+        )
     _open(conn, deprov, opening, now, actor="sweeper")
     return len(due)
 
@@ -436,7 +447,11 @@ def notify_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit:
 
 
 def _open(
-    conn: sa.Connection, deprov: Deprovisioner, opening: list[tuple[Any, Any]], now: datetime, actor: str = "jit"
+    conn: sa.Connection,
+    deprov: Deprovisioner,
+    opening: list[tuple[Any, Any]],
+    now: datetime,
+    actor: str = "jit",
 ) -> None:
     """Membership rows for grants becoming active, then role grants downstream (users with accounts)."""
     if not opening:
@@ -456,34 +471,47 @@ def _open(
             for row, group in opening
         ],
     )
-    _reconcile(conn, deprov, [(row.user_id, group.id, group.display_name) for row, group in opening], now, actor)
+    _reconcile(
+        conn, deprov, [(row.user_id, group.id, group.display_name) for row, group in opening], now, actor
+    )
 
 
 def _close(conn: sa.Connection, deprov: Deprovisioner, closing: list[Any], now: datetime) -> None:
     """Remove the membership rows of grants that end early, then revoke downstream what they gave."""
     for r in closing:  # by member first: the (member_id, group_pk) index, not a scan for the source
         conn.execute(
-            memberships.delete().where(memberships.c.member_id == r.user_id, memberships.c.source == source(r.id))
+            memberships.delete().where(
+                memberships.c.member_id == r.user_id, memberships.c.source == source(r.id)
+            )
         )
     names = {
         g.id: g.display_name
         for g in conn.execute(
-            sa.select(groups.c.id, groups.c.display_name).where(groups.c.id.in_({r.group_id for r in closing}))
+            sa.select(groups.c.id, groups.c.display_name).where(
+                groups.c.id.in_({r.group_id for r in closing})
+            )
         )
     }
     _reconcile(
-        conn, deprov, [(r.user_id, r.group_id, names[r.group_id]) for r in closing if r.group_id in names], now
+        conn,
+        deprov,
+        [(r.user_id, r.group_id, names[r.group_id]) for r in closing if r.group_id in names],
+        now,
     )
 
 
 def _reconcile(
-    conn: sa.Connection, deprov: Deprovisioner, changes: list[tuple[str, str, str]], now: datetime, actor: str = "jit"
+    conn: sa.Connection,
+    deprov: Deprovisioner,
+    changes: list[tuple[str, str, str]],
+    now: datetime,
+    actor: str = "jit",
 ) -> None:
     by_app: dict[str, list[str]] = {}
     for user_id, group_id, display_name in changes:
         for app in deprov.apps_for_group(group_id, display_name):
             by_app.setdefault(app.name, []).append(user_id)
-    for name, user_ids in by_app.items():
+    for name, user_ids in sorted(by_app.items()):  # application order: the lock order
         for chunk in chunks(sorted(set(user_ids))):
             deprov.reconcile(conn, deprov.apps[name], chunk, now, actor)
 
@@ -509,6 +537,10 @@ def _audit(
         resource_type="Grant",
         resource_id=row.id,
         request_id=http_request_id,
-        details={"userId": row.user_id, "groupId": row.group_id, **{k: v for k, v in details.items() if v is not None}},
+        details={
+            "userId": row.user_id,
+            "groupId": row.group_id,
+            **{k: v for k, v in details.items() if v is not None},
+        },
         at_micros=now_us,
     )

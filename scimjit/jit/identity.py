@@ -51,48 +51,95 @@ _ACCOUNT_COLUMNS = (
 )
 
 
-def match_condition(attribute: str, value: str) -> sa.ColumnElement[bool]:
-    """The WHERE clause of the app's match rule, on indexed columns."""
+def match_condition(attribute: str, value: Any) -> sa.ColumnElement[bool]:
+    """The WHERE clause of the app's match rule, on indexed columns. `value` is a literal (lower-cased by the
+    caller for case-insensitive attributes, see `match_value`) or a bind parameter."""
     if attribute == "userName":
-        return users.c.user_name_ci == value.lower()
+        return users.c.user_name_ci == value
     if attribute == "externalId":
         return users.c.external_id == value
     if attribute == "id":
         return users.c.id == value
     if attribute == "emails.value":
         emails = sa.select(user_values.c.user_pk).where(
-            user_values.c.attr == "emails", user_values.c.value_ci == value.lower()
+            user_values.c.attr == "emails", user_values.c.value_ci == value
         )
         return users.c.pk.in_(emails)
     raise ValueError(f"unsupported match attribute {attribute!r}")
 
 
+def match_value(attribute: str, value: str) -> str:
+    """userName and emails are caseExact=false: compared on their lower-cased columns."""
+    return value.lower() if attribute in ("userName", "emails.value") else value
+
+
+def _joined(app: Application) -> sa.FromClause:
+    return users.outerjoin(
+        accounts, sa.and_(accounts.c.user_id == users.c.id, accounts.c.application == app.name)
+    )
+
+
+class Lookups:
+    """The login's two reads for one application, built once: a statement built per call costs more in
+    SQLAlchemy's expression machinery than SQLite spends answering it."""
+
+    def __init__(self, app: Application) -> None:
+        self.app = app
+        self._find = (
+            sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data, *_ACCOUNT_COLUMNS)
+            .select_from(_joined(app))
+            .where(match_condition(app.match.attribute, sa.bindparam("value")))
+            .limit(2)
+        )
+        self._members: sa.Select[Any] | None = None
+        if app.group_refs:
+            self._members = (
+                sa.select(groups.c.id, groups.c.display_name_ci)
+                .join(memberships, memberships.c.group_pk == groups.c.pk)
+                .where(
+                    memberships.c.member_id == sa.bindparam("member_id"),
+                    live(sa.bindparam("now")),  # type: ignore[arg-type]
+                    sa.or_(
+                        groups.c.display_name_ci.in_(
+                            sorted(app.group_refs)
+                        ),  # displayNames, case-insensitively
+                        groups.c.id.in_(sorted({*app.groups, *app.roles})),  # ids, exactly
+                    ),
+                )
+            )
+
+    def find_subjects(self, conn: sa.Connection, value: str) -> list[Subject]:
+        """Users matching `value` under the app's rule (at most two: more than one is ambiguous)."""
+        rows = conn.execute(self._find, {"value": match_value(self.app.match.attribute, value)})
+        return [_subject(r) for r in rows]
+
+    def member_refs(self, conn: sa.Connection, user_id: str, now_us: int) -> set[str]:
+        """Lower-cased ids and displayNames of the app's groups (entitlement + roles) the user is a live
+        direct member of."""
+        if self._members is None:
+            return set()
+        out: set[str] = set()
+        for group_id, name_ci in conn.execute(self._members, {"member_id": user_id, "now": now_us}):
+            out.add(group_id.lower())
+            out.add(name_ci)
+        return out
+
+
 def find_subjects(conn: sa.Connection, app: Application, value: str) -> list[Subject]:
-    """Users matching `value` under the app's rule (at most two: more than one is ambiguous)."""
-    joined = users.outerjoin(
-        accounts, sa.and_(accounts.c.user_id == users.c.id, accounts.c.application == app.name)
-    )
+    """Users matching `value` under the app's rule (at most two). Builds its statement per call: hot paths
+    keep a `Lookups` instead."""
+    return Lookups(app).find_subjects(conn, value)
+
+
+def member_refs(conn: sa.Connection, app: Application, user_id: str, now_us: int) -> set[str]:
+    return Lookups(app).member_refs(conn, user_id, now_us)
+
+
+def subjects_where(conn: sa.Connection, app: Application, cond: sa.ColumnElement[bool]) -> list[Subject]:
+    """Users (with their account in `app`) matching any condition: for the listener's bulk checks."""
     stmt = (
         sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data, *_ACCOUNT_COLUMNS)
-        .select_from(joined)
-        .where(match_condition(app.match.attribute, value))
-        .limit(2)
-    )
-    return [_subject(r) for r in conn.execute(stmt)]
-
-
-def subject_by_id(conn: sa.Connection, app: Application, user_id: str) -> Subject | None:
-    found = find_subjects_by(conn, app, users.c.id == user_id)
-    return found[0] if found else None
-
-
-def find_subjects_by(conn: sa.Connection, app: Application, cond: sa.ColumnElement[bool]) -> list[Subject]:
-    joined = users.outerjoin(
-        accounts, sa.and_(accounts.c.user_id == users.c.id, accounts.c.application == app.name)
-    )
-    stmt = (
-        sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data, *_ACCOUNT_COLUMNS)
-        .select_from(joined)
+        .select_from(_joined(app))
         .where(cond)
     )
     return [_subject(r) for r in conn.execute(stmt)]
@@ -111,29 +158,6 @@ def _subject(r: Any) -> Subject:
             version=r.a_version,
         )
     return Subject(user_id=r.id, user_name=r.user_name, active=bool(r.active), data=r.data, account=account)
-
-
-def member_refs(conn: sa.Connection, app: Application, user_id: str, now_us: int) -> set[str]:
-    """Lower-cased ids and displayNames of the app's groups (entitlement + roles) the user is a live direct
-    member of."""
-    if not app.group_refs:
-        return set()
-    refs = list(app.group_refs)
-    raw = [*app.groups, *app.roles]  # ids compare exactly, displayNames case-insensitively
-    stmt = (
-        sa.select(groups.c.id, groups.c.display_name_ci)
-        .join(memberships, memberships.c.group_pk == groups.c.pk)
-        .where(
-            memberships.c.member_id == user_id,
-            live(now_us),
-            sa.or_(groups.c.display_name_ci.in_(refs), groups.c.id.in_(raw)),
-        )
-    )
-    out: set[str] = set()
-    for group_id, name_ci in conn.execute(stmt):
-        out.add(group_id.lower())
-        out.add(name_ci)
-    return out
 
 
 def render_user(subject: Subject) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn
@@ -39,11 +39,13 @@ from scimjit.jit.connectors.base import (
     ROLE_GRANT,
     ROLE_REVOKE,
     Outcome,
+    Result,
 )
-from scimjit.jit.delivery import Deliverer, Report
+from scimjit.jit.delivery import Deliverer, Report, worker_id
 from scimjit.jit.identity import Subject
 from scimjit.jit.oidc import OidcVerifier, TokenRejected
 from scimjit.jit.settings import JitSettings
+from scimjit.metrics import LOGINS
 from scimjit.store import audit
 from scimjit.store.db import Database
 from scimjit.store.tables import outbox as outbox_table
@@ -112,16 +114,28 @@ class LoginService:
         self.verifier = verifier
         self.deliverer = deliverer
         self._resolution_us = int(settings.last_login_resolution * 1_000_000)
+        self._lookups = {name: identity.Lookups(app) for name, app in apps.items()}
 
     async def login(
         self, application: str, id_token: str, *, caller: str | None = None, request_id: str | None = None
     ) -> LoginResult:
         """Run the login hook for `application`. Raises LoginRefused with the status and reason code."""
         app = self.apps.get(application)
-        if app is None:
+        if app is None:  # not counted: the metric label would take any string a caller sends
             raise LoginRefused(
                 404, "unknown_application", f"no application named {application!r} is configured"
             )
+        try:
+            result = await self._login(app, id_token, caller, request_id)
+        except LoginRefused as exc:
+            LOGINS.labels(application=app.name, outcome="refused" if exc.status < 500 else "error").inc()
+            raise
+        LOGINS.labels(application=app.name, outcome="allowed").inc()
+        return result
+
+    async def _login(
+        self, app: Application, id_token: str, caller: str | None, request_id: str | None
+    ) -> LoginResult:
         at = _Attempt(app, self.clock.now(), caller, request_id, actor=caller)
         try:
             claims = await self.verifier.verify(app, id_token)
@@ -156,7 +170,7 @@ class LoginService:
             return self._ok(at, "existing", account.downstream_id)
         if account.status == ledger.PENDING:
             event_id = await self.db.run(self._pending_create, app, subject.user_id)
-            report = await self.deliverer.deliver_now(event_id) if event_id is not None else None
+            report = await self.deliverer.deliver_now(event_id, also=self._allowed(at)) if event_id else None
             if report is not None:
                 return await self._after_create(at, report)
             return await self._wait_for_account(at)
@@ -170,11 +184,10 @@ class LoginService:
     # --- reads ------------------------------------------------------------------------------------------
 
     def _read(self, app: Application, value: str, now_us: int) -> tuple[list[Subject], set[str]]:
+        lookups = self._lookups[app.name]
         with self.db.read() as conn:
-            subjects = identity.find_subjects(conn, app, value)
-            refs = (
-                identity.member_refs(conn, app, subjects[0].user_id, now_us) if len(subjects) == 1 else set()
-            )
+            subjects = lookups.find_subjects(conn, value)
+            refs = lookups.member_refs(conn, subjects[0].user_id, now_us) if len(subjects) == 1 else set()
         return subjects, refs
 
     def _needs_write(self, account: identity.Account, at: _Attempt) -> bool:
@@ -247,8 +260,10 @@ class LoginService:
         outbox.enqueue(conn, event, user_id=at.user_id, now=at.now)
         return str(event["id"])
 
-    def _claim_slot(self, at: _Attempt) -> str | None:
-        """Take the ledger slot and queue the create, atomically. None if a concurrent login holds the slot."""
+    def _claim_slot(self, at: _Attempt, worker: str) -> outbox.Claimed | str | None:
+        """Take the ledger slot and queue the create, atomically. The create comes back leased to `worker`
+        when nothing of this user is queued before it (the usual case), else as an event id to wait for;
+        None if a concurrent login holds the slot."""
         phash = ledger.profile_hash(at.user)
         try:
             with self.db.write() as conn:
@@ -274,20 +289,46 @@ class LoginService:
                         return None
                 else:
                     return None
-                return self._enqueue(conn, at, ACCOUNT_CREATE, mode=at.app.on_first_login)
+                event = outbox.new_event(
+                    ACCOUNT_CREATE, at.app.name, at.user, at.roles, at.now, mode=at.app.on_first_login
+                )
+                if outbox.has_pending(conn, at.app.name, at.user_id):  # it must wait its turn
+                    outbox.enqueue(conn, event, user_id=at.user_id, now=at.now)
+                    return str(event["id"])
+                lease = self.settings.outbox_lease
+                row_id = outbox.enqueue(
+                    conn, event, user_id=at.user_id, now=at.now, lease_to=worker, lease=lease
+                )
+                return outbox.Claimed(row_id, event["id"], ACCOUNT_CREATE, at.app.name, at.user_id, event, 1)
         except IntegrityError:
             return None
 
     # --- first login ------------------------------------------------------------------------------------
 
     async def _first_login(self, at: _Attempt) -> LoginResult:
-        event_id = await self.db.run(self._claim_slot, at)
-        if event_id is None:  # another login of this user is creating the account right now
+        worker = worker_id("login")
+        claimed = await self.db.run(self._claim_slot, at, worker)
+        if claimed is None:  # another login of this user is creating the account right now
             return await self._wait_for_account(at)
-        report = await self.deliverer.deliver_now(event_id)
+        if isinstance(claimed, str):  # queued behind earlier events of this user
+            report = await self.deliverer.deliver_now(claimed, also=self._allowed(at))
+        else:
+            report = await self.deliverer.deliver_claimed(claimed, worker, also=self._allowed(at))
         if report is None:  # the worker (or an earlier event of this user) has it: wait for the result
             return await self._wait_for_account(at)
         return await self._after_create(at, report)
+
+    def _allowed(self, at: _Attempt) -> Callable[[sa.Connection, Result], None]:
+        """The `login.allowed` record of a login that created (or linked) the account, written in the
+        transaction that records the connector's answer."""
+
+        def record(conn: sa.Connection, result: Result) -> None:
+            if result.outcome != Outcome.NOT_FOUND:
+                status = "linked" if at.app.on_first_login == "link" else "created"
+                details = {"account": status, "downstreamId": result.downstream_id}
+                self._audit(conn, at, "login.allowed", "allowed", details)
+
+        return record
 
     async def _after_create(self, at: _Attempt, report: Report) -> LoginResult:
         if report.status == outbox.DONE and report.result is not None:
@@ -299,8 +340,6 @@ class LoginService:
                     f"{at.app.name!r} links existing accounts only; it has none",
                 )
             status = "linked" if at.app.on_first_login == "link" else "created"
-            details = {"account": status, "downstreamId": report.result.downstream_id}
-            await self.db.run(self._audit_now, at, "login.allowed", "allowed", details)
             return self._ok(at, status, report.result.downstream_id)
         if report.status == outbox.DEAD:
             await self._refuse(

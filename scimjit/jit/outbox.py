@@ -67,9 +67,22 @@ def ordering_key(application: str | None, user_id: str | None) -> str:
     return f"{application or ''}:{user_id or ''}"
 
 
-def enqueue(conn: sa.Connection, event: Mapping[str, Any], *, user_id: str | None, now: datetime) -> int:
-    """Add `event` (from `new_event`) to the outbox in the caller's transaction; returns the row id."""
+def enqueue(
+    conn: sa.Connection,
+    event: Mapping[str, Any],
+    *,
+    user_id: str | None,
+    now: datetime,
+    lease_to: str | None = None,
+    lease: float = 0.0,
+) -> int:
+    """Add `event` (from `new_event`) to the outbox in the caller's transaction; returns the row id.
+    `lease_to` inserts it already claimed by that worker (a login about to deliver it itself, saving a
+    claim transaction); the caller must have checked `has_pending` first, or it may overtake its key."""
     now_us = to_micros(now)
+    claim: dict[str, Any] = {"attempts": 0}
+    if lease_to is not None:
+        claim = {"claimed_by": lease_to, "claimed_until": now_us + int(lease * 1_000_000), "attempts": 1}
     row_id: int = conn.execute(
         outbox.insert()
         .values(
@@ -80,13 +93,24 @@ def enqueue(conn: sa.Connection, event: Mapping[str, Any], *, user_id: str | Non
             ordering_key=ordering_key(event.get("application"), user_id),
             payload=dict(event),
             status=PENDING,
-            attempts=0,
             next_attempt_at=now_us,
             created_at=now_us,
+            **claim,
         )
         .returning(outbox.c.id)
     ).scalar_one()
     return row_id
+
+
+def has_pending(conn: sa.Connection, application: str | None, user_id: str | None) -> bool:
+    """Whether (application, user) has an undelivered event: a new one would have to wait its turn."""
+    stmt = (
+        sa.select(sa.literal(1))
+        .select_from(outbox)
+        .where(outbox.c.ordering_key == ordering_key(application, user_id), outbox.c.status == PENDING)
+        .limit(1)
+    )
+    return conn.execute(stmt).first() is not None
 
 
 def enqueue_many(
@@ -98,7 +122,7 @@ def enqueue_many(
         return 0
     now_us = to_micros(now)
     conn.execute(
-        outbox.insert(),
+        outbox.insert().returning(outbox.c.id),  # RETURNING: batched multi-row VALUES on every driver
         [
             {
                 "event_id": event["id"],

@@ -131,7 +131,7 @@ class AccessSettings:
         if not isinstance(ttl_raw, Mapping):
             raise ConfigError('[jit] membership_ttl must be a table: membership_ttl = { "group" = "30d" }')
         ttls: dict[str, int] = {}
-        for ref, value in ttl_raw.items():
+        for ref in ttl_raw:
             seconds = _duration(ttl_raw, ref, "[jit] membership_ttl", None)
             if not seconds or seconds < 1:
                 raise ConfigError(f"[jit] membership_ttl.{ref} must be at least 1s")
@@ -177,7 +177,9 @@ def _policy(t: Any, index: int) -> Policy:
     auto_raw = t.get("auto_approve")
     if auto_raw is not None:
         if not isinstance(auto_raw, Mapping) or set(auto_raw) - _AUTO_KEYS or "max_duration" not in auto_raw:
-            raise ConfigError(f'{where}: write auto_approve = {{ max_duration = "1h", eligible = ["oncall"] }}')
+            raise ConfigError(
+                f'{where}: write auto_approve = {{ max_duration = "1h", eligible = ["oncall"] }}'
+            )
         auto_max = _duration(auto_raw, "max_duration", f"{where}: auto_approve", None)
         if auto_max is None or auto_max > max_duration:
             raise ConfigError(f"{where}: auto_approve.max_duration must not exceed max_duration")

@@ -83,7 +83,9 @@ def create(
         raise AccessError(403, "inactive_user", f"user {user.user_name!r} is not active")
     if policy.eligible and not is_member(conn, user.id, policy.eligible, now_us):
         raise AccessError(
-            403, "not_eligible", f"only members of {', '.join(policy.eligible)} may request {group.display_name!r}"
+            403,
+            "not_eligible",
+            f"only members of {', '.join(policy.eligible)} may request {group.display_name!r}",
         )
     if not isinstance(justification, str) or not justification.strip():
         raise AccessError(400, "invalid_request", "a `justification` is required")
@@ -128,7 +130,17 @@ def create(
         and duration <= auto.max_duration
         and (not auto.eligible or is_member(conn, user.id, auto.eligible, now_us))
     ):
-        row = _approve(conn, deprov, row, user, group, AUTO_APPROVER, [_decision(AUTO_APPROVER, "approve", now, None)], now, http_request_id)
+        row = _approve(
+            conn,
+            deprov,
+            row,
+            user,
+            group,
+            AUTO_APPROVER,
+            [_decision(AUTO_APPROVER, "approve", now, None)],
+            now,
+            http_request_id,
+        )
     return row
 
 
@@ -162,7 +174,9 @@ def decide(
     policy = policy_of(deprov, group)
     if not approver.active or not is_member(conn, approver.id, policy.approvers, now_us):
         raise AccessError(
-            403, "not_an_approver", f"only active members of {', '.join(policy.approvers) or '(nobody)'} decide"
+            403,
+            "not_an_approver",
+            f"only active members of {', '.join(policy.approvers) or '(nobody)'} decide",
         )
     approvals = list(row.approvals or [])
     if any(a.get("approverId") == approver.id for a in approvals):
@@ -172,7 +186,16 @@ def decide(
     approvals.append({**_decision(approver.user_name, decision, now, comment), "approverId": approver.id})
     if decision == "deny":
         updated = _update(conn, row, status=DENIED, approvals=approvals, decided_at=now_us)
-        _audit(conn, "request.deny", actor, updated, now_us, http_request_id, approver=approver.user_name, comment=comment)
+        _audit(
+            conn,
+            "request.deny",
+            actor,
+            updated,
+            now_us,
+            http_request_id,
+            approver=approver.user_name,
+            comment=comment,
+        )
         return updated
     yes = len({a.get("approverId") for a in approvals if a.get("decision") == "approve"})
     if yes < policy.approvals_required:
@@ -190,7 +213,9 @@ def decide(
         )
         return updated
     user = grants.find_user(conn, row.user_id)
-    return _approve(conn, deprov, row, user, group, actor, approvals, now, http_request_id, approver.user_name)
+    return _approve(
+        conn, deprov, row, user, group, actor, approvals, now, http_request_id, approver.user_name
+    )
 
 
 def get(conn: sa.Connection, request_id: str, *, for_update: bool = False) -> Any:
@@ -324,7 +349,10 @@ def _audit(
         resource_type="AccessRequest",
         resource_id=row.id,
         request_id=http_request_id,
-        details={"userId": row.user_id, "groupId": row.group_id, **{k: v for k, v in details.items() if v is not None}},
+        details={
+            "userId": row.user_id,
+            "groupId": row.group_id,
+            **{k: v for k, v in details.items() if v is not None},
+        },
         at_micros=now_us,
     )
-

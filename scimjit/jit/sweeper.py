@@ -26,7 +26,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from scimjit.clock import Clock, to_micros
 from scimjit.jit import grants, requests
 from scimjit.jit.deprovision import Deprovisioner, Outcome, chunks
+from scimjit.metrics import EXPIRATIONS
 from scimjit.store import audit
 from scimjit.store.db import Database
 from scimjit.store.tables import accounts, groups, memberships
@@ -78,19 +79,29 @@ class SweepReport:
 
 class Sweeper:
     def __init__(
-        self, db: Database, deprov: Deprovisioner, clock: Clock, *, batch_size: int | None = None
+        self,
+        db: Database,
+        deprov: Deprovisioner,
+        clock: Clock,
+        *,
+        batch_size: int | None = None,
+        audit_retention: float = 0.0,  # the `audit_retention` setting, seconds; 0 keeps audit records
     ) -> None:
         self.db = db
         self.deprov = deprov
         self.clock = clock
         self.batch_size = batch_size or deprov.settings.sweep_batch_size
+        self.audit_retention = audit_retention
+        self._audit_purged_at: datetime | None = None
 
     def sweep_once(self, now: datetime | None = None) -> SweepReport:
         """Everything due at `now` (default: the clock's now), batch after batch until nothing is left."""
         now = now or self.clock.now()
         started = time.perf_counter()
         report = SweepReport()
-        report.activated = self._drain(lambda conn: grants.activate_due(conn, self.deprov, now, self.batch_size))
+        report.activated = self._drain(
+            lambda conn: grants.activate_due(conn, self.deprov, now, self.batch_size)
+        )
         report.memberships_expired = self._drain(lambda conn: self.expire_memberships(conn, now, report))
         report.grants_expired = self._drain(lambda conn: grants.expire_due(conn, now, self.batch_size))
         report.rechecked = self._drain(lambda conn: self.recheck_accounts(conn, now, report))
@@ -99,7 +110,26 @@ class Sweeper:
         report.seconds = time.perf_counter() - started
         if report.work:
             log.info("sweep: %s", {k: v for k, v in report.to_json().items() if v})
+        for kind, n in (
+            ("membership", report.memberships_expired),
+            ("grant", report.grants_expired),
+            ("request", report.requests_expired),
+        ):
+            if n:
+                EXPIRATIONS.labels(kind=kind).inc(n)
+        self._purge_audit(now)
         return report
+
+    def _purge_audit(self, now: datetime) -> None:
+        """Delete audit records past `audit_retention`, at most once a minute (an indexed range delete)."""
+        if self.audit_retention <= 0:
+            return
+        if self._audit_purged_at is not None and (now - self._audit_purged_at).total_seconds() < 60:
+            return
+        self._audit_purged_at = now
+        deleted = audit.purge_expired(self.db, now, self.audit_retention)
+        if deleted:
+            log.info("purged %d audit record(s) older than audit_retention", deleted)
 
     def _drain(self, step: Callable[[sa.Connection], int]) -> int:
         total = 0
@@ -150,7 +180,7 @@ class Sweeper:
                 },
                 at_micros=now_us,
             )
-        for name, user_ids in by_app.items():
+        for name, user_ids in sorted(by_app.items()):  # application order: the lock order
             for chunk in chunks(sorted(user_ids)):
                 report._count(self.deprov.reconcile(conn, self.deprov.apps[name], chunk, now, "sweeper"))
         return len(gone)
@@ -172,7 +202,7 @@ class Sweeper:
         by_app: dict[str, list[str]] = {}
         for row in due:
             by_app.setdefault(row.application, []).append(row.user_id)
-        for name, user_ids in by_app.items():
+        for name, user_ids in sorted(by_app.items()):
             app = self.deprov.apps.get(name)
             if app is not None:
                 report._count(self.deprov.reconcile(conn, app, user_ids, now, "sweeper"))
@@ -207,7 +237,9 @@ async def run(sweeper: Sweeper, stop: asyncio.Event, interval: float, *, once: b
     return sweeps
 
 
-def background_task(sweeper: Sweeper, interval: float) -> Callable[[asyncio.Event], Awaitable[None]]:
+def background_task(
+    sweeper: Sweeper, interval: float
+) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
     """For `create_app(background=[...])`: the in-process sweeper of `scimjit serve`."""
 
     async def task(stop: asyncio.Event) -> None:

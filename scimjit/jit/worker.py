@@ -58,6 +58,14 @@ def background_task(services: Any) -> Callable[[asyncio.Event], Awaitable[None]]
     return task
 
 
+def install(services: Any) -> list[Callable[[asyncio.Event], Awaitable[None]]]:
+    """For `scimjit serve`: build the JIT engine now (so a bad `[[applications]]` table stops the start
+    instead of failing logins) and return the in-process outbox worker for `create_app(background=[...])`,
+    or nothing when `run_worker` is off (dedicated `scimjit worker` processes deliver instead)."""
+    get_engine(services)
+    return [background_task(services)] if services.settings.run_worker else []
+
+
 def run_worker(engine: JitEngine, *, once: bool = False) -> int:
     """Blocking entry point of `scimjit worker`: runs until SIGTERM / SIGINT (or, with `once`, until idle)."""
 

@@ -22,6 +22,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from scim2_filter_parser import ast
@@ -89,19 +90,21 @@ def _token_rule(pattern: str, convert: Callable[[str], Any]) -> Callable[[Any, A
 def _string(literal: str) -> str:
     """A JSON string literal; NUL and lone surrogates are refused because no database column can hold them."""
     try:
-        value = json.loads(literal, strict=False)
+        value: str = json.loads(literal, strict=False)
         value.encode("utf-8")
     except (ValueError, UnicodeEncodeError):
         raise invalid_filter(f"invalid string {literal}") from None
     if "\x00" in value:
         raise invalid_filter(f"invalid string {literal}: NUL characters are not allowed")
-    return str(value)
+    return value
 
 
 _KEYWORD_END = r"(?![A-Za-z0-9_$-])"
 
 
 class _Lexer(SCIMLexer):
+    """scim2-filter-parser's lexer with JSON literals: typed numbers, strings, true, false and null."""
+
     tokens = SCIMLexer.tokens
     NUMBER = _token_rule(_NUMBER.pattern, json.loads)
     COMP_VALUE = _token_rule(r'"(?:[^"\\]|\\.)*"', _string)
@@ -305,7 +308,7 @@ def _coerce(attr_type: str, value: Any) -> Any:
             return value.lower() == "true"
         return value if isinstance(value, bool) else None
     if attr_type == "dateTime":
-        return parse_datetime(value) if isinstance(value, str) else None
+        return _datetime(value)
     if isinstance(value, bool):
         return None
     if attr_type == "integer":
@@ -313,6 +316,13 @@ def _coerce(attr_type: str, value: Any) -> Any:
     if attr_type == "decimal":
         return _decimal(value)
     return None
+
+
+def _datetime(value: Any) -> datetime | None:
+    try:
+        return parse_datetime(value) if isinstance(value, str) else None
+    except OverflowError:  # 9999-12-31T23:59:59-05:00 is past the last datetime once in UTC
+        return None
 
 
 def _integer(value: Any) -> int | None:

@@ -29,6 +29,7 @@ from scimjit.scim.schema import Attribute, Registry, ResourceType, load_registry
 from scimjit.store.db import Database
 from scimjit.store.tables import access_requests, accounts, audit_log, grants, outbox
 
+MAX_OFFSET = 2**62
 ADMIN_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "admin"
 
 
@@ -101,15 +102,14 @@ def query(
     registry = admin_registry()
     rt = registry.resource_type(view.resource_type)
     where = _where(view, filter, max_filter_length, max_filter_depth)
-    start = max(1, start_index or 1)
-    count = max(0, count)
+    start = min(max(1, start_index or 1), MAX_OFFSET)  # beyond any table; SQL integers stop at 2**63
+    count = min(max(0, count), MAX_OFFSET)
     total = int(conn.execute(sa.select(sa.func.count()).select_from(view.table).where(where)).scalar_one())
     order = _order(registry, rt, view, sort_by, sort_order)
-    rows = []
+    rows: list[Mapping[str, Any]] = []
     if count:
-        rows = conn.execute(
-            sa.select(view.table).where(where).order_by(*order).offset(start - 1).limit(count)
-        ).mappings()
+        stmt = sa.select(view.table).where(where).order_by(*order).offset(start - 1).limit(count)
+        rows = [dict(row) for row in conn.execute(stmt).mappings()]
     return Page(total, start, [render(registry, rt, view, row) for row in rows])
 
 
@@ -140,7 +140,7 @@ def _stream(db: Database, view: View, where: sa.ColumnElement[bool], batch: int)
         if last is not None:
             stmt = stmt.where(key > last)
         with db.read() as conn:  # a short transaction per batch: no connection is held between batches
-            rows = list(conn.execute(stmt).mappings())
+            rows = [dict(row) for row in conn.execute(stmt).mappings()]
         for row in rows:
             yield render(registry, rt, view, row)
         if len(rows) < batch:
@@ -199,19 +199,19 @@ def _compare(view: View, compare: Compare) -> sa.ColumnElement[bool]:
     if attr.type == "string" and not attr.case_exact:
         column, value = sa.func.lower(column), value.lower()
     if op == "eq":
-        return column == value  # type: ignore[no-any-return]
+        return column == value
     if op == "ne":
         return sa.or_(column != value, column.is_(None))
     if op == "co":
-        return column.contains(value, autoescape=True)  # type: ignore[no-any-return]
+        return column.contains(value, autoescape=True)
     if op == "sw":
-        return column.startswith(value, autoescape=True)  # type: ignore[no-any-return]
+        return column.startswith(value, autoescape=True)
     if op == "ew":
-        return column.endswith(value, autoescape=True)  # type: ignore[no-any-return]
+        return column.endswith(value, autoescape=True)
     comparisons = {"gt": column > value, "ge": column >= value, "lt": column < value, "le": column <= value}
     if op not in comparisons:
         raise invalid_filter(f"unknown operator {op!r}")
-    return comparisons[op]  # type: ignore[no-any-return]
+    return comparisons[op]
 
 
 def _sql_value(attr: Attribute, value: Any) -> Any:

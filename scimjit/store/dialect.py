@@ -87,7 +87,8 @@ def json_present(dialect: str, doc: sa.ColumnElement[Any], keys: Sequence[str]) 
     if dialect == POSTGRESQL:
         empty = [sa.cast(sa.literal(text), JSONB) for text in ("null", '""', "{}", "[]")]
         return sa.func.coalesce(_pg_node(doc, keys), empty[0]).not_in(empty)
-    json_type, value = _sqlite_type(doc, keys), _sqlite_value(doc, keys, sa.Text)
+    json_type = sa.func.coalesce(_sqlite_type(doc, keys), "null")  # never NULL, so `not present` is exact
+    value = _sqlite_value(doc, keys, sa.Text)
     return sa.or_(
         json_type.in_(("integer", "real", "true", "false")),
         sa.and_(json_type == "text", value != ""),

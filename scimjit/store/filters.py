@@ -58,7 +58,7 @@ _ORDERING: dict[str, Callable[[Any, Any], Any]] = {
     "le": operator.le,
 }
 _VERSION = re.compile(r'(?:W/)?"?([0-9]{1,18})"?')
-VALUE_CI_LENGTH = 512  # promoted.user_value_rows keeps this much of an element's folded value
+_VALUE_CI_LENGTH = 512  # promoted.user_value_rows keeps this much of an element's folded value
 
 
 def table_of(rt: ResourceType) -> sa.Table:
@@ -95,7 +95,7 @@ class _Unsupported(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Operand:
+class _Operand:
     """A scalar a comparison reads: its SQL expression and how that expression is stored."""
 
     expr: sa.ColumnElement[Any]
@@ -106,7 +106,7 @@ class Operand:
     max_length: int | None = None  # only this prefix is stored
 
 
-Scope = Callable[[AttrRef], Operand]
+_Scope = Callable[[AttrRef], _Operand]
 
 
 class _Compiler:
@@ -118,7 +118,7 @@ class _Compiler:
 
     # ------------------------------------------------------------ predicates
 
-    def predicate(self, predicate: Predicate, scope: Scope | None) -> sa.ColumnElement[bool]:
+    def predicate(self, predicate: Predicate, scope: _Scope | None) -> sa.ColumnElement[bool]:
         """`scope` resolves sub-attributes inside a value path; None at the resource level."""
         if isinstance(predicate, And):
             return sa.and_(self.predicate(predicate.left, scope), self.predicate(predicate.right, scope))
@@ -138,14 +138,12 @@ class _Compiler:
             return self._schemas(compare)
         if ref.full_path == "meta.version":
             return self._version(compare)
-        if (
-            ref.attr.multi_valued and ref.attr.type == "complex" and ref.sub is None
-        ):  # emails pr, emails eq null
-            has = self._elements(ref, None)
+        if ref.attr.multi_valued and ref.attr.type == "complex" and ref.sub is None:
+            has = self._elements(ref, None)  # `emails pr`, `emails eq null`: has an element or not
             return has if compare.op in ("pr", "ne") else sa.not_(has)
         return self._compare(self._resource_operand(ref), compare)
 
-    def _compare(self, operand: Operand, compare: Compare) -> sa.ColumnElement[bool]:
+    def _compare(self, operand: _Operand, compare: Compare) -> sa.ColumnElement[bool]:
         attr, op, value = compare.ref.leaf, compare.op, compare.value
         if op == "pr" or value is None:
             present = operand.present if operand.present is not None else _is_present(operand.expr, attr)
@@ -199,28 +197,28 @@ class _Compiler:
 
     # ------------------------------------------------------------ where attributes live
 
-    def _resource_operand(self, ref: AttrRef) -> Operand:
+    def _resource_operand(self, ref: AttrRef) -> _Operand:
         path, leaf = ref.full_path, ref.leaf
         promoted = (USER_COLUMNS if self.table is users else GROUP_COLUMNS).get(path)
         if promoted is not None:
             return _column(promoted, leaf)
         if path == "meta.resourceType":
-            return Operand(sa.literal(self.rt.name, sa.Text))
+            return _Operand(sa.literal(self.rt.name, sa.Text))
         if ref.schema == "" or ref.attr.multi_valued:
             raise _Unsupported(f"{path} cannot be filtered or sorted on")
         keys = [ref.schema] if ref.extension else []
         keys += [ref.attr.name] + ([ref.sub.name] if ref.sub else [])
         return self._json(self.table.c.data, keys, leaf)
 
-    def _json(self, doc: sa.ColumnElement[Any], keys: Sequence[str], leaf: Attribute) -> Operand:
+    def _json(self, doc: sa.ColumnElement[Any], keys: Sequence[str], leaf: Attribute) -> _Operand:
         present = sql.json_present(self.dialect, doc, keys)
         if leaf.type == "boolean":
-            return Operand(sql.json_boolean(self.dialect, doc, keys), present=present)
+            return _Operand(sql.json_boolean(self.dialect, doc, keys), present=present)
         if leaf.type in ("integer", "decimal"):
-            return Operand(sql.json_number(self.dialect, doc, keys), present=present)
+            return _Operand(sql.json_number(self.dialect, doc, keys), present=present)
         if leaf.type == "dateTime":
-            return Operand(sql.json_micros(self.dialect, doc, keys), micros=True, present=present)
-        return Operand(sql.json_text(self.dialect, doc, keys), present=present)
+            return _Operand(sql.json_micros(self.dialect, doc, keys), micros=True, present=present)
+        return _Operand(sql.json_text(self.dialect, doc, keys), present=present)
 
     def _elements(self, ref: AttrRef, inner: Predicate | None) -> sa.ColumnElement[bool]:
         """Resources with an element of multi-valued `ref` satisfying `inner` (any element when None)."""
@@ -254,44 +252,42 @@ class _Compiler:
         joined = memberships.join(group, group.c.pk == memberships.c.group_pk)
         return users.c.id.in_(sa.select(memberships.c.member_id).select_from(joined).where(*conditions))
 
-    def _user_value_operand(self, ref: AttrRef) -> Operand:
+    def _user_value_operand(self, ref: AttrRef) -> _Operand:
         """A sub-attribute of a `user_values` element: a promoted column when it holds the value as compared,
         else the element's JSON."""
         assert ref.sub is not None
         sub, v = ref.sub, user_values.c
         if sub.name == "value" and sub.type in _TEXT:
             if sub.case_exact:
-                return Operand(v.value)
-            return Operand(v.value_ci, folded=True, codepoint=True, max_length=VALUE_CI_LENGTH)
+                return _Operand(v.value)
+            return _Operand(v.value_ci, folded=True, codepoint=True, max_length=_VALUE_CI_LENGTH)
         if sub.name == "type" and sub.type == "string" and not sub.case_exact:
-            return Operand(v.type_ci, folded=True, codepoint=True)
+            return _Operand(v.type_ci, folded=True, codepoint=True)
         if sub.name == "primary" and sub.type == "boolean":
-            return Operand(v.is_primary)
+            return _Operand(v.is_primary)
         return self._json(v.element, [sub.name], sub)
 
-    def _member_operand(self, ref: AttrRef) -> Operand:
+    def _member_operand(self, ref: AttrRef) -> _Operand:
         """A sub-attribute of a Group's member: a live `memberships` row."""
         assert ref.sub is not None
         m = memberships.c
         if ref.sub.name == "value":
-            return Operand(m.member_id, codepoint=True)
+            return _Operand(m.member_id, codepoint=True)
         if ref.sub.name == "type":
-            return Operand(m.member_type)
+            return _Operand(m.member_type)
         if ref.sub.name == "display":
-            return Operand(_member_display(), folded=True)
+            return _Operand(_member_display(), folded=True)
         raise _Unsupported(f"members.{ref.sub.name} cannot be filtered or sorted on")
 
-    def _group_operand(self, group: sa.FromClause, ref: AttrRef) -> Operand:
+    def _group_operand(self, group: sa.FromClause, ref: AttrRef) -> _Operand:
         """A sub-attribute of a User's group: the group row joined to a live membership."""
         assert ref.sub is not None
         if ref.sub.name == "value":
-            return Operand(group.c.id, codepoint=True)
+            return _Operand(group.c.id, codepoint=True)
         if ref.sub.name == "display":
-            return Operand(group.c.display_name_ci, folded=True, codepoint=True)
-        if ref.sub.name == "type":
-            return Operand(
-                sa.literal("direct", sa.Text), folded=True
-            )  # scimjit keeps direct memberships only
+            return _Operand(group.c.display_name_ci, folded=True, codepoint=True)
+        if ref.sub.name == "type":  # scimjit keeps direct memberships only
+            return _Operand(sa.literal("direct", sa.Text), folded=True)
         raise _Unsupported(f"groups.{ref.sub.name} cannot be filtered or sorted on")
 
     # ------------------------------------------------------------ sorting
@@ -309,7 +305,7 @@ class _Compiler:
             return self.table.c.version
         return self._sortable(self._resource_operand(ref), ref.leaf)
 
-    def _sortable(self, operand: Operand, attr: Attribute) -> sa.ColumnElement[Any]:
+    def _sortable(self, operand: _Operand, attr: Attribute) -> sa.ColumnElement[Any]:
         expr = operand.expr
         if attr.type not in _TEXT:
             return expr
@@ -348,9 +344,9 @@ class _Compiler:
 # ---------------------------------------------------------------- columns
 
 
-def _column(promoted: Promoted, attr: Attribute) -> Operand:
+def _column(promoted: Promoted, attr: Attribute) -> _Operand:
     column = promoted.column
-    return Operand(column, folded=promoted.folded, codepoint=_is_key(column), micros=attr.type == "dateTime")
+    return _Operand(column, folded=promoted.folded, codepoint=_is_key(column), micros=attr.type == "dateTime")
 
 
 @functools.cache

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from scimjit.scim.errors import invalid_value
 from scimjit.scim.schema import Registry, ResourceType
 from scimjit.store.tables import groups, users
 
@@ -107,9 +108,14 @@ def user_value_rows(registry: Registry, rt: ResourceType, doc: Mapping[str, Any]
     return rows
 
 
+MAX_MEMBERSHIP_TTL = 100 * 366 * 86_400  # a century: longer is not a TTL, and it keeps expiry within int64
+
+
 def group_columns(doc: Mapping[str, Any], ttl_urn: str) -> dict[str, Any]:
     display_name = doc.get("displayName") or ""
     ttl = (doc.get(ttl_urn) or {}).get("membershipTTL")
+    if isinstance(ttl, int) and not 0 <= ttl <= MAX_MEMBERSHIP_TTL:
+        raise invalid_value(f"membershipTTL must be between 0 and {MAX_MEMBERSHIP_TTL} seconds")
     return {
         "display_name": display_name,
         "display_name_ci": display_name.lower(),

@@ -26,6 +26,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,8 @@ from scimjit.scim.schema import AttrRef, Registry, ResourceType, UnknownAttribut
 from scimjit.store.filters import compile_filter, sort_key, table_of
 
 _MAC_SIZE = 12
+MAX_START_INDEX = 2**53  # past any table's size, and within every SQL integer's range
+_CURSOR = re.compile(r"[A-Za-z0-9_-]+")  # what `encode` writes: unpadded base64url
 _AFTER, _BEFORE = "a", "b"
 _INT64 = 2**63
 
@@ -73,14 +76,15 @@ def search(
     """One page of the resources of `rt` matching `params`; ScimError 400 for bad parameters."""
     query = _Query.build(conn.dialect.name, registry, rt, params, now_micros)
     size = _page_size(params)
+    if params.cursor is not None and params.start_index is not None:
+        raise invalid_value("startIndex and cursor select different kinds of paging: send one of them")
+    position = None if params.cursor is None else query.decode(params.cursor)
     total = conn.execute(sa.select(sa.func.count()).select_from(query.table).where(query.where)).scalar_one()
     if params.cursor is None:
-        start = max(params.start_index or 1, 1)
+        start = min(max(params.start_index or 1, 1), MAX_START_INDEX)
         rows = list(conn.execute(query.page(size).offset(start - 1))) if size else []
         return Page(total, rows, start)
-    if params.start_index is not None:
-        raise invalid_value("startIndex and cursor select different kinds of paging: send one of them")
-    return _cursor_page(conn, query, query.decode(params.cursor), size, total)
+    return _cursor_page(conn, query, position, size, total)
 
 
 def _cursor_page(
@@ -98,13 +102,8 @@ def _cursor_page(
     if not rows:
         return Page(total, [], None)
     first, last = query.positions(conn, rows[0], rows[-1])
-    has_next = conn.execute(sa.select(sa.exists().where(query.where, query.beyond(last)))).scalar_one()
-    has_previous = (
-        position is not None
-        and conn.execute(
-            sa.select(sa.exists().where(query.where, query.beyond(first, reverse=True)))
-        ).scalar_one()
-    )
+    has_next = _exists(conn, query.where, query.beyond(last))
+    has_previous = position is not None and _exists(conn, query.where, query.beyond(first, reverse=True))
     return Page(
         total,
         rows,
@@ -112,6 +111,10 @@ def _cursor_page(
         query.encode(_AFTER, last) if has_next else None,
         query.encode(_BEFORE, first) if has_previous else None,
     )
+
+
+def _exists(conn: sa.Connection, *conditions: sa.ColumnElement[bool]) -> bool:
+    return bool(conn.execute(sa.select(sa.exists().where(*conditions))).scalar_one())
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +137,12 @@ class _Term:
         down = self.descending != reverse
         if value is None:
             return self.expr.is_not(None) if down else sa.false()
-        past = self.expr < value if down else self.expr > value
+        bound = sa.literal(value, self.expr.type)  # a bound parameter even for booleans
+        past = self.expr < bound if down else self.expr > bound
         return sa.or_(past, self.expr.is_(None)) if self.nullable and not down else past
 
     def equal(self, value: Any) -> sa.ColumnElement[bool]:
-        return self.expr.is_(None) if value is None else self.expr == value
+        return self.expr.is_(None) if value is None else self.expr == sa.literal(value, self.expr.type)
 
     def on(self, expr: sa.ColumnElement[Any]) -> _Term:
         return _Term(expr, self.descending, self.nullable)
@@ -225,14 +229,14 @@ class _Query:
         """(direction, position) of a cursor this query issued; None for "" (the first page)."""
         if cursor == "":
             return None
+        if not _CURSOR.fullmatch(cursor):
+            raise _invalid_cursor()
         try:
             raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        except (binascii.Error, ValueError):
+            mac, payload = raw[:_MAC_SIZE], raw[_MAC_SIZE:]
+            decoded: Any = orjson.loads(payload) if hmac.compare_digest(mac, self._mac(payload)) else None
+        except (binascii.Error, ValueError):  # orjson.JSONDecodeError is a ValueError
             raise _invalid_cursor() from None
-        mac, payload = raw[:_MAC_SIZE], raw[_MAC_SIZE:]
-        if not hmac.compare_digest(mac, self._mac(payload)):
-            raise _invalid_cursor()
-        decoded = orjson.loads(payload)
         if not self._well_formed(decoded):
             raise _invalid_cursor()
         return decoded[0], decoded[1:]
@@ -260,6 +264,8 @@ def _is_key_value(value: Any, types: tuple[type, ...]) -> bool:
     if isinstance(value, bool) and bool not in types:
         return False
     if isinstance(value, str) and "\x00" in value:
+        return False
+    if isinstance(value, int) and not -_INT64 <= value < _INT64:
         return False
     return isinstance(value, types)
 
