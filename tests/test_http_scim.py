@@ -491,3 +491,31 @@ def test_member_display_is_kept_as_sent(server):
             "display": "Alice A.",
         }
     ]
+
+
+def test_replacing_members_keeps_the_ttl_clock_of_members_that_stay(server):
+    ttl_urn = "urn:scimjit:params:scim:schemas:extension:jit:2.0:Group"
+    alice = make_user(server, "alice")
+    bob = make_user(server, "bob")
+    r = server.client.post(
+        "/Groups",
+        json={
+            "schemas": [GROUP, ttl_urn],
+            "displayName": "Temp",
+            ttl_urn: {"membershipTTL": 3600},
+            "members": [{"value": alice["id"]}],
+        },
+    )
+    gid = r.json()["id"]
+    server.clock.advance(3000)
+    replace = {
+        "schemas": [PATCH],
+        "Operations": [
+            {"op": "replace", "path": "members", "value": [{"value": alice["id"]}, {"value": bob["id"]}]}
+        ],
+    }
+    assert server.client.patch(f"/Groups/{gid}", json=replace).status_code == 200
+    server.clock.advance(700)  # alice's hour is up; bob's began at the replace
+    members = server.client.get(f"/Groups/{gid}").json()["members"]
+    assert [m["value"] for m in members] == [bob["id"]]
+    assert "groups" not in server.client.get(f"/Users/{alice['id']}").json()

@@ -180,6 +180,17 @@ class Deprovisioner:
             self.mark_recheck(conn, app, accounts.c.user_id.in_(members), now_us)
         self._end_access(conn, grants.c.group_id == group.id, access_requests.c.group_id == group.id, now_us)
 
+    def group_renamed(self, conn: sa.Connection, before: Any, after: Any) -> None:
+        """Apps may name groups by displayName: members are rechecked for apps that knew either name."""
+        now_us = to_micros(self.clock.now())
+        apps = {a.name: a for a in self.apps_for_group(before.id, before.display_name)}
+        apps.update((a.name, a) for a in self.apps_for_group(after.id, after.display_name))
+        for app in apps.values():
+            members = sa.select(memberships.c.member_id).where(
+                memberships.c.group_pk == after.pk, live(now_us)
+            )
+            self.mark_recheck(conn, app, accounts.c.user_id.in_(members), now_us)
+
     def membership_ttl(self, group: Any) -> int | None:
         return self.settings.ttl_for(group.id, group.display_name)
 

@@ -27,6 +27,9 @@ class ChangeListener(Protocol):
     def group_deleted(self, conn: sa.Connection, group: Any) -> None:
         """A group row is about to be deleted (its memberships still exist)."""
 
+    def group_renamed(self, conn: sa.Connection, before: Any, after: Any) -> None:
+        """A group's displayName changed: entitlements and roles named by displayName may have moved."""
+
     def membership_ttl(self, group: Any) -> int | None:
         """Seconds that memberships added to `group` live when the group carries no `membershipTTL` of its
         own (the JIT configuration's default for it); None: they do not expire."""
@@ -47,6 +50,9 @@ class NoListener:
         return None
 
     def group_deleted(self, conn: sa.Connection, group: Any) -> None:
+        return None
+
+    def group_renamed(self, conn: sa.Connection, before: Any, after: Any) -> None:
         return None
 
     def membership_ttl(self, group: Any) -> int | None:

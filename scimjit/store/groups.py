@@ -157,6 +157,35 @@ def remove_members(
     return [i for i in removed if i not in still]
 
 
+def replace_members(
+    conn: sa.Connection,
+    group: Any,
+    member_ids: Sequence[str],
+    now_micros: int,
+    default_ttl: int | None = None,
+    displays: Mapping[str, str] | None = None,
+) -> tuple[list[str], list[str]]:
+    """Make the SCIM-sourced members exactly `member_ids`, touching only the difference: members that stay
+    keep their rows (and so their TTL clock). Returns (became members, stopped being members)."""
+    wanted = set(member_ids)
+    current = {
+        r[0]
+        for r in conn.execute(
+            sa.select(memberships.c.member_id).where(
+                memberships.c.group_pk == group.pk, memberships.c.source == SCIM_SOURCE, live(now_micros)
+            )
+        )
+    }
+    gone = [i for i in current if i not in wanted]
+    removed: list[str] = []
+    for start in range(0, len(gone), 500):
+        removed += remove_members(conn, group, gone[start : start + 500], now_micros)
+    added = add_members(
+        conn, group, [i for i in member_ids if i not in current], now_micros, default_ttl, displays
+    )
+    return added, removed
+
+
 def members_of(
     conn: sa.Connection, group_pks: Iterable[int], now_micros: int, base_url: str
 ) -> dict[int, list[dict[str, Any]]]:

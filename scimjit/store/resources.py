@@ -240,8 +240,7 @@ def replace_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match
     with ctx.db.write() as conn:
         current = _group_for_write(conn, group_id, if_match)
         row = group_rows.update(conn, current, _stored(doc), ctx.now_micros)
-        removed = group_rows.remove_members(conn, row, None, ctx.now_micros)
-        added = group_rows.add_members(
+        added, removed = group_rows.replace_members(
             conn,
             row,
             member_ids,
@@ -249,7 +248,7 @@ def replace_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match
             ctx.listener.membership_ttl(row),
             _displays(doc.get("members")),
         )
-        _notify_members(ctx, conn, row, added, removed)
+        _notify_group(ctx, conn, current, row, added, removed)
         _audit_group(ctx, conn, "replace", row, _changed(current.data, _stored(doc)), added, removed)
         return Written(render_groups(conn, ctx, [row])[0], row.version)
 
@@ -260,34 +259,53 @@ def patch_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match: 
         current = _group_for_write(conn, group_id, if_match)
         before = {"schemas": current.data.get("schemas", [rt.schema]), "id": current.id, **current.data}
         result = apply_patch(ctx.registry, rt, before, body)
-        added: list[str] = []
-        removed: list[str] = []
-        for op in result.member_ops:
-            ids = _member_ids(op.members)
-            if op.action == "add":
-                newly = group_rows.add_members(
-                    conn,
-                    current,
-                    ids,
-                    ctx.now_micros,
-                    ctx.listener.membership_ttl(current),
-                    _displays(op.members),
-                )
-                added += newly
-                removed = [i for i in removed if i not in newly]
-            else:
-                gone = group_rows.remove_members(
-                    conn, current, None if op.action == "remove_all" else ids, ctx.now_micros
-                )
-                removed += gone
-                added = [i for i in added if i not in gone]
+        added, removed = _apply_member_ops(ctx, conn, current, result.member_ops)
         doc = _stored(result.document)
         row = current
         if doc != current.data or added or removed or result.member_ops:
             row = group_rows.update(conn, current, doc if doc != current.data else None, ctx.now_micros)
-        _notify_members(ctx, conn, row, added, removed)
+        _notify_group(ctx, conn, current, row, added, removed)
         _audit_group(ctx, conn, "patch", row, result.changed, added, removed)
         return Written(render_groups(conn, ctx, [row])[0], row.version)
+
+
+def _apply_member_ops(
+    ctx: Context, conn: sa.Connection, group: Any, ops: list[Any]
+) -> tuple[list[str], list[str]]:
+    """Apply PATCH member ops in order; returns the net (added, removed) effective members. `remove_all`
+    followed by `add` (a `replace members`) is applied as a difference, so members that stay keep their TTL."""
+    added: dict[str, None] = {}
+    removed: dict[str, None] = {}
+    ttl = ctx.listener.membership_ttl(group)
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        newly: list[str] = []
+        gone: list[str] = []
+        if op.action == "remove_all" and i + 1 < len(ops) and ops[i + 1].action == "add":
+            i += 1
+            newly, gone = group_rows.replace_members(
+                conn, group, _member_ids(ops[i].members), ctx.now_micros, ttl, _displays(ops[i].members)
+            )
+        elif op.action == "add":
+            newly = group_rows.add_members(
+                conn, group, _member_ids(op.members), ctx.now_micros, ttl, _displays(op.members)
+            )
+        else:
+            ids = None if op.action == "remove_all" else _member_ids(op.members)
+            gone = group_rows.remove_members(conn, group, ids, ctx.now_micros)
+        for member in newly:  # back after an earlier removal in this PATCH: no net change
+            if member in removed:
+                del removed[member]
+            else:
+                added[member] = None
+        for member in gone:
+            if member in added:
+                del added[member]
+            else:
+                removed[member] = None
+        i += 1
+    return list(added), list(removed)
 
 
 def delete_group(ctx: Context, group_id: str, if_match: str | None) -> None:
@@ -304,6 +322,14 @@ def _group_for_write(conn: sa.Connection, group_id: str, if_match: str | None) -
         raise not_found(f"Group {group_id} not found")
     check_precondition(if_match, current.version)
     return current
+
+
+def _notify_group(
+    ctx: Context, conn: sa.Connection, before: Any, row: Any, added: list[str], removed: list[str]
+) -> None:
+    if row.display_name != before.display_name:
+        ctx.listener.group_renamed(conn, before, row)
+    _notify_members(ctx, conn, row, added, removed)
 
 
 def _notify_members(
