@@ -519,3 +519,13 @@ def test_replacing_members_keeps_the_ttl_clock_of_members_that_stay(server):
     members = server.client.get(f"/Groups/{gid}").json()["members"]
     assert [m["value"] for m in members] == [bob["id"]]
     assert "groups" not in server.client.get(f"/Users/{alice['id']}").json()
+
+
+def test_put_without_active_keeps_the_users_active_state(server):
+    user = make_user(server, "quiet", active=False)
+    r = server.client.put(f"/Users/{user['id']}", json={"schemas": [USER], "userName": "quiet", "title": "T"})
+    assert r.status_code == 200 and r.json()["active"] is False and r.json()["title"] == "T"
+    r = server.client.put(
+        f"/Users/{user['id']}", json={"schemas": [USER], "userName": "quiet", "active": True}
+    )
+    assert r.json()["active"] is True

@@ -54,7 +54,6 @@ async def service_provider_config(request: Request) -> Response:
                 "defaultPaginationMethod": "index",
                 "defaultPageSize": s.default_page_size,
                 "maxPageSize": s.max_page_size,
-                "cursorTimeout": 3600,
             },
             "authenticationSchemes": [
                 {

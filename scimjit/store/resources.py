@@ -127,9 +127,16 @@ def replace_user(ctx: Context, user_id: str, body: Mapping[str, Any], if_match: 
     _refuse_id_change(body, user_id)
     doc = normalise(ctx.registry, rt, body)
     password_hash = _split_password(doc)
-    return _write_user(
-        ctx, user_id, if_match, lambda current: (_stored(doc), password_hash or user_rows.KEEP), "replace"
-    )
+
+    def change(current: Any) -> tuple[dict[str, Any], Any]:
+        stored = _stored(doc)
+        if "active" not in stored and "active" in current.data:
+            # A PUT that leaves `active` out must not silently re-enable (or disable) a user: deprovisioning
+            # state changes only when a client says so.
+            stored["active"] = current.data["active"]
+        return stored, password_hash or user_rows.KEEP
+
+    return _write_user(ctx, user_id, if_match, change, "replace")
 
 
 def patch_user(ctx: Context, user_id: str, body: Mapping[str, Any], if_match: str | None) -> Written:
