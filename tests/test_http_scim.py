@@ -529,3 +529,28 @@ def test_put_without_active_keeps_the_users_active_state(server):
         f"/Users/{user['id']}", json={"schemas": [USER], "userName": "quiet", "active": True}
     )
     assert r.json()["active"] is True
+
+
+def test_re_adding_an_expired_member_starts_a_fresh_lifetime(server):
+    ttl_urn = "urn:scimjit:params:scim:schemas:extension:jit:2.0:Group"
+    alice = make_user(server, "alice")
+    gid = server.client.post(
+        "/Groups",
+        json={
+            "schemas": [GROUP, ttl_urn],
+            "displayName": "T",
+            ttl_urn: {"membershipTTL": 60},
+            "members": [{"value": alice["id"]}],
+        },
+    ).json()["id"]
+    server.clock.advance(61)  # expired, not yet swept
+    assert "members" not in server.client.get(f"/Groups/{gid}").json()
+    add = {
+        "schemas": [PATCH],
+        "Operations": [{"op": "add", "path": "members", "value": [{"value": alice["id"]}]}],
+    }
+    assert server.client.patch(f"/Groups/{gid}", json=add).status_code == 200
+    server.clock.advance(59)
+    assert [m["value"] for m in server.client.get(f"/Groups/{gid}").json()["members"]] == [alice["id"]]
+    server.clock.advance(2)
+    assert "members" not in server.client.get(f"/Groups/{gid}").json()

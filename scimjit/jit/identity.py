@@ -98,7 +98,7 @@ class Lookups:
                 .join(memberships, memberships.c.group_pk == groups.c.pk)
                 .where(
                     memberships.c.member_id == sa.bindparam("member_id"),
-                    live(sa.bindparam("now")),  # type: ignore[arg-type]
+                    live(sa.bindparam("now")),
                     sa.or_(
                         groups.c.display_name_ci.in_(
                             sorted(app.group_refs)

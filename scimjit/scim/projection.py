@@ -77,6 +77,10 @@ def apply(
     registry: Registry, rt: ResourceType, doc: Mapping[str, Any], projection: Projection
 ) -> dict[str, Any]:
     """Shape a full resource document for the response."""
+    if projection.is_default:  # the common case: only attributes that are never returned by default go
+        guarded = _guarded_keys(registry, rt)
+        if not any(key in guarded for key in doc):
+            return dict(doc)
     core = registry.schema(rt.schema)
     assert core is not None
     out: dict[str, Any] = {}
@@ -96,6 +100,29 @@ def apply(
                 continue
             out[key] = _sub_project(value, attr.name, attr, projection)
     return out
+
+
+_GUARDED: dict[tuple[int, str], frozenset[str]] = {}
+
+
+def _guarded_keys(registry: Registry, rt: ResourceType) -> frozenset[str]:
+    """Top-level keys a default projection may have to change: attributes (or extensions holding attributes)
+    that are `returned: never` / `request`, or have such sub-attributes. Everything else passes through."""
+    key = (id(registry), rt.name)
+    found = _GUARDED.get(key)
+    if found is None:
+        guarded: set[str] = set()
+        for urn in rt.schema_ids:
+            schema = registry.schema(urn)
+            assert schema is not None
+            for attr in schema.attributes.values():
+                subs = attr.sub_attributes.values()
+                if attr.returned in ("never", "request") or any(
+                    s.returned in ("never", "request") for s in subs
+                ):
+                    guarded.add(attr.name if urn == rt.schema else urn)
+        found = _GUARDED[key] = frozenset(guarded)
+    return found
 
 
 def _project_extension(registry: Registry, urn: str, value: Any, projection: Projection) -> dict[str, Any]:

@@ -68,17 +68,21 @@ def record(
     - `at_micros`: epoch microseconds from the injected clock (`scimjit.clock.to_micros(clock.now())`).
     """
     conn.execute(
-        audit_log.insert().values(
-            at=at_micros,
-            actor=_clip(actor, 256),
-            action=action[:64],
-            outcome=outcome[:32],
-            resource_type=_clip(resource_type, 64),
-            resource_id=_clip(resource_id, 256),
-            request_id=_clip(request_id, 64),
-            details=scrub(details or {}),
-        )
+        _INSERT,
+        {
+            "at": at_micros,
+            "actor": _clip(actor, 256),
+            "action": action[:64],
+            "outcome": outcome[:32],
+            "resource_type": _clip(resource_type, 64),
+            "resource_id": _clip(resource_id, 256),
+            "request_id": _clip(request_id, 64),
+            "details": scrub(details or {}),
+        },
     )
+
+
+_INSERT = audit_log.insert()  # built once: it runs inside every write transaction
 
 
 def record_now(db: Database, *, at: datetime, **fields: Any) -> None:

@@ -127,12 +127,17 @@ def _configure_psycopg_json() -> None:
     _psycopg_configured = True
 
 
-def insert_ignoring_conflicts(conn: sa.Connection, table: sa.Table) -> Any:
-    """`INSERT ... ON CONFLICT DO NOTHING` in the connection's dialect."""
+def dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT construct, which has `on_conflict_do_nothing` / `on_conflict_do_update`."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        return pg_insert(table).on_conflict_do_nothing()
+        return pg_insert(table)
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    return sqlite_insert(table).on_conflict_do_nothing()
+    return sqlite_insert(table)
+
+
+def insert_ignoring_conflicts(conn: sa.Connection, table: sa.Table) -> Any:
+    """`INSERT ... ON CONFLICT DO NOTHING` in the connection's dialect."""
+    return dialect_insert(conn, table).on_conflict_do_nothing()

@@ -11,18 +11,54 @@ import sqlalchemy as sa
 
 from scimjit.scim.errors import invalid_value
 from scimjit.scim.schema import GROUP_URN, JIT_GROUP_URN
-from scimjit.store.db import insert_ignoring_conflicts
+from scimjit.store.db import dialect_insert
 from scimjit.store.memberships import SCIM_SOURCE, live
 from scimjit.store.promoted import group_columns
 from scimjit.store.tables import groups, memberships
 from scimjit.store.users import ConcurrentUpdate, meta
 
+# Hot statements are built once: constructing a statement and its cache key costs more than SQLite's answer.
+_GET = sa.select(groups).where(groups.c.id == sa.bindparam("id"))
+_GET_FOR_UPDATE = _GET.with_for_update()
+_GROUP_IDS = sa.select(groups.c.id).where(groups.c.id.in_(sa.bindparam("ids", expanding=True)))
+_LIVE_IDS = sa.select(memberships.c.member_id).where(
+    memberships.c.group_pk == sa.bindparam("pk"),
+    memberships.c.member_id.in_(sa.bindparam("ids", expanding=True)),
+    live(sa.bindparam("now")),
+)
+_BUMP = (
+    groups.update()
+    .where(groups.c.pk == sa.bindparam("b_pk"), groups.c.version == sa.bindparam("b_old_version"))
+    .values(version=sa.bindparam("b_new_version"), last_modified=sa.bindparam("b_modified"))
+    .returning(*groups.c)
+)
+_ADD: dict[str, Any] = {}  # per dialect: insert, or revive a same-source row that has expired
+
+
+def _add_statement(conn: sa.Connection) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE that only revives an expired row of the same source, so a re-add
+    after expiry starts a fresh lifetime while a live row (and its TTL clock) is left alone."""
+    stmt = _ADD.get(conn.dialect.name)
+    if stmt is None:
+        insert = dialect_insert(conn, memberships)
+        stmt = insert.on_conflict_do_update(
+            index_elements=[memberships.c.group_pk, memberships.c.member_id, memberships.c.source],
+            set_={
+                "added_at": insert.excluded.added_at,
+                "expires_at": insert.excluded.expires_at,
+                "display": insert.excluded.display,
+                "member_type": insert.excluded.member_type,
+            },
+            where=sa.and_(
+                memberships.c.expires_at.is_not(None), memberships.c.expires_at <= insert.excluded.added_at
+            ),
+        )
+        _ADD[conn.dialect.name] = stmt
+    return stmt
+
 
 def get(conn: sa.Connection, group_id: str, *, for_update: bool = False) -> Any:
-    stmt = sa.select(groups).where(groups.c.id == group_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    return conn.execute(stmt).first()
+    return conn.execute(_GET_FOR_UPDATE if for_update else _GET, {"id": group_id}).first()
 
 
 def insert(conn: sa.Connection, doc: Mapping[str, Any], now_micros: int) -> Any:
@@ -46,14 +82,17 @@ def update(conn: sa.Connection, current: Any, doc: Mapping[str, Any] | None, now
         "version": current.version + 1,
         "last_modified": max(now_micros, current.last_modified + 1),
     }
-    if doc is not None:
+    if doc is None:  # members changed only: the hot path of IdP membership PATCHes
+        bump = {"b_pk": current.pk, "b_old_version": current.version, "b_new_version": values["version"]}
+        row = conn.execute(_BUMP, {**bump, "b_modified": values["last_modified"]}).first()
+    else:
         values.update(data=dict(doc), **group_columns(doc, JIT_GROUP_URN))
-    row = conn.execute(
-        groups.update()
-        .where(groups.c.pk == current.pk, groups.c.version == current.version)
-        .values(**values)
-        .returning(*groups.c)
-    ).first()
+        row = conn.execute(
+            groups.update()
+            .where(groups.c.pk == current.pk, groups.c.version == current.version)
+            .values(**values)
+            .returning(*groups.c)
+        ).first()
     if row is None:
         raise ConcurrentUpdate(current.id)
     return row
@@ -75,9 +114,7 @@ def _member_types(conn: sa.Connection, ids: Sequence[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for chunk_start in range(0, len(ids), 500):
         chunk = list(ids[chunk_start : chunk_start + 500])
-        found.update(
-            (r[0], "Group") for r in conn.execute(sa.select(groups.c.id).where(groups.c.id.in_(chunk)))
-        )
+        found.update((r[0], "Group") for r in conn.execute(_GROUP_IDS, {"ids": chunk}))
     return {i: found.get(i, "User") for i in ids}
 
 
@@ -85,10 +122,7 @@ def _live_ids(conn: sa.Connection, group_pk: int, ids: Sequence[str], now_micros
     out: set[str] = set()
     for start in range(0, len(ids), 500):
         chunk = list(ids[start : start + 500])
-        stmt = sa.select(memberships.c.member_id).where(
-            memberships.c.group_pk == group_pk, memberships.c.member_id.in_(chunk), live(now_micros)
-        )
-        out.update(r[0] for r in conn.execute(stmt))
+        out.update(r[0] for r in conn.execute(_LIVE_IDS, {"pk": group_pk, "ids": chunk, "now": now_micros}))
     return out
 
 
@@ -125,17 +159,7 @@ def add_members(
         }
         for i in ids
     ]
-    # An expired-but-unswept row of the same source is replaced, so a re-add starts a fresh lifetime.
-    stale = [i for i in ids if i not in already]
-    if stale:
-        conn.execute(
-            memberships.delete().where(
-                memberships.c.group_pk == group.pk,
-                memberships.c.source == SCIM_SOURCE,
-                memberships.c.member_id.in_(stale),
-            )
-        )
-    conn.execute(insert_ignoring_conflicts(conn, memberships), rows)
+    conn.execute(_add_statement(conn), rows)
     return [i for i in ids if i not in already]
 
 

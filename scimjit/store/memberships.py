@@ -16,7 +16,8 @@ from scimjit.store.tables import groups, memberships
 SCIM_SOURCE = "scim"
 
 
-def live(now_micros: int, table: sa.Table = memberships) -> sa.ColumnElement[bool]:
+def live(now_micros: int | sa.BindParameter[Any], table: sa.Table = memberships) -> sa.ColumnElement[bool]:
+    """Rows not expired at `now_micros` (a value, or a bind parameter in statements built once)."""
     return sa.or_(table.c.expires_at.is_(None), table.c.expires_at > now_micros)
 
 

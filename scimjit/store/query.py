@@ -79,7 +79,10 @@ def search(
     if params.cursor is not None and params.start_index is not None:
         raise invalid_value("startIndex and cursor select different kinds of paging: send one of them")
     position = None if params.cursor is None else query.decode(params.cursor)
-    total = conn.execute(sa.select(sa.func.count()).select_from(query.table).where(query.where)).scalar_one()
+    count = sa.select(sa.func.count()).select_from(query.table)
+    if query.filtered:  # `WHERE 1 = 1` would cost SQLite its fast whole-table count
+        count = count.where(query.where)
+    total = conn.execute(count).scalar_one()
     if params.cursor is None:
         start = min(max(params.start_index or 1, 1), MAX_START_INDEX)
         rows = list(conn.execute(query.page(size).offset(start - 1))) if size else []
@@ -157,6 +160,7 @@ class _Query:
     terms: tuple[_Term, ...]  # the sort key (when sortBy is given), then the primary key
     key_types: tuple[type, ...]  # what a cursor may carry as the sort value
     fingerprint: bytes
+    filtered: bool  # False: every row matches (no filter)
 
     @classmethod
     def build(
@@ -179,7 +183,7 @@ class _Query:
             nullable = not isinstance(key, sa.Column) or key.nullable
             terms, key_types = (_Term(key, descending, bool(nullable)), pk), _key_types(ref)
         shape = repr((rt.name, predicate, ref and ref.full_path, descending)).encode()
-        return cls(table, where, terms, key_types, hashlib.sha256(shape).digest())
+        return cls(table, where, terms, key_types, hashlib.sha256(shape).digest(), predicate is not None)
 
     def page(self, size: int, *conditions: sa.ColumnElement[bool]) -> sa.Select[Any]:
         order = [term.clause(reverse=False) for term in self.terms]

@@ -18,11 +18,27 @@ from scimjit.store.tables import groups, memberships, user_values, users
 KEEP = object()  # "leave the stored password hash as it is"
 
 
+# Hot statements are built once: constructing a statement and its cache key costs more than SQLite's answer.
+_GET = sa.select(users).where(users.c.id == sa.bindparam("id"))
+_GET_FOR_UPDATE = _GET.with_for_update()
+_GROUPS_OF = (
+    sa.select(memberships.c.member_id, groups.c.id, groups.c.display_name)
+    .join(groups, groups.c.pk == memberships.c.group_pk)
+    .where(memberships.c.member_id.in_(sa.bindparam("ids", expanding=True)), live(sa.bindparam("now")))
+    .distinct()
+    .order_by(memberships.c.member_id, groups.c.display_name, groups.c.id)
+)
+_GROUPS_OF_ONE = (
+    sa.select(memberships.c.member_id, groups.c.id, groups.c.display_name)
+    .join(groups, groups.c.pk == memberships.c.group_pk)
+    .where(memberships.c.member_id == sa.bindparam("id"), live(sa.bindparam("now")))
+    .distinct()
+    .order_by(groups.c.display_name, groups.c.id)
+)
+
+
 def get(conn: sa.Connection, user_id: str, *, for_update: bool = False) -> Any:
-    stmt = sa.select(users).where(users.c.id == user_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    return conn.execute(stmt).first()
+    return conn.execute(_GET_FOR_UPDATE if for_update else _GET, {"id": user_id}).first()
 
 
 def _check_user_name_free(conn: sa.Connection, user_name: str, own_pk: int | None) -> None:
@@ -123,14 +139,11 @@ def groups_of(
     out: dict[str, list[tuple[str, str]]] = {i: [] for i in ids}
     if not ids:
         return out
-    stmt = (
-        sa.select(memberships.c.member_id, groups.c.id, groups.c.display_name)
-        .join(groups, groups.c.pk == memberships.c.group_pk)
-        .where(memberships.c.member_id.in_(ids), live(now_micros))
-        .distinct()
-        .order_by(memberships.c.member_id, groups.c.display_name, groups.c.id)
-    )
-    for member_id, group_id, display in conn.execute(stmt):
+    if len(ids) == 1:
+        rows = conn.execute(_GROUPS_OF_ONE, {"id": ids[0], "now": now_micros})
+    else:
+        rows = conn.execute(_GROUPS_OF, {"ids": ids, "now": now_micros})
+    for member_id, group_id, display in rows:
         out[member_id].append((group_id, display))
     return out
 
