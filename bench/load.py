@@ -163,6 +163,7 @@ class _Client(asyncio.Protocol):
         self.sent_ns = 0
         self.in_flight = False
         self.finished = False
+        self.server_closes = False  # the last response said `connection: close`
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -199,6 +200,7 @@ class _Client(asyncio.Protocol):
             else:
                 length = 0
             self.need = end + 4 + length
+            self.server_closes = b"\r\nconnection: close" in head
         if len(buf) < self.need:
             self.buf = buf
             return
@@ -208,6 +210,10 @@ class _Client(asyncio.Protocol):
         self.need = -1
         self.in_flight = False
         self.run.completed(self.sent_ns, self.status, size, response)
+        if self.server_closes:  # nothing more on this connection: connection_lost opens another
+            assert self.transport is not None
+            self.transport.close()
+            return
         self.send()
 
     def _fail(self, why: str) -> None:

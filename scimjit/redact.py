@@ -8,6 +8,7 @@ appear, including inside free text such as an error message from a downstream ap
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -37,6 +38,7 @@ _SECRET_VALUE = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)  # keys repeat (a handful of audit/log field names): decide each once
 def is_secret_key(key: str) -> bool:
     folded = key.lower().replace("_", "").replace("-", "").replace(" ", "")
     if folded in _SECRET_KEY_EXCEPTIONS:

@@ -20,7 +20,16 @@ from scimjit.store.users import ConcurrentUpdate, meta
 # Hot statements are built once: constructing a statement and its cache key costs more than SQLite's answer.
 _GET = sa.select(groups).where(groups.c.id == sa.bindparam("id"))
 _GET_FOR_UPDATE = _GET.with_for_update()
-_GROUP_IDS = sa.select(groups.c.id).where(groups.c.id.in_(sa.bindparam("ids", expanding=True)))
+_MEMBER_FACTS = sa.union_all(  # for an add: which ids are groups, and which are live members already
+    sa.select(groups.c.id, sa.literal("group")).where(
+        groups.c.id.in_(sa.bindparam("group_ids", expanding=True))
+    ),
+    sa.select(memberships.c.member_id, sa.literal("live")).where(
+        memberships.c.group_pk == sa.bindparam("pk"),
+        memberships.c.member_id.in_(sa.bindparam("member_ids", expanding=True)),
+        live(sa.bindparam("now")),
+    ),
+)
 _LIVE_IDS = sa.select(memberships.c.member_id).where(
     memberships.c.group_pk == sa.bindparam("pk"),
     memberships.c.member_id.in_(sa.bindparam("ids", expanding=True)),
@@ -104,20 +113,6 @@ def delete(conn: sa.Connection, current: Any) -> None:
     conn.execute(groups.delete().where(groups.c.pk == current.pk))
 
 
-def _member_types(conn: sa.Connection, ids: Sequence[str]) -> dict[str, str]:
-    """The type of each member id: Group for ids of groups, User otherwise.
-
-    Ids that name no resource are accepted as Users: RFC 7644 does not ask for referential integrity, and IdPs
-    that provision memberships and users concurrently (and the conformance tools) expect the add to succeed.
-    Such a member grants nothing: entitlement is checked against the user a login resolves to.
-    """
-    found: dict[str, str] = {}
-    for chunk_start in range(0, len(ids), 500):
-        chunk = list(ids[chunk_start : chunk_start + 500])
-        found.update((r[0], "Group") for r in conn.execute(_GROUP_IDS, {"ids": chunk}))
-    return {i: found.get(i, "User") for i in ids}
-
-
 def _live_ids(conn: sa.Connection, group_pk: int, ids: Sequence[str], now_micros: int) -> set[str]:
     out: set[str] = set()
     for start in range(0, len(ids), 500):
@@ -143,8 +138,16 @@ def add_members(
         return []
     if group.id in ids:
         raise invalid_value("a group cannot be a member of itself")
-    types = _member_types(conn, ids)
-    already = _live_ids(conn, group.pk, ids, now_micros)
+    # Ids that name no resource are accepted (as Users): RFC 7644 asks no referential integrity, and IdPs that
+    # provision memberships and users concurrently (and the conformance tools) expect the add to succeed.
+    # Such a member grants nothing: entitlement is checked against the user a login resolves to.
+    group_ids: set[str] = set()
+    already: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        params = {"group_ids": chunk, "member_ids": chunk, "pk": group.pk, "now": now_micros}
+        for member_id, fact in conn.execute(_MEMBER_FACTS, params):
+            (group_ids if fact == "group" else already).add(member_id)
     ttl = group.membership_ttl or default_ttl
     expires = now_micros + ttl * 1_000_000 if ttl else None
     rows = [
@@ -152,7 +155,7 @@ def add_members(
             "group_pk": group.pk,
             "member_id": i,
             "source": SCIM_SOURCE,
-            "member_type": types[i],
+            "member_type": "Group" if i in group_ids else "User",
             "display": displays.get(i),
             "added_at": now_micros,
             "expires_at": expires,

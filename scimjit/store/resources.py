@@ -119,7 +119,7 @@ def create_user(ctx: Context, body: Mapping[str, Any]) -> Written:
         row = user_rows.insert(conn, ctx.registry, rt, _stored(doc), ctx.now_micros, password_hash)
         changed = _changed(None, _stored(doc)) | ({"password"} if password_hash else set())
         _audit(ctx, conn, "scim.user.create", USER, row.id, {"userName": row.user_name, "changed": changed})
-        return Written(render_users(conn, ctx, [row])[0], row.version)
+    return Written(user_rows.render(row, ctx.base_url, None), row.version)  # a new user is in no group yet
 
 
 def replace_user(ctx: Context, user_id: str, body: Mapping[str, Any], if_match: str | None) -> Written:

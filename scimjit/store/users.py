@@ -37,13 +37,17 @@ _GROUPS_OF_ONE = (
 )
 
 
+_USER_NAME_OWNER = sa.select(users.c.pk).where(users.c.user_name_ci == sa.bindparam("name"))
+_INSERT = users.insert().returning(*users.c)
+_INSERT_VALUES = user_values.insert()
+
+
 def get(conn: sa.Connection, user_id: str, *, for_update: bool = False) -> Any:
     return conn.execute(_GET_FOR_UPDATE if for_update else _GET, {"id": user_id}).first()
 
 
 def _check_user_name_free(conn: sa.Connection, user_name: str, own_pk: int | None) -> None:
-    stmt = sa.select(users.c.pk).where(users.c.user_name_ci == user_name.lower())
-    found = conn.execute(stmt).first()
+    found = conn.execute(_USER_NAME_OWNER, {"name": user_name.lower()}).first()
     if found is not None and found.pk != own_pk:
         raise uniqueness(f"userName {user_name!r} is already taken")
 
@@ -57,19 +61,16 @@ def insert(
     password_hash: str | None = None,
 ) -> Any:
     _check_user_name_free(conn, doc["userName"], None)
-    row = conn.execute(
-        users.insert()
-        .values(
-            id=str(uuid.uuid4()),
-            data=dict(doc),
-            password_hash=password_hash,
-            version=1,
-            created=now_micros,
-            last_modified=now_micros,
-            **user_columns(doc),
-        )
-        .returning(*users.c)
-    ).one()
+    values = {
+        "id": str(uuid.uuid4()),
+        "data": dict(doc),
+        "password_hash": password_hash,
+        "version": 1,
+        "created": now_micros,
+        "last_modified": now_micros,
+        **user_columns(doc),
+    }
+    row = conn.execute(_INSERT, values).one()
     _write_value_rows(conn, registry, rt, row.pk, doc)
     return row
 
@@ -122,7 +123,7 @@ def _write_value_rows(
 ) -> None:
     rows = user_value_rows(registry, rt, doc)
     if rows:
-        conn.execute(user_values.insert(), [{"user_pk": user_pk, **r} for r in rows])
+        conn.execute(_INSERT_VALUES, [{"user_pk": user_pk, **r} for r in rows])
 
 
 def _value_rows_differ(
