@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from scimjit.clock import from_micros, isoformat
-from scimjit.scim.errors import uniqueness
+from scimjit.scim.errors import ScimError, uniqueness
 from scimjit.scim.schema import USER_URN, Registry, ResourceType
 from scimjit.store.memberships import live
 from scimjit.store.promoted import user_columns, user_value_rows
@@ -114,8 +114,11 @@ def delete(conn: sa.Connection, current: Any) -> None:
     conn.execute(users.delete().where(users.c.pk == current.pk))
 
 
-class ConcurrentUpdate(Exception):
-    """Another transaction changed the row between read and write."""
+class ConcurrentUpdate(ScimError):
+    """Another transaction changed the row between read and write (compare-and-set lost): 409, retry."""
+
+    def __init__(self, resource_id: str) -> None:
+        super().__init__(409, f"{resource_id} was changed by another request at the same time; retry")
 
 
 def _write_value_rows(
