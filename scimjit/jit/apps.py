@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from scimjit.config import parse_duration
-from scimjit.jit.settings import ConfigError
+from scimjit.jit.settings import ConfigError, config_duration
+from scimjit.redact import is_secret_key
 
 # Asymmetric algorithms only: an ID token is checked against the issuer's *public* keys, and accepting an
 # HMAC algorithm there is the classic key-confusion hole (the public key used as an HMAC secret).
@@ -239,10 +239,10 @@ def _application(t: Mapping[str, Any], where: str) -> Application:
         on_first_login=on_first_login,
         roles=roles,
         on_unentitled=on_unentitled,
-        grace_period=_duration(t, "grace_period", where, 0.0),
+        grace_period=config_duration(t, "grace_period", where, 0.0),
         connector=connector,
         algorithms=algorithms,
-        clock_skew=_duration(t, "clock_skew", where, None),
+        clock_skew=config_duration(t, "clock_skew", where, None),
         async_create=async_create,
         description=str(t.get("description", "")),
         group_refs=refs,
@@ -263,21 +263,9 @@ def _strings(t: Mapping[str, Any], key: str, where: str) -> list[str]:
     return list(value)
 
 
-def _duration(t: Mapping[str, Any], key: str, where: str, default: Any) -> Any:
-    if key not in t:
-        return default
-    try:
-        value = parse_duration(t[key])
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {key}: {exc}") from None
-    if value < 0:
-        raise ConfigError(f"{where}: {key} must not be negative")
-    return value
-
-
 def _is_secret_key(key: str) -> bool:
-    k = key.lower()
-    return any(word in k for word in ("secret", "token", "password", "key")) and not k.endswith("_env")
+    """Connector settings to mask when listed; `*_env` names a variable, not a secret."""
+    return not key.lower().endswith("_env") and (is_secret_key(key) or key.lower().endswith("key"))
 
 
 def _resolve_env(settings: dict[str, Any], where: str) -> dict[str, Any]:

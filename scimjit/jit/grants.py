@@ -529,12 +529,26 @@ def _audit(
     http_request_id: str | None,
     **details: Any,
 ) -> None:
+    record_access(conn, "Grant", action, actor, row, now_us, http_request_id, **details)
+
+
+def record_access(
+    conn: sa.Connection,
+    resource_type: str,
+    action: str,
+    actor: str,
+    row: Any,
+    now_us: int,
+    http_request_id: str | None,
+    **details: Any,
+) -> None:
+    """Audit a grant or access-request event: who, which user and group, and the non-empty details."""
     audit.record(
         conn,
         actor=actor,
         action=action,
         outcome="success",
-        resource_type="Grant",
+        resource_type=resource_type,
         resource_id=row.id,
         request_id=http_request_id,
         details={

@@ -29,8 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from scimjit.config import parse_duration
-from scimjit.jit.settings import ConfigError
+from scimjit.jit.settings import ConfigError, config_duration
 
 DEFAULT_PENDING_TTL = 86_400.0
 DEFAULT_BATCH_SIZE = 1000
@@ -121,7 +120,7 @@ class AccessSettings:
         batch = section.get("sweep_batch_size", DEFAULT_BATCH_SIZE)
         if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 100_000:
             raise ConfigError("[jit] sweep_batch_size must be an integer between 1 and 100000")
-        notice = _duration(section, "expiry_notice", "[jit]", 900.0)
+        notice = config_duration(section, "expiry_notice", "[jit]", 900.0)
         notify = _strings(section, "notify_applications", "[jit]")
         known = set(applications)
         unknown = [n for n in notify if known and n not in known]
@@ -132,7 +131,7 @@ class AccessSettings:
             raise ConfigError('[jit] membership_ttl must be a table: membership_ttl = { "group" = "30d" }')
         ttls: dict[str, int] = {}
         for ref in ttl_raw:
-            seconds = _duration(ttl_raw, ref, "[jit] membership_ttl", None)
+            seconds = config_duration(ttl_raw, ref, "[jit] membership_ttl", None)
             if not seconds or seconds < 1:
                 raise ConfigError(f"[jit] membership_ttl.{ref} must be at least 1s")
             ttls[str(ref)] = int(seconds)
@@ -167,7 +166,7 @@ def _policy(t: Any, index: int) -> Policy:
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_POLICY_KEYS))}"
         )
-    max_duration = _duration(t, "max_duration", where, None)
+    max_duration = config_duration(t, "max_duration", where, None)
     if not max_duration or max_duration < 1:
         raise ConfigError(f'{where}: max_duration is required (e.g. max_duration = "8h")')
     approvals = t.get("approvals_required", 1)
@@ -180,14 +179,14 @@ def _policy(t: Any, index: int) -> Policy:
             raise ConfigError(
                 f'{where}: write auto_approve = {{ max_duration = "1h", eligible = ["oncall"] }}'
             )
-        auto_max = _duration(auto_raw, "max_duration", f"{where}: auto_approve", None)
+        auto_max = config_duration(auto_raw, "max_duration", f"{where}: auto_approve", None)
         if auto_max is None or auto_max > max_duration:
             raise ConfigError(f"{where}: auto_approve.max_duration must not exceed max_duration")
         auto = AutoApprove(auto_max, tuple(_strings(auto_raw, "eligible", f"{where}: auto_approve")))
     approvers = tuple(_strings(t, "approvers", where))
     if not approvers and auto is None:
         raise ConfigError(f"{where}: name the approvers group(s), or auto_approve, or both")
-    pending = _duration(t, "pending_ttl", where, DEFAULT_PENDING_TTL)
+    pending = config_duration(t, "pending_ttl", where, DEFAULT_PENDING_TTL)
     if pending < 1:
         raise ConfigError(f"{where}: pending_ttl must be at least 1s")
     return Policy(
@@ -209,15 +208,3 @@ def _strings(t: Mapping[str, Any], key: str, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{where}: `{key}` must be a list of group names or ids")
     return list(value)
-
-
-def _duration(t: Mapping[str, Any], key: str, where: str, default: Any) -> Any:
-    if key not in t:
-        return default
-    try:
-        value = parse_duration(t[key])
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {key}: {exc}") from None
-    if value < 0:
-        raise ConfigError(f"{where}: {key} must not be negative")
-    return value

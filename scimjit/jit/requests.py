@@ -26,7 +26,7 @@ from scimjit.jit import grants
 from scimjit.jit.deprovision import Deprovisioner
 from scimjit.jit.grants import AccessError
 from scimjit.jit.policies import Policy
-from scimjit.store import admin, audit
+from scimjit.store import admin
 from scimjit.store.memberships import live
 from scimjit.store.tables import access_requests, groups, memberships
 
@@ -341,18 +341,4 @@ def _audit(
     http_request_id: str | None,
     **details: Any,
 ) -> None:
-    audit.record(
-        conn,
-        actor=actor,
-        action=action,
-        outcome="success",
-        resource_type="AccessRequest",
-        resource_id=row.id,
-        request_id=http_request_id,
-        details={
-            "userId": row.user_id,
-            "groupId": row.group_id,
-            **{k: v for k, v in details.items() if v is not None},
-        },
-        at_micros=now_us,
-    )
+    grants.record_access(conn, "AccessRequest", action, actor, row, now_us, http_request_id, **details)

@@ -17,6 +17,19 @@ class ConfigError(ValueError):
     """The configuration file is wrong; the message says where and how to fix it."""
 
 
+def config_duration(t: Mapping[str, Any], key: str, where: str, default: Any) -> Any:
+    """A non-negative duration setting (`"90s"`, `"8h"`, a number of seconds) from a TOML table, or `default`."""
+    if key not in t:
+        return default
+    try:
+        value = parse_duration(t[key])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {key}: {exc}") from None
+    if value < 0:
+        raise ConfigError(f"{where}: {key} must not be negative")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class JitSettings:
     clock_skew: float = 60.0  # seconds of leeway for exp / nbf / iat
