@@ -69,25 +69,22 @@ def endpoints(kind: str) -> list[Route]:
         written = await ctx.db.run(create_fn, ctx, body)
         return _written(request, kind, written, projection, status=201)
 
-    async def replace(request: Request) -> Response:
-        require(request, *WRITE)
-        body = await read_json_object(request)
-        projection = projection_from(request, kind)
-        ctx = context(request, projection)
-        written = await ctx.db.run(
-            replace_fn, ctx, request.path_params["id"], body, request.headers.get("if-match")
-        )
-        return _written(request, kind, written, projection)
+    def update_endpoint(update_fn: Any) -> Any:
+        """PUT and PATCH differ only in the store function they call."""
 
-    async def patch(request: Request) -> Response:
-        require(request, *WRITE)
-        body = await read_json_object(request)
-        projection = projection_from(request, kind)
-        ctx = context(request, projection)
-        written = await ctx.db.run(
-            patch_fn, ctx, request.path_params["id"], body, request.headers.get("if-match")
-        )
-        return _written(request, kind, written, projection)
+        async def update(request: Request) -> Response:
+            require(request, *WRITE)
+            body = await read_json_object(request)
+            projection = projection_from(request, kind)
+            ctx = context(request, projection)
+            written = await ctx.db.run(
+                update_fn, ctx, request.path_params["id"], body, request.headers.get("if-match")
+            )
+            return _written(request, kind, written, projection)
+
+        return update
+
+    replace, patch = update_endpoint(replace_fn), update_endpoint(patch_fn)
 
     async def delete(request: Request) -> Response:
         require(request, *WRITE)
