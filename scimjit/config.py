@@ -52,6 +52,8 @@ class Settings:
     metrics_token_required: bool = False  # /metrics asks for a token with the `metrics` (or admin) scope
     request_log: bool = True  # one JSON log line per HTTP request
     log_level: str = "info"
+    # HMAC key of the OIDC sign-in cookie (/jit/v1/apps/{name}/login); empty: a random key per process
+    session_secret: str = field(default="", repr=False)
     raw: dict[str, Any] = field(default_factory=dict)  # the parsed TOML file, for the JIT engine's sections
 
     @classmethod
@@ -110,4 +112,5 @@ _ENV_SETTINGS: dict[str, Any] = {
     "metrics_token_required": _bool,
     "request_log": _bool,
     "log_level": str,
+    "session_secret": str,
 }

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from scimjit.clock import Clock
 from scimjit.config import Settings
-from scimjit.http import access_routes, admin_routes, discovery, jit_routes, resources
+from scimjit.http import access_routes, admin_routes, discovery, jit_routes, oidc_flow, resources
 from scimjit.http.bulk import bulk
 from scimjit.http.metrics_route import metrics
 from scimjit.http.middleware import ObservabilityMiddleware
@@ -88,7 +88,10 @@ def create_app(
     routes: list[BaseRoute] = [
         Mount("/scim/v2", routes=scim_routes()),
         # one /jit/v1 mount; the admin lists come first, so GET /grants and /requests are theirs
-        Mount("/jit/v1", routes=[*admin_routes.routes, *jit_routes.routes, *access_routes.routes]),
+        Mount(
+            "/jit/v1",
+            routes=[*admin_routes.routes, *jit_routes.routes, *oidc_flow.routes, *access_routes.routes],
+        ),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),

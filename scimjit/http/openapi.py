@@ -474,6 +474,30 @@ def _jit_paths() -> dict[str, dict[str, Any]]:
             {"200": _resp("applications", {"type": "object"}, JSON), **_errors(401, 403, 429, **jerr)},
         )
     }
+    app_name = _path("name")
+    flow_errors = _errors(404, **jerr)
+    paths[f"{j}/apps/{{name}}/login"] = {
+        "get": _op(
+            "Start the OIDC authorization code flow (PKCE) for an application that lets scimjit sign users in",
+            "JIT",
+            {"302": _resp("To the issuer's authorization endpoint (sets the sign-in cookie)"), **flow_errors},
+            params=[app_name],
+            secure=False,
+        )
+    }
+    paths[f"{j}/apps/{{name}}/callback"] = {
+        "get": _op(
+            "Finish the sign-in: exchange the code, verify the ID token, run the login hook",
+            "JIT",
+            {"302": _resp("To redirect_after_login with ?status=&user= or ?error="), **flow_errors},
+            params=[
+                app_name,
+                _query("code", {"type": "string"}, "The authorization code"),
+                _query("state", {"type": "string"}, "Must match the sign-in cookie"),
+            ],
+            secure=False,
+        )
+    }
     event_id = _path("id", {"type": "integer"})
     paths[f"{j}/outbox/retry"] = {
         "post": _op(

@@ -57,7 +57,15 @@ _KEYS = {
     "clock_skew",
     "async_create",
     "description",
+    # the optional authorization code flow run by scimjit (GET /jit/v1/apps/{name}/login, http/oidc_flow.py)
+    "client_id",
+    "client_secret",
+    "client_secret_env",
+    "redirect_after_login",
+    "scopes",
 }
+
+DEFAULT_SCOPES = ("openid", "profile", "email")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +100,11 @@ class Application:
     clock_skew: float | None = None  # None: the engine-wide [jit] clock_skew
     async_create: bool = False  # transient connector failure on first login: 202 pending instead of 503
     description: str = ""
+    # The authorization code flow (oidc_flow.py); configured when redirect_after_login is set.
+    client_id: str = ""  # empty: the first audience
+    client_secret: str | None = field(default=None, repr=False)  # None: a public client (PKCE only)
+    redirect_after_login: str | None = None
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
     # The group references the login needs to look at, lower-cased, for one indexed membership query.
     group_refs: frozenset[str] = field(default=frozenset(), compare=False)
 
@@ -230,6 +243,7 @@ def _application(t: Mapping[str, Any], where: str) -> Application:
     if not isinstance(async_create, bool):
         raise ConfigError(f"{where}: async_create must be true or false")
     refs = frozenset(r.lower() for r in (*groups, *roles))
+    client_id, client_secret, redirect_after_login, scopes = _code_flow(t, where, audience)
     return Application(
         name=name,
         issuer=issuer,
@@ -245,8 +259,44 @@ def _application(t: Mapping[str, Any], where: str) -> Application:
         clock_skew=config_duration(t, "clock_skew", where, None),
         async_create=async_create,
         description=str(t.get("description", "")),
+        client_id=client_id,
+        client_secret=client_secret,
+        redirect_after_login=redirect_after_login,
+        scopes=scopes,
         group_refs=refs,
     )
+
+
+def _code_flow(
+    t: Mapping[str, Any], where: str, audience: tuple[str, ...]
+) -> tuple[str, str | None, str | None, tuple[str, ...]]:
+    """client_id, client_secret, redirect_after_login, scopes: the optional authorization code flow keys."""
+    client_id = _string(t, "client_id", where) if "client_id" in t else audience[0]
+    if client_id not in audience:
+        raise ConfigError(f"{where}: client_id {client_id!r} must be one of `audience` (its ID tokens' aud)")
+    if "client_secret" in t and "client_secret_env" in t:
+        raise ConfigError(f"{where}: set client_secret or client_secret_env, not both")
+    client_secret: str | None = None
+    if "client_secret" in t:
+        client_secret = _string(t, "client_secret", where)
+    elif "client_secret_env" in t:
+        var = t["client_secret_env"]
+        if not isinstance(var, str) or not os.environ.get(var):
+            raise ConfigError(
+                f"{where}: client_secret_env names environment variable {var!r}, which is not set"
+            )
+        client_secret = os.environ[var]
+    redirect_after_login = None
+    if "redirect_after_login" in t:
+        redirect_after_login = check_url(
+            _string(t, "redirect_after_login", where), f"{where}: redirect_after_login"
+        )
+        if urlsplit(redirect_after_login).fragment:
+            raise ConfigError(f"{where}: redirect_after_login must not have a #fragment")
+    scopes = tuple(_strings(t, "scopes", where)) if "scopes" in t else DEFAULT_SCOPES
+    if "openid" not in scopes or not all(s and " " not in s for s in scopes):
+        raise ConfigError(f'{where}: scopes must include "openid" and be single words')
+    return client_id, client_secret, redirect_after_login, scopes
 
 
 def _string(t: Mapping[str, Any], key: str, where: str) -> str:
