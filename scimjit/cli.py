@@ -114,7 +114,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     """`users list` / `groups list`: the same search the HTTP API runs, printed as a table or JSON."""
     from scimjit.clock import to_micros
-    from scimjit.http.listing import _fetch
+    from scimjit.http.listing import fetch_page
     from scimjit.scim.errors import ScimError
     from scimjit.scim.projection import apply, parse_projection
     from scimjit.store.query import SearchParams
@@ -137,7 +137,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             max_filter_length=svc.settings.max_filter_length,
             max_filter_depth=svc.settings.max_filter_depth,
         )
-        page, docs = _fetch(ctx, kind, params)
+        page, docs = fetch_page(ctx, kind, params)
     except ScimError as exc:
         print(f"error: {exc.detail}" + (f" ({exc.scim_type})" if exc.scim_type else ""), file=sys.stderr)
         return 2
@@ -242,16 +242,10 @@ def _register_extensions(sub: Any) -> None:
     """Commands of the JIT engine live with it (scimjit/jit/commands.py); the admin views' commands in
     scimjit/admin_commands.py (registered after the engine's: it extends `accounts list`)."""
     from scimjit import admin_commands
+    from scimjit.jit import access_commands, commands
 
-    try:
-        from scimjit.jit import commands
-    except ImportError:
-        pass
-    else:
-        commands.register(sub)
-    from scimjit.jit import access_commands  # sweep, grants, requests (before the admin views' `list`)
-
-    access_commands.register(sub)
+    commands.register(sub)
+    access_commands.register(sub)  # sweep, grants, requests (before the admin views' `list`)
     admin_commands.register(sub)
 
 

@@ -39,7 +39,7 @@ def _int(params: dict[str, Any], name: str) -> int | None:
         raise invalid_value(f"{name} must be an integer, got {value!r}") from None
 
 
-def _str(params: dict[str, Any], name: str) -> str | None:
+def param_text(params: dict[str, Any], name: str) -> str | None:
     value = params.get(name)
     if value is None:
         return None
@@ -52,19 +52,19 @@ def search_params(request: Request, params: dict[str, Any]) -> SearchParams:
     settings = services(request).settings
     count = _int(params, "count")
     return SearchParams(
-        filter=_str(params, "filter"),
-        sort_by=_str(params, "sortBy"),
-        sort_order=_str(params, "sortOrder"),
+        filter=param_text(params, "filter"),
+        sort_by=param_text(params, "sortBy"),
+        sort_order=param_text(params, "sortOrder"),
         start_index=_int(params, "startIndex"),
         count=settings.default_page_size if count is None else count,
-        cursor=_str(params, "cursor"),
+        cursor=param_text(params, "cursor"),
         max_page_size=settings.max_page_size,
         max_filter_length=settings.max_filter_length,
         max_filter_depth=settings.max_filter_depth,
     )
 
 
-def _fetch(ctx: ops.Context, kind: str, params: SearchParams) -> tuple[Any, list[dict[str, Any]]]:
+def fetch_page(ctx: ops.Context, kind: str, params: SearchParams) -> tuple[Any, list[dict[str, Any]]]:
     rt = ctx.registry.resource_type(kind)
     with ctx.db.read() as conn:
         page = search(conn, ctx.registry, rt, params, ctx.now_micros)
@@ -74,10 +74,10 @@ def _fetch(ctx: ops.Context, kind: str, params: SearchParams) -> tuple[Any, list
 
 async def list_response(request: Request, kind: str, params: dict[str, Any]) -> Response:
     canonical = {_CANONICAL[k.lower()]: v for k, v in params.items() if k.lower() in _CANONICAL}
-    projection = projection_from(request, kind, {k: _str(canonical, k) for k in canonical})
+    projection = projection_from(request, kind, {k: param_text(canonical, k) for k in canonical})
     ctx = context(request, projection)
     sp = search_params(request, canonical)
-    page, docs = await ctx.db.run(_fetch, ctx, kind, sp)
+    page, docs = await ctx.db.run(fetch_page, ctx, kind, sp)
     svc = services(request)
     rt = svc.registry.resource_type(kind)
     body: dict[str, Any] = {

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
 from scimjit.http.context import context, services
-from scimjit.http.listing import LIST_RESPONSE_URN, _fetch, _str, search_params
+from scimjit.http.listing import LIST_RESPONSE_URN, fetch_page, param_text, search_params
 from scimjit.http.responses import scim_response
 from scimjit.scim.errors import ScimError, invalid_value
 from scimjit.scim.projection import apply, parse_projection
@@ -35,7 +35,11 @@ async def root_search(request: Request) -> Response:
     for kind in (ops.USER, ops.GROUP):
         rt = svc.registry.resource_type(kind)
         projection = parse_projection(
-            svc.registry, rt, _str(body, "attributes"), _str(body, "excludedAttributes"), lenient=True
+            svc.registry,
+            rt,
+            param_text(body, "attributes"),
+            param_text(body, "excludedAttributes"),
+            lenient=True,
         )
         ctx = context(request, projection)
         remaining = count - len(resources)
@@ -44,7 +48,7 @@ async def root_search(request: Request) -> Response:
             **{**params.__dict__, "start_index": kind_start, "count": max(remaining, 0)}
         )
         try:
-            page, docs = await svc.db.run(_fetch, ctx, kind, kind_params)
+            page, docs = await svc.db.run(fetch_page, ctx, kind, kind_params)
         except ScimError as exc:  # the filter names attributes this type does not have: no matches here
             if exc.scim_type != "invalidFilter":
                 raise

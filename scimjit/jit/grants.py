@@ -192,12 +192,17 @@ def create(
 
 
 def get(conn: sa.Connection, grant_id: str, *, for_update: bool = False) -> Any:
-    stmt = sa.select(grants).where(grants.c.id == grant_id)
+    return load(conn, grants, grant_id, "grant", for_update=for_update)
+
+
+def load(conn: sa.Connection, table: sa.Table, row_id: str, what: str, *, for_update: bool = False) -> Any:
+    """The row of `table` with this id (locked for update if asked), or 404 `not_found` naming `what`."""
+    stmt = sa.select(table).where(table.c.id == row_id)
     if for_update:
         stmt = stmt.with_for_update()
     row = conn.execute(stmt).first()
     if row is None:
-        raise AccessError(404, "not_found", f"no grant {grant_id!r}")
+        raise AccessError(404, "not_found", f"no {what} {row_id!r}")
     return row
 
 

@@ -219,13 +219,7 @@ def decide(
 
 
 def get(conn: sa.Connection, request_id: str, *, for_update: bool = False) -> Any:
-    stmt = sa.select(access_requests).where(access_requests.c.id == request_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    row = conn.execute(stmt).first()
-    if row is None:
-        raise AccessError(404, "not_found", f"no access request {request_id!r}")
-    return row
+    return grants.load(conn, access_requests, request_id, "access request", for_update=for_update)
 
 
 def expire_due(conn: sa.Connection, now: datetime, limit: int) -> int:
