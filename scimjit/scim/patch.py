@@ -426,13 +426,26 @@ def _set_single(container: dict[str, Any], op: _Op, ref: AttrRef) -> None:
     """add and replace on a singular attribute both set it; on a complex one both merge the given
     sub-attributes and leave the others (RFC 7644 §3.5.2.1 and §3.5.2.3)."""
     attr = ref.attr
+    old = container.get(attr.name) or {}
     if ref.sub is not None:
-        value = {**(container.get(attr.name) or {}), ref.sub.name: coerce(ref.sub, op.value, ref.full_path)}
+        given = {ref.sub.name: coerce(ref.sub, op.value, ref.full_path)}
+        value = _without_stale_ref(attr, old, {**old, **given}, given)
     elif attr.type == "complex" and not is_empty(op.value):
-        value = {**(container.get(attr.name) or {}), **_sub_values(attr, op.value, ref.full_path)}
+        given = _sub_values(attr, op.value, ref.full_path)
+        value = _without_stale_ref(attr, old, {**old, **given}, given)
     else:  # a simple value, or null: the unassigned state (RFC 7643 §2.5)
         value = coerce(attr, op.value, ref.full_path)
     _store(container, attr.name, _without_empty(value))
+
+
+def _without_stale_ref(
+    attr: Attribute, old: Mapping[str, Any], new: dict[str, Any], given: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A merged complex value whose `value` changed without a new `$ref` loses the old `$ref`: it named the
+    previous resource (Entra sets `manager` with `$ref`, then replaces it with a bare id)."""
+    if attr.sub("$ref") is not None and "$ref" not in given and new.get("value") != old.get("value"):
+        new.pop("$ref", None)
+    return new
 
 
 def _remove_single(container: dict[str, Any], ref: AttrRef) -> None:
