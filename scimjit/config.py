@@ -50,6 +50,7 @@ class Settings:
     rate_limit_per_second: float = 50.0  # per token and per process; 0 disables the limit
     rate_limit_burst: int = 100
     metrics_token_required: bool = False  # /metrics asks for a token with the `metrics` (or admin) scope
+    strict_attributes: bool = False  # unknown attributes / schema URNs in SCIM writes: 400 instead of ignored
     request_log: bool = True  # one JSON log line per HTTP request
     log_level: str = "info"
     # HMAC key of the OIDC sign-in cookie (/jit/v1/apps/{name}/login); empty: a random key per process
@@ -110,6 +111,7 @@ _ENV_SETTINGS: dict[str, Any] = {
     "rate_limit_per_second": float,
     "rate_limit_burst": int,
     "metrics_token_required": _bool,
+    "strict_attributes": _bool,
     "request_log": _bool,
     "log_level": str,
     "session_secret": str,

@@ -51,6 +51,14 @@ HTTP_DURATION = Histogram(
 )
 RATE_LIMITED = Counter("scimjit_rate_limited", "Requests refused with 429 by the per-token rate limit")
 
+# ---------------------------------------------------------------- SCIM writes (scimjit.store.resources)
+SCIM_IGNORED = Counter(
+    "scimjit_scim_ignored_attributes",
+    "Unknown attribute names and schema URNs that committed SCIM writes ignored, by resource type "
+    "(which names: the write's audit record, `details.ignored`)",
+    ["resource_type"],
+)
+
 # ---------------------------------------------------------------- JIT engine
 LOGINS = Counter(
     "scimjit_logins",

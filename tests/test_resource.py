@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from scimjit.scim.errors import ScimError
+from scimjit.scim.ignored import Ignored
 from scimjit.scim.resource import (
     coerce,
     is_empty,
@@ -106,11 +107,32 @@ def test_names_are_case_insensitive_and_stored_canonically(registry: Registry) -
     }
 
 
-def test_unknown_schema_urn_is_invalid_value(registry: Registry) -> None:
+def test_unknown_schema_urn_is_ignored_and_noted(registry: Registry) -> None:
+    ignored = Ignored()
+    doc = user(
+        registry, {"schemas": [USER_URN, "urn:example:custom:2.0:User"], "userName": "babs"}, ignored=ignored
+    )
+    assert doc == {"schemas": [USER_URN], "userName": "babs"}  # only the server's own schemas are kept
+    assert ignored.names == ["urn:example:custom:2.0:User"]
+
+
+def test_unknown_schema_urn_is_invalid_value_when_strict(registry: Registry) -> None:
     with pytest.raises(ScimError) as err:
-        user(registry, {"schemas": [USER_URN, "urn:example:custom:2.0:User"], "userName": "babs"})
+        user(
+            registry,
+            {"schemas": [USER_URN, "urn:example:custom:2.0:User"], "userName": "babs"},
+            ignored=Ignored(strict=True),
+        )
     assert scim_type(err) == "invalidValue"
     assert "urn:example:custom:2.0:User" in err.value.detail
+
+
+def test_schemas_given_must_name_the_core_schema(registry: Registry) -> None:
+    for schemas in (["urn:example:custom:2.0:User"], [ENTERPRISE_URN]):
+        with pytest.raises(ScimError) as err:
+            user(registry, {"schemas": schemas, "userName": "babs"})
+        assert scim_type(err) == "invalidValue"
+        assert USER_URN in err.value.detail
 
 
 def test_schemas_must_be_a_list_of_strings(registry: Registry) -> None:

@@ -50,6 +50,7 @@ def context(request: Request, projection: Projection) -> Context:
         projection=projection,
         actor=_actor(request),
         request_id=request.scope.get("state", {}).get("request_id"),
+        strict_attributes=svc.settings.strict_attributes,
     )
 
 

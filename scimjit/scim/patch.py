@@ -17,7 +17,10 @@ Semantics decided beyond the letter of the RFC, each for a client that depends o
   have no work email yet. A filter that does not describe one element (`or`, `co`, ...) is `noTarget`.
 - A `remove` whose filter matches nothing changes nothing: IdPs retry, and a retried remove must succeed.
 - Paths naming unknown attributes are skipped, as unknown attributes are ignored on POST/PUT (see
-  `scim.resource`): an unmapped attribute must not block the rest of the request.
+  `scim.resource`): an unmapped attribute must not block the rest of the request. Each one is noted in the
+  `Ignored` of the request (audited and counted by the store; refused under `strict_attributes`: an explicit
+  `path` as `invalidPath`, a key inside a value as `invalidValue`). Unqualified names of extension
+  attributes (`path: manager`) resolve to their extension in the registry, as everywhere.
 - readOnly attributes named by an explicit `path` are refused (`mutability`, RFC 7644 §3.5.2); inside a
   path-less value they are ignored, as in a PUT body, except an `id` that differs from the resource's.
 """
@@ -39,6 +42,7 @@ from scimjit.scim.errors import (
 )
 from scimjit.scim.evaluate import matches
 from scimjit.scim.filter import parse_filter
+from scimjit.scim.ignored import Ignored
 from scimjit.scim.predicate import And, Compare, Or, Predicate
 from scimjit.scim.resource import (
     Member,
@@ -47,6 +51,7 @@ from scimjit.scim.resource import (
     is_equal_value,
     members_of,
     missing_required,
+    note_unknown_sub_attributes,
     schemas_for,
 )
 from scimjit.scim.schema import GROUP_URN, Attribute, AttrRef, Registry, ResourceType, UnknownAttribute
@@ -110,6 +115,7 @@ class _Patch:
     registry: Registry
     rt: ResourceType
     doc: dict[str, Any]
+    ignored: Ignored
     member_ops: list[MemberOp] = field(default_factory=list)
 
     @property
@@ -118,14 +124,18 @@ class _Patch:
 
 
 def apply_patch(
-    registry: Registry, rt: ResourceType, document: Mapping[str, Any], body: Mapping[str, Any]
+    registry: Registry,
+    rt: ResourceType,
+    document: Mapping[str, Any],
+    body: Mapping[str, Any],
+    ignored: Ignored | None = None,
 ) -> PatchResult:
     """Apply a PatchOp message to `document` (the stored document, with its `id`) without mutating it.
 
     Raises `ScimError` (400, with the RFC 7644 §3.12 `scimType`) for anything the client got wrong; the
-    operations are all-or-nothing, as RFC 7644 §3.5.2 requires.
+    operations are all-or-nothing, as RFC 7644 §3.5.2 requires. Unknown names go into `ignored`.
     """
-    patch = _Patch(registry, rt, copy.deepcopy(dict(document)))
+    patch = _Patch(registry, rt, copy.deepcopy(dict(document)), ignored if ignored is not None else Ignored())
     for op in _normalise_dialects(patch, _operations(body)):
         _apply(patch, op)
     _check_required(patch, document)
@@ -180,7 +190,7 @@ def _normalise_dialects(patch: _Patch, operations: list[Mapping[str, Any]]) -> I
             prefix = "" if path is None else f"{path.schema}:"
             yield from _expand(patch, op, prefix, value, where)
         elif path is not None:
-            yield _Op(op, path, value, where)
+            yield _checked(patch, _Op(op, path, value, where))
 
 
 def _op_name(raw: Mapping[str, Any], where: str) -> str:
@@ -204,7 +214,7 @@ def _expand(patch: _Patch, op: str, prefix: str, value: Any, where: str) -> Iter
     for key, item in value.items():
         if key.lower() == "schemas":
             continue
-        path = _parse_path(patch, prefix + key, where)
+        path = _parse_path(patch, prefix + key, where, in_value=True)
         if path is None:
             continue
         if path.ref is None:
@@ -212,7 +222,15 @@ def _expand(patch: _Patch, op: str, prefix: str, value: Any, where: str) -> Iter
         elif _is_read_only(path.ref):
             _check_same_id(patch, path.ref, item, where)
         else:
-            yield _Op(op, path, item, where)
+            yield _checked(patch, _Op(op, path, item, where))
+
+
+def _checked(patch: _Patch, op: _Op) -> _Op:
+    """`op`, after noting the sub-attributes its value holds that the attribute does not define."""
+    ref = op.path.ref
+    if ref is not None and ref.sub is None:
+        note_unknown_sub_attributes(ref.attr, op.value, ref.full_path, patch.ignored)
+    return op
 
 
 def _check_same_id(patch: _Patch, ref: AttrRef, value: Any, where: str) -> None:
@@ -263,9 +281,10 @@ def _any_of(predicates: list[Predicate]) -> Predicate:
 # ---------------------------------------------------------------- paths
 
 
-def _parse_path(patch: _Patch, text: Any, where: str) -> _Path | None:
+def _parse_path(patch: _Patch, text: Any, where: str, *, in_value: bool = False) -> _Path | None:
     """Resolve `attr`, `attr.sub`, `attr[filter]`, `attr[filter].sub`, each optionally URN-qualified, or a
-    schema URN alone. None when the path names an unknown attribute (skipped, see the module docstring)."""
+    schema URN alone. None when the path names an unknown attribute (skipped and noted, see the module
+    docstring); `in_value` says it is a key of a path-less value rather than an explicit `path`."""
     if not isinstance(text, str) or not text.strip():
         raise invalid_path(f"{where}: path must be a non-empty string")
     urn, rest = patch.registry.split_urn(patch.rt, text.strip())
@@ -273,15 +292,18 @@ def _parse_path(patch: _Patch, text: Any, where: str) -> _Path | None:
         return _Path(urn)
     attr_text, filter_text, sub_text = _split_value_path(rest, where)
     if urn is None and ":" in attr_text:  # a schema URN this resource type does not have
-        return None
+        return _unknown(patch, text.strip(), where, in_value, "names a schema this resource type lacks")
     names = attr_text.split(".")
     if filter_text is None and len(names) == 2:
         names, sub_text = names[:1], names[1]
     if len(names) != 1 or not names[0] or sub_text == "":
         raise invalid_path(f"{where}: {text!r} is not a valid attribute path")
-    ref = _resolve(patch, urn, names[0], sub_text, where)
-    if ref is None or filter_text is None:
-        return None if ref is None else _Path(ref.schema, ref)
+    try:
+        ref = _resolve(patch, urn, names[0], sub_text, where)
+    except UnknownAttribute as exc:
+        return _unknown(patch, text.strip(), where, in_value, str(exc))
+    if filter_text is None:
+        return _Path(ref.schema, ref)
     if not (ref.attr.multi_valued and ref.attr.type == "complex"):
         raise invalid_path(f"{where}: {ref.attr.name} is not multi-valued and complex: it takes no filter")
     within = AttrRef(ref.schema, ref.attr, None, ref.extension)
@@ -320,17 +342,26 @@ def _closing_bracket(text: str, start: int) -> int | None:
     return None
 
 
-def _resolve(patch: _Patch, urn: str | None, name: str, sub_name: str | None, where: str) -> AttrRef | None:
-    try:
-        ref = patch.registry.resolve_parts(patch.rt, urn, name, None)
-    except UnknownAttribute:
-        return None
+def _unknown(patch: _Patch, text: str, where: str, in_value: bool, why: str) -> _Path | None:
+    """None, the path to skip, once it is noted as ignored (or refused, when strict)."""
+    if in_value:
+        patch.ignored.attribute(text, why)
+    else:
+        patch.ignored.path(text, where, why)
+    return None
+
+
+def _resolve(patch: _Patch, urn: str | None, name: str, sub_name: str | None, where: str) -> AttrRef:
+    """The attribute (and sub-attribute) named; `UnknownAttribute` when the schema has none such."""
+    ref = patch.registry.resolve_parts(patch.rt, urn, name, None)
     if sub_name is None:
         return ref
     if ref.attr.type != "complex":
         raise invalid_path(f"{where}: {ref.attr.name} has no sub-attributes")
     sub = ref.attr.sub(sub_name)
-    return None if sub is None else AttrRef(ref.schema, ref.attr, sub, ref.extension)
+    if sub is None:
+        raise UnknownAttribute(f"unknown sub-attribute {ref.attr.name}.{sub_name}")
+    return AttrRef(ref.schema, ref.attr, sub, ref.extension)
 
 
 # ---------------------------------------------------------------- 3. applying
@@ -395,13 +426,26 @@ def _set_single(container: dict[str, Any], op: _Op, ref: AttrRef) -> None:
     """add and replace on a singular attribute both set it; on a complex one both merge the given
     sub-attributes and leave the others (RFC 7644 §3.5.2.1 and §3.5.2.3)."""
     attr = ref.attr
+    old = container.get(attr.name) or {}
     if ref.sub is not None:
-        value = {**(container.get(attr.name) or {}), ref.sub.name: coerce(ref.sub, op.value, ref.full_path)}
+        given = {ref.sub.name: coerce(ref.sub, op.value, ref.full_path)}
+        value = _without_stale_ref(attr, old, {**old, **given}, given)
     elif attr.type == "complex" and not is_empty(op.value):
-        value = {**(container.get(attr.name) or {}), **_sub_values(attr, op.value, ref.full_path)}
+        given = _sub_values(attr, op.value, ref.full_path)
+        value = _without_stale_ref(attr, old, {**old, **given}, given)
     else:  # a simple value, or null: the unassigned state (RFC 7643 §2.5)
         value = coerce(attr, op.value, ref.full_path)
     _store(container, attr.name, _without_empty(value))
+
+
+def _without_stale_ref(
+    attr: Attribute, old: Mapping[str, Any], new: dict[str, Any], given: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A merged complex value whose `value` changed without a new `$ref` loses the old `$ref`: it named the
+    previous resource (Entra sets `manager` with `$ref`, then replaces it with a bare id)."""
+    if attr.sub("$ref") is not None and "$ref" not in given and new.get("value") != old.get("value"):
+        new.pop("$ref", None)
+    return new
 
 
 def _remove_single(container: dict[str, Any], ref: AttrRef) -> None:

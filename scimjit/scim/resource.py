@@ -16,7 +16,15 @@ One set of rules for every write, so a value means the same whether it arrived i
 - Unknown attributes are ignored, not refused. IdPs send whatever their admins map, and one unsupported
   attribute must never block the rest of the request: an Entra PATCH carrying `active: false` next to an
   unmapped custom attribute is a deprovisioning that has to succeed. Unknown schema URNs listed in `schemas`
-  are refused (400 invalidValue): they are an explicit claim about the resource that the server cannot honour.
+  are ignored the same way (Entra lists its ADSCIM Group URN on every `POST /Groups`); the stored `schemas`
+  only ever name the server's own schemas. A `schemas` list that is given must name the core schema
+  (RFC 7643 §3). Nothing is ignored silently: each name goes into an `Ignored` (see `scim.ignored`), which
+  the store audits and counts, and which refuses it when `strict_attributes` is on.
+- An unqualified attribute name that is no core attribute but belongs to exactly one extension (`department`,
+  `manager`) is that extension's attribute (resolved in `Registry.resolve_parts`); a value given both ways
+  keeps the URN-qualified one.
+- A singular complex attribute given as a one-element list (Entra's `manager: [{"value": id, "$ref": ...}]`)
+  is that element; more than one element is refused, not silently cut.
 - `password` (writeOnly) stays in the document only so the caller can hash it; the caller removes it, and the
   schema's `returned: never` keeps it out of every response.
 """
@@ -31,7 +39,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired, TypedDict
 
 from scimjit.scim.errors import invalid_syntax, invalid_value
-from scimjit.scim.schema import Attribute, Registry, ResourceType, UnknownAttribute
+from scimjit.scim.ignored import Ignored
+from scimjit.scim.schema import Attribute, AttrRef, Registry, ResourceType, UnknownAttribute
 
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
 _BOOLEANS = {"true": True, "false": False}
@@ -48,28 +57,43 @@ class Member(TypedDict):
 
 
 def normalise(
-    registry: Registry, rt: ResourceType, body: Mapping[str, Any], *, partial: bool = False
+    registry: Registry,
+    rt: ResourceType,
+    body: Mapping[str, Any],
+    *,
+    partial: bool = False,
+    ignored: Ignored | None = None,
 ) -> dict[str, Any]:
     """The canonical document for a POST/PUT body (see the module docstring for the rules).
 
     `partial=True` is for fragments of a resource: required attributes are not checked. For Groups the result
     keeps `members` (normalised); the caller moves them to the membership table, as it moves `password` out.
+    What the body held that the server does not know goes into `ignored` (or raises, if it is strict).
     """
     if not isinstance(body, Mapping):
         raise invalid_syntax("the request body must be a JSON object")
+    ignored = ignored if ignored is not None else Ignored()
     declared: list[str] = []
     doc: dict[str, Any] = {}
+    unqualified: dict[str, dict[str, Any]] = {}  # extension attributes named without their URN
     for key, value in body.items():
         if key.lower() == "schemas":
-            declared = _declared_schemas(registry, rt, value)
+            declared = _declared_schemas(registry, rt, value, ignored)
             continue
         urn = registry.canonical_urn(rt, key)
         if urn is not None and urn != rt.schema:
-            _put(doc, urn, _extension(registry, rt, urn, value))
+            _put(doc, urn, _extension(registry, rt, urn, value, ignored))
             continue
-        attr = _writable_attribute(registry, rt, None, key)
-        if attr is not None:
-            _put(doc, attr.name, coerce(attr, value, attr.name))
+        ref = _writable_attribute(registry, rt, None, key, ignored)
+        if ref is not None:
+            note_unknown_sub_attributes(ref.attr, value, ref.full_path, ignored)
+            _put(
+                unqualified.setdefault(ref.schema, {}) if ref.extension else doc,
+                ref.attr.name,
+                coerce(ref.attr, value, ref.full_path),
+            )
+    for urn, attrs in unqualified.items():
+        _put(doc, urn, {**attrs, **doc.get(urn, {})} or None)
     if not partial:
         missing = missing_required(registry, rt, doc)
         if missing:
@@ -77,8 +101,12 @@ def normalise(
     return {"schemas": schemas_for(rt, doc, declared), **doc}
 
 
-def _declared_schemas(registry: Registry, rt: ResourceType, value: Any) -> list[str]:
-    """The `schemas` a client listed, in canonical spelling; a URN this resource type lacks is refused."""
+def _declared_schemas(registry: Registry, rt: ResourceType, value: Any, ignored: Ignored) -> list[str]:
+    """The `schemas` a client listed that the resource type has, in canonical spelling; others are ignored.
+
+    A list that is given must name the core schema (RFC 7643 §3: `schemas` is REQUIRED and names the
+    resource's schemas); an absent one is tolerated, as it always was.
+    """
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(urn, str) for urn in value):
@@ -87,8 +115,11 @@ def _declared_schemas(registry: Registry, rt: ResourceType, value: Any) -> list[
     for urn in value:
         known = registry.canonical_urn(rt, urn)
         if known is None:
-            raise invalid_value(f"schemas: {urn!r} is not a schema of {rt.name}")
-        canonical.append(known)
+            ignored.schema(urn, rt.name)
+        else:
+            canonical.append(known)
+    if value and rt.schema not in canonical:
+        raise invalid_value(f"schemas must include {rt.schema} (RFC 7643 §3)")
     return canonical
 
 
@@ -98,13 +129,29 @@ def schemas_for(rt: ResourceType, doc: Mapping[str, Any], declared: Iterable[str
     return [rt.schema, *(urn for urn, _ in rt.extensions if urn in listed or urn in doc)]
 
 
-def _writable_attribute(registry: Registry, rt: ResourceType, urn: str | None, name: str) -> Attribute | None:
-    """The attribute `name` (in schema `urn`, or core/common), or None when it is unknown or readOnly."""
+def _writable_attribute(
+    registry: Registry, rt: ResourceType, urn: str | None, name: str, ignored: Ignored
+) -> AttrRef | None:
+    """The attribute `name` (in schema `urn`, or core/common/an unambiguous extension), or None when it is
+    readOnly (dropped, RFC 7644 §3.3) or unknown (noted in `ignored`)."""
     try:
-        attr = registry.resolve_parts(rt, urn, name, None).attr
-    except UnknownAttribute:
+        ref = registry.resolve_parts(rt, urn, name, None)
+    except UnknownAttribute as exc:
+        ignored.attribute(f"{urn}:{name}" if urn else name, str(exc))
         return None
-    return None if attr.mutability == "readOnly" else attr
+    return None if ref.attr.mutability == "readOnly" else ref
+
+
+def note_unknown_sub_attributes(attr: Attribute, value: Any, path: str, ignored: Ignored) -> None:
+    """Note the sub-attributes of a complex value (or of each element of a multi-valued one) that `attr` does
+    not define: coercion drops them, and that must not be silent either."""
+    if attr.type != "complex":
+        return
+    for element in value if isinstance(value, list) else [value]:
+        if isinstance(element, Mapping):
+            for key in element:
+                if attr.sub(key) is None:
+                    ignored.attribute(f"{path}.{key}", f"unknown sub-attribute of {attr.name}")
 
 
 def missing_required(registry: Registry, rt: ResourceType, doc: Mapping[str, Any]) -> list[str]:
@@ -214,16 +261,19 @@ def _put(doc: dict[str, Any], key: str, value: Any) -> None:
         doc[key] = value
 
 
-def _extension(registry: Registry, rt: ResourceType, urn: str, value: Any) -> dict[str, Any] | None:
+def _extension(
+    registry: Registry, rt: ResourceType, urn: str, value: Any, ignored: Ignored
+) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
         raise invalid_value(f"{urn} must be an object holding the extension's attributes")
     ext: dict[str, Any] = {}
     for key, item in value.items():
-        attr = _writable_attribute(registry, rt, urn, key)
-        if attr is not None:
-            _put(ext, attr.name, coerce(attr, item, f"{urn}:{attr.name}"))
+        ref = _writable_attribute(registry, rt, urn, key, ignored)
+        if ref is not None:
+            note_unknown_sub_attributes(ref.attr, item, ref.full_path, ignored)
+            _put(ext, ref.attr.name, coerce(ref.attr, item, ref.full_path))
     return ext or None
 
 
@@ -236,6 +286,10 @@ def _coerce_one(attr: Attribute, value: Any, path: str) -> Any:
 
 
 def _coerce_complex(attr: Attribute, value: Any, path: str) -> dict[str, Any] | None:
+    if isinstance(value, list) and not attr.multi_valued:  # Entra: manager: [{"value": id, "$ref": ...}]
+        if len(value) > 1:
+            raise invalid_value(f"{path} is single-valued: got {len(value)} values")
+        return _coerce_one(attr, value[0], path)
     if not isinstance(value, Mapping):
         if attr.sub("value") is None or isinstance(value, list):
             raise invalid_value(f"{path} must be an object")

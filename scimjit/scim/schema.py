@@ -2,7 +2,9 @@
 
 Validation, type coercion, mutability, `returned`, `caseExact`, discovery and filter/PATCH path resolution all
 ask this registry. Attribute names are matched case-insensitively (RFC 7644 §3.10) and resolved once into
-`AttrRef`s that carry the canonical spelling.
+`AttrRef`s that carry the canonical spelling. An unqualified name that no core attribute has resolves to the
+one extension of the resource type that defines it (`manager` is the enterprise `manager`), here and only
+here, so that PATCH paths, bodies, filters, `attributes` and `sortBy` all agree.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 class UnknownAttribute(LookupError):
     """A path names no attribute of the resource type; callers turn it into the right SCIM error."""
+
+
+class AmbiguousAttribute(UnknownAttribute):
+    """An unqualified name that is no core attribute but belongs to two or more extensions: the client has to
+    qualify it with the schema URN. An `UnknownAttribute` so that every caller treats it as one (ignored in a
+    body, refused in a filter), with a message that says how to fix it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +164,12 @@ class Registry:
             for urn in rt.schema_ids:
                 if urn.lower() not in self.schemas:
                     raise ValueError(f"resource type {rt.name} names unknown schema {urn}")
+        # (resource type, lower-cased attribute name) -> the extensions defining it, for unqualified names
+        self._in_extensions: dict[tuple[str, str], list[str]] = {}
+        for rt in self.resource_types.values():
+            for urn, _ in rt.extensions:
+                for key in self.schemas[urn.lower()].attributes:
+                    self._in_extensions.setdefault((rt.name, key), []).append(urn)
 
     def schema(self, urn: str) -> Schema | None:
         return self.schemas.get(urn.lower())
@@ -205,6 +219,8 @@ class Registry:
             common = COMMON_ATTRIBUTES.get(attr_name.lower())
             if common is not None:
                 attr, owner = common, ""
+        if attr is None and urn is None:
+            attr, owner = self._unqualified_extension(rt, attr_name)
         if attr is None:
             raise UnknownAttribute(f"unknown attribute {attr_name!r} for {rt.name}")
         sub: Attribute | None = None
@@ -213,6 +229,24 @@ class Registry:
             if sub is None:
                 raise UnknownAttribute(f"unknown sub-attribute {attr.name}.{sub_name}")
         return AttrRef(owner, attr, sub, extension=owner != "" and owner != rt.schema)
+
+    def _unqualified_extension(self, rt: ResourceType, attr_name: str) -> tuple[Attribute | None, str]:
+        """An unqualified name that is no core or common attribute, in the one extension that defines it.
+
+        Entra's legacy PATCH sends `path: manager`, and admins map `department` or `employeeNumber` without
+        the enterprise URN: storing nothing for them (and answering 200) was silent data loss. Only an
+        unambiguous name is resolved: core attributes win (they are looked up first), and a name that two
+        extensions define raises `AmbiguousAttribute`.
+        """
+        owners = self._in_extensions.get((rt.name, attr_name.lower()), [])
+        if len(owners) > 1:
+            raise AmbiguousAttribute(
+                f"{attr_name!r} is an attribute of several extensions of {rt.name} "
+                f"({', '.join(owners)}): qualify it with the schema URN"
+            )
+        if not owners:
+            return None, ""
+        return self.schemas[owners[0].lower()].attribute(attr_name), owners[0]
 
     def resolve(self, rt: ResourceType, path: str) -> AttrRef:
         """Resolve a dotted attribute path, optionally URN-qualified (`emails.value`, `urn:...:User:manager.value`)."""

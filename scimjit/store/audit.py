@@ -12,7 +12,9 @@ attribute *names*, ids, counts, reasons, results.
 
 Action names are dotted, `<area>.<object>.<verb>` or `<area>.<verb>`; the ones scimjit writes:
 
-- `scim.user.create|replace|patch|delete`, `scim.group.create|replace|patch|delete` (SCIM writes);
+- `scim.user.create|replace|patch|delete`, `scim.group.create|replace|patch|delete` (SCIM writes;
+  `details.changed` names the attributes that changed, and `details.ignored` / `details.ignoredCount` the
+  unknown attribute paths and schema URNs the write ignored, when there were any: see `scimjit.scim.ignored`);
 - `login.allowed`, `login.refused` (login decisions; `details.reason` says why);
 - `connector.call` (one delivery attempt; `details`: operation, result or error, duration);
 - `grant.create|extend|revoke|expire`, `request.create|approve|deny|cancel|expire` (time-bound access).

@@ -9,7 +9,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from scimjit.metrics import SCIM_IGNORED
 from scimjit.scim.errors import ScimError, mutability, not_found, precondition_failed
+from scimjit.scim.ignored import Ignored
 from scimjit.scim.patch import PatchResult, apply_patch
 from scimjit.scim.projection import Projection
 from scimjit.scim.resource import normalise
@@ -38,6 +40,11 @@ class Context:
     )
     actor: str | None = None  # the token name, for the audit trail
     request_id: str | None = None  # the HTTP request id, for the audit trail
+    strict_attributes: bool = False  # the setting: unknown names in a write are 400, not ignored
+
+    def ignored(self) -> Ignored:
+        """A fresh record of what one write ignores (see `scim.ignored`)."""
+        return Ignored(strict=self.strict_attributes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,19 +120,23 @@ def _stored(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 def create_user(ctx: Context, body: Mapping[str, Any]) -> Written:
     rt = ctx.registry.resource_type(USER)
-    doc = normalise(ctx.registry, rt, body)
+    ignored = ctx.ignored()
+    doc = normalise(ctx.registry, rt, body, ignored=ignored)
     password_hash = _split_password(doc)
     with ctx.db.write() as conn:
         row = user_rows.insert(conn, ctx.registry, rt, _stored(doc), ctx.now_micros, password_hash)
         changed = _changed(None, _stored(doc)) | ({"password"} if password_hash else set())
-        _audit(ctx, conn, "scim.user.create", USER, row.id, {"userName": row.user_name, "changed": changed})
+        details = {"userName": row.user_name, "changed": changed}
+        _audit(ctx, conn, "scim.user.create", USER, row.id, details, ignored)
+    _count_ignored(USER, ignored)
     return Written(user_rows.render(row, ctx.base_url, None), row.version)  # a new user is in no group yet
 
 
 def replace_user(ctx: Context, user_id: str, body: Mapping[str, Any], if_match: str | None) -> Written:
     rt = ctx.registry.resource_type(USER)
     _refuse_id_change(body, user_id)
-    doc = normalise(ctx.registry, rt, body)
+    ignored = ctx.ignored()
+    doc = normalise(ctx.registry, rt, body, ignored=ignored)
     password_hash = _split_password(doc)
 
     def change(current: Any) -> tuple[dict[str, Any], Any]:
@@ -136,16 +147,17 @@ def replace_user(ctx: Context, user_id: str, body: Mapping[str, Any], if_match: 
             stored["active"] = current.data["active"]
         return stored, password_hash or user_rows.KEEP
 
-    return _write_user(ctx, user_id, if_match, change, "replace")
+    return _write_user(ctx, user_id, if_match, change, "replace", ignored)
 
 
 def patch_user(ctx: Context, user_id: str, body: Mapping[str, Any], if_match: str | None) -> Written:
     rt = ctx.registry.resource_type(USER)
     changed: set[str] = set()
+    ignored = ctx.ignored()
 
     def change(current: Any) -> tuple[dict[str, Any] | None, Any]:
         before = {"schemas": current.data.get("schemas", [rt.schema]), "id": current.id, **current.data}
-        result = apply_patch(ctx.registry, rt, before, body)
+        result = apply_patch(ctx.registry, rt, before, body, ignored)
         changed.update(result.changed)
         if not result.changed:
             return None, user_rows.KEEP
@@ -153,7 +165,7 @@ def patch_user(ctx: Context, user_id: str, body: Mapping[str, Any], if_match: st
         password_hash = _split_password(doc)
         return _stored(doc), password_hash or user_rows.KEEP
 
-    return _write_user(ctx, user_id, if_match, change, "patch", changed)
+    return _write_user(ctx, user_id, if_match, change, "patch", ignored, changed)
 
 
 def _write_user(
@@ -162,6 +174,7 @@ def _write_user(
     if_match: str | None,
     change: Callable[[Any], tuple[dict[str, Any] | None, Any]],
     verb: str,
+    ignored: Ignored,
     changed: set[str] | None = None,  # the PATCH engine's account of what changed; PUT computes it here
 ) -> Written:
     rt = ctx.registry.resource_type(USER)
@@ -179,8 +192,11 @@ def _write_user(
             changed = _changed(current.data, doc or current.data) | (
                 {"password"} if password_hash is not user_rows.KEEP else set()
             )
-        _audit(ctx, conn, f"scim.user.{verb}", USER, row.id, {"userName": row.user_name, "changed": changed})
-        return Written(render_users(conn, ctx, [row])[0], row.version)
+        details = {"userName": row.user_name, "changed": changed}
+        _audit(ctx, conn, f"scim.user.{verb}", USER, row.id, details, ignored)
+        written = Written(render_users(conn, ctx, [row])[0], row.version)
+    _count_ignored(USER, ignored)
+    return written
 
 
 def delete_user(ctx: Context, user_id: str, if_match: str | None) -> None:
@@ -221,7 +237,8 @@ def _member_ids(members: Any) -> list[str]:
 
 def create_group(ctx: Context, body: Mapping[str, Any]) -> Written:
     rt = ctx.registry.resource_type(GROUP)
-    doc = normalise(ctx.registry, rt, body)
+    ignored = ctx.ignored()
+    doc = normalise(ctx.registry, rt, body, ignored=ignored)
     member_ids = _member_ids(doc.get("members"))
     with ctx.db.write() as conn:
         row = group_rows.insert(conn, _stored(doc), ctx.now_micros)
@@ -235,14 +252,17 @@ def create_group(ctx: Context, body: Mapping[str, Any]) -> Written:
         )
         if added:
             ctx.listener.members_changed(conn, row, added, [])
-        _audit_group(ctx, conn, "create", row, _changed(None, _stored(doc)), added, [])
-        return Written(render_groups(conn, ctx, [row])[0], row.version)
+        _audit_group(ctx, conn, "create", row, _changed(None, _stored(doc)), added, [], ignored)
+        written = Written(render_groups(conn, ctx, [row])[0], row.version)
+    _count_ignored(GROUP, ignored)
+    return written
 
 
 def replace_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match: str | None) -> Written:
     rt = ctx.registry.resource_type(GROUP)
     _refuse_id_change(body, group_id)
-    doc = normalise(ctx.registry, rt, body)
+    ignored = ctx.ignored()
+    doc = normalise(ctx.registry, rt, body, ignored=ignored)
     member_ids = _member_ids(doc.get("members"))
     with ctx.db.write() as conn:
         current = _group_for_write(conn, group_id, if_match)
@@ -256,28 +276,37 @@ def replace_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match
             _displays(doc.get("members")),
         )
         _notify_group(ctx, conn, current, row, added, removed)
-        _audit_group(ctx, conn, "replace", row, _changed(current.data, _stored(doc)), added, removed)
-        return Written(render_groups(conn, ctx, [row])[0], row.version)
+        changed = _changed(current.data, _stored(doc))
+        _audit_group(ctx, conn, "replace", row, changed, added, removed, ignored)
+        written = Written(render_groups(conn, ctx, [row])[0], row.version)
+    _count_ignored(GROUP, ignored)
+    return written
 
 
 def patch_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match: str | None) -> Written:
     """Worked out inside the write transaction: IdPs PATCH the same group concurrently, and computing against
     a snapshot outside it turned into retries under that contention (measured: slower, with conflicts)."""
     rt = ctx.registry.resource_type(GROUP)
+    ignored = ctx.ignored()
     with ctx.db.write() as conn:
         current = _group_for_write(conn, group_id, if_match)
         before = {"schemas": current.data.get("schemas", [rt.schema]), "id": current.id, **current.data}
-        return _write_group_patch(ctx, conn, current, apply_patch(ctx.registry, rt, before, body))
+        result = apply_patch(ctx.registry, rt, before, body, ignored)
+        written = _write_group_patch(ctx, conn, current, result, ignored)
+    _count_ignored(GROUP, ignored)
+    return written
 
 
-def _write_group_patch(ctx: Context, conn: sa.Connection, current: Any, result: PatchResult) -> Written:
+def _write_group_patch(
+    ctx: Context, conn: sa.Connection, current: Any, result: PatchResult, ignored: Ignored
+) -> Written:
     added, removed = _apply_member_ops(ctx, conn, current, result.member_ops)
     doc = _stored(result.document)
     row = current
     if doc != current.data or added or removed or result.member_ops:
         row = group_rows.update(conn, current, doc if doc != current.data else None, ctx.now_micros)
     _notify_group(ctx, conn, current, row, added, removed)
-    _audit_group(ctx, conn, "patch", row, result.changed, added, removed)
+    _audit_group(ctx, conn, "patch", row, result.changed, added, removed, ignored)
     return Written(render_groups(conn, ctx, [row])[0], row.version)
 
 
@@ -355,11 +384,23 @@ def _notify_members(
 
 
 def _audit(
-    ctx: Context, conn: sa.Connection, action: str, kind: str, resource_id: str, details: dict[str, Any]
+    ctx: Context,
+    conn: sa.Connection,
+    action: str,
+    kind: str,
+    resource_id: str,
+    details: dict[str, Any],
+    ignored: Ignored | None = None,
 ) -> None:
-    """One audit record per SCIM write, in its transaction. Attribute names only: never values."""
+    """One audit record per SCIM write, in its transaction. Attribute names only: never values.
+
+    `details.ignored` lists the unknown attribute paths and schema URNs the write ignored (present only when
+    there were some, capped at `scim.ignored.MAX_NAMES`; `ignoredCount` is exact)."""
     if "changed" in details:
         details["changed"] = sorted(details["changed"])
+    if ignored is not None and ignored.count:
+        details["ignored"] = list(ignored.names)
+        details["ignoredCount"] = ignored.count
     audit.record(
         conn,
         actor=ctx.actor,
@@ -381,6 +422,7 @@ def _audit_group(
     changed: set[str],
     added: list[str],
     removed: list[str],
+    ignored: Ignored,
 ) -> None:
     """Group writes also record the net membership change (a PUT removes then re-adds unchanged members)."""
     net_added = [i for i in added if i not in set(removed)]
@@ -394,7 +436,13 @@ def _audit_group(
             addedIds=audit.capped(net_added),
             removedIds=audit.capped(net_removed),
         )
-    _audit(ctx, conn, f"scim.group.{verb}", GROUP, row.id, details)
+    _audit(ctx, conn, f"scim.group.{verb}", GROUP, row.id, details, ignored)
+
+
+def _count_ignored(kind: str, ignored: Ignored) -> None:
+    """After the commit: a rolled-back write ignored nothing that stayed."""
+    if ignored.count:
+        SCIM_IGNORED.labels(resource_type=kind).inc(ignored.count)
 
 
 def _changed(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> set[str]:
