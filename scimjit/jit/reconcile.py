@@ -51,6 +51,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -255,7 +256,15 @@ class Reconciler:
         and the ordering keys among them with pending events: what the downstream comparison needs, read
         without locks. The application test is wrapped in coalesce() so SQLite walks the primary key
         (`id > after ... LIMIT n`) instead of the (application, user_id) index plus a sort of the whole
-        application per batch."""
+        application per batch). The batch is chosen first and joined to users after, so no planner joins
+        the rest of the table before applying the LIMIT."""
+        batch = (
+            sa.select(accounts.c.id)
+            .where(sa.func.coalesce(accounts.c.application, "").in_(list(names)), accounts.c.id > after)
+            .order_by(accounts.c.id)
+            .limit(self.batch_size)
+            .subquery("batch")
+        )
         stmt = (
             sa.select(
                 accounts.c.id,
@@ -271,10 +280,12 @@ class Reconciler:
                 users.c.active.label("u_active"),
                 users.c.data.label("u_data"),
             )
-            .select_from(accounts.outerjoin(users, users.c.id == accounts.c.user_id))
-            .where(sa.func.coalesce(accounts.c.application, "").in_(list(names)), accounts.c.id > after)
+            .select_from(
+                accounts.join(batch, batch.c.id == accounts.c.id).outerjoin(
+                    users, users.c.id == accounts.c.user_id
+                )
+            )
             .order_by(accounts.c.id)
-            .limit(self.batch_size)
         )
         with self.db.read() as conn:
             rows = list(conn.execute(stmt).all())
@@ -417,7 +428,7 @@ class Reconciler:
                 repair(row, "scim", _why(event, app)).events.append(event["summary"])
 
         # 3. the profile: what the next login would send as account.update
-        current = {r.id: r for r in self._lock_rows(conn, [r.id for r in rows])}
+        current = self._reload(conn, rows)
         items = []
         for row in rows:
             now_row = current.get(row.id)
@@ -485,22 +496,46 @@ class Reconciler:
         return list(repairs.values()), skipped
 
     def _lock_rows(self, conn: sa.Connection, ids: Sequence[int]) -> list[Any]:
-        """The ledger rows (in id order, the lock order of deprovisioning) joined to their user, if any."""
-        stmt = (
-            sa.select(
-                accounts,
-                users.c.id.label("u_id"),
-                users.c.user_name.label("u_user_name"),
-                users.c.active.label("u_active"),
-                users.c.data.label("u_data"),
-            )
-            .select_from(accounts.outerjoin(users, users.c.id == accounts.c.user_id))
-            .where(accounts.c.id.in_(list(ids)))
-            .order_by(accounts.c.id)
-        )
+        """The ledger rows (in id order, the lock order of deprovisioning), each with its user's columns
+        (`u_id` None when the user is gone). Two primary-key lookups rather than one outer join, so the
+        plan cannot turn into a scan of both tables."""
+        stmt = sa.select(accounts).where(accounts.c.id.in_(list(ids))).order_by(accounts.c.id)
         if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(of=accounts, skip_locked=True)
-        return list(conn.execute(stmt).all())
+            stmt = stmt.with_for_update(skip_locked=True)
+        rows = conn.execute(stmt).all()
+        people = {
+            p.id: p
+            for p in conn.execute(
+                sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data).where(
+                    users.c.id.in_([r.user_id for r in rows])
+                )
+            )
+        }
+        out = []
+        for row in rows:
+            person = people.get(row.user_id)
+            out.append(
+                SimpleNamespace(
+                    **row._mapping,
+                    u_id=person.id if person is not None else None,
+                    u_user_name=person.user_name if person is not None else None,
+                    u_active=person.active if person is not None else None,
+                    u_data=person.data if person is not None else None,
+                )
+            )
+        return out
+
+    def _reload(self, conn: sa.Connection, rows: Sequence[Any]) -> dict[int, Any]:
+        """The locked rows as they are now (after this transaction's own changes), with the same user."""
+        fresh = conn.execute(sa.select(accounts).where(accounts.c.id.in_([r.id for r in rows])))
+        person = {r.id: r for r in rows}
+        out: dict[int, Any] = {}
+        for row in fresh:
+            p = person[row.id]
+            out[row.id] = SimpleNamespace(
+                **row._mapping, u_id=p.u_id, u_user_name=p.u_user_name, u_active=p.u_active, u_data=p.u_data
+            )
+        return out
 
     def _pending_keys(self, conn: sa.Connection, keys: Sequence[str]) -> set[str]:
         stmt = (
