@@ -278,6 +278,24 @@ def test_a_second_process_skips_while_one_runs(db, access, directory):
     assert reconcile(access).ran and len(events(db)) == 1
 
 
+def test_two_processes_at_once_send_each_repair_once(db, clock, access, directory):
+    ids = [directory.user(f"o{i}") for i in range(40)]
+    for user_id in ids:
+        give_account(db, "wiki", user_id)
+        remove_user_row(db, user_id)
+    clear_outbox(db)
+    other = make_access(db, clock, config())  # a second process: its own engine, connections, lock attempt
+    access.reconciler.batch_size = other.reconciler.batch_size = 7
+
+    async def both() -> list[Any]:
+        return list(await asyncio.gather(access.reconciler.run(), other.reconciler.run()))
+
+    reports = asyncio.run(both())
+    assert sum(r.events for r in reports) == 40
+    assert sorted(e["user"]["id"] for e in events(db, "account.delete")) == sorted(ids)
+    assert len(events(db)) == 40
+
+
 # ---------------------------------------------------------------- the schedule
 
 
