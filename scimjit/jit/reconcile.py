@@ -709,7 +709,15 @@ class Schedule:
         if now < last + timedelta(seconds=self.interval):
             self._next_check = last + timedelta(seconds=self.interval)
             return None
-        report = await self.reconciler.run()
+        batches = 0
+
+        def progress(r: ReconcileReport) -> None:  # a long scheduled pass shows how far it got
+            nonlocal batches
+            batches += 1
+            if batches % 20 == 0:
+                log.info("reconciled %d/%d accounts, %d repairs", r.accounts, r.total, r.repairs)
+
+        report = await self.reconciler.run(progress=progress)
         wait = self.interval if report.ran else min(self.interval, self.retry_busy)
         self._next_check = self.reconciler.clock.now() + timedelta(seconds=wait)
         return report
