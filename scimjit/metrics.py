@@ -2,7 +2,7 @@
 
 Counters and histograms live in prometheus-client's default registry and are updated where things happen:
 the HTTP middleware (requests), the login hook (logins), the outbox worker (deliveries, connector calls,
-dead letters) and the sweeper (expirations). Import the metric and call it, e.g.
+dead letters), the sweeper (expirations) and the reconcile pass (repairs). Import the metric and call it, e.g.
 `LOGINS.labels(application="wiki", outcome="refused").inc()`.
 
 Queue state (outbox depth, age of the oldest pending event, dead letters waiting) is not a counter any one
@@ -79,6 +79,12 @@ EXPIRATIONS = Counter(
     "scimjit_expirations",
     "Time-bound access that ran out, by kind (membership, grant, request)",
     ["kind"],
+)
+RECONCILE_REPAIRS = Counter(
+    "scimjit_reconcile_repairs",
+    "Events the reconcile pass queued to repair drift, by application, source (scim: the directory and grants;"
+    " downstream: the connector's report) and kind (the event type)",
+    ["application", "source", "kind"],
 )
 CONNECTOR_LATENCY = Histogram(
     "scimjit_connector_call_duration_seconds",

@@ -21,6 +21,7 @@ from scimjit.jit.engine import JitEngine, get_engine
 from scimjit.jit.grants import AccessError
 from scimjit.jit.oidc import TokenRejected
 from scimjit.jit.policies import AccessSettings
+from scimjit.jit.reconcile import Reconciler, Schedule
 from scimjit.jit.sweeper import Sweeper, background_task
 from scimjit.store import audit
 
@@ -39,6 +40,11 @@ class Access:
         self.sweeper = Sweeper(
             engine.db, self.deprovisioner, engine.clock, audit_retention=engine.settings.audit_retention
         )
+        self.reconciler = Reconciler(engine.db, self.deprovisioner, engine.connectors, engine.clock)
+        if (
+            engine.config.reconcile_interval > 0
+        ):  # wherever the sweeper loop runs, the reconcile runs beside it
+            self.sweeper.schedule = Schedule(self.reconciler, engine.config.reconcile_interval)
 
     # ------------------------------------------------------------------------------------ grants
 

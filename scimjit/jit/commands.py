@@ -1,4 +1,4 @@
-"""`scimjit apps | worker | outbox | accounts` commands. `register(subparsers)` is called by scimjit/cli.py."""
+"""`scimjit apps | worker | outbox | accounts | reconcile` commands. `register(subparsers)` is called by scimjit/cli.py."""
 
 from __future__ import annotations
 
@@ -147,6 +147,69 @@ def accounts_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def reconcile(args: argparse.Namespace) -> int:
+    """One reconcile pass now (see scimjit/jit/reconcile.py): progress per batch on stderr, a summary (or,
+    with --dry-run, the repairs that would be made) on stdout, or everything as JSON with --json."""
+    import asyncio
+
+    from scimjit.jit.access import Access
+    from scimjit.jit.reconcile import ReconcileError, ReconcileReport
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        access = Access(_engine())
+    except (ConfigError, OSError, ValueError) as exc:
+        return _fail(str(exc))
+
+    def progress(report: ReconcileReport) -> None:
+        if not args.quiet:
+            print(
+                f"reconciled {report.accounts:,}/{report.total:,} accounts, {report.repairs:,} repairs",
+                file=sys.stderr,
+            )
+
+    async def main() -> ReconcileReport:
+        try:
+            return await access.reconciler.run(
+                application=args.application, dry_run=args.dry_run, progress=progress
+            )
+        finally:
+            await access.engine.aclose()
+
+    try:
+        report = asyncio.run(main())
+    except ReconcileError as exc:
+        return _fail(str(exc))
+    if args.json:
+        _print_json(report.to_json())
+        return 0
+    if not report.ran:
+        print("another process is running the reconcile pass; nothing done")
+        return 0
+    if report.items:
+        rows = [
+            {
+                "application": r.application,
+                "userName": r.user_name,
+                "userId": r.user_id,
+                "source": r.source,
+                "events": ",".join(e["type"] + (f"({e['role']})" if "role" in e else "") for e in r.events),
+                "differences": "; ".join(r.differences),
+            }
+            for r in report.items
+        ]
+        _table(rows, list(rows[0]))
+    verb = "would repair" if report.dry_run else "repaired"
+    more = f" (first {len(report.items):,} listed)" if len(report.items) < report.repairs else ""
+    print(
+        f"{report.accounts:,} account(s) checked, {verb} {report.repairs:,}{more} with {report.events:,} "
+        f"event(s); {report.downstream_checked:,} compared downstream, {report.downstream_errors:,} "
+        f"downstream error(s), {report.skipped:,} skipped (busy); {report.seconds:.1f}s"
+        + (" [dry run: nothing written]" if report.dry_run else "")
+    )
+    return 0
+
+
 def register(sub: Any) -> None:
     """Add the JIT commands to the `scimjit` parser's subparsers."""
     apps = sub.add_parser("apps", help="JIT applications").add_subparsers(dest="apps_command", required=True)
@@ -183,3 +246,14 @@ def register(sub: Any) -> None:
     acl.add_argument("--limit", type=int, default=100)
     acl.add_argument("--json", action="store_true")
     acl.set_defaults(func=accounts_list)
+
+    rec = sub.add_parser(
+        "reconcile",
+        help="repair drift now: compare every account with SCIM, the grants and the downstream (run by the "
+        "sweeper every [jit] reconcile_interval)",
+    )
+    rec.add_argument("--application", default=None, help="only this application")
+    rec.add_argument("--dry-run", action="store_true", help="list what would be repaired, write nothing")
+    rec.add_argument("--json", action="store_true", help="the report as JSON (with the repairs)")
+    rec.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    rec.set_defaults(func=reconcile)

@@ -44,6 +44,9 @@ class JitSettings:
     worker_batch_size: int = 32
     last_login_resolution: float = 60.0  # write last_login_at at most this often per account
     login_wait: float = 5.0  # a concurrent first login waits this long for the other one's account
+    reconcile_interval: float = (
+        3600.0  # the periodic drift repair (jit/reconcile.py) runs this often; 0: never
+    )
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> JitSettings:

@@ -34,8 +34,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from scimjit.clock import Clock, to_micros
-from scimjit.jit import grants, requests
+from scimjit.jit import grants, reconcile, requests
 from scimjit.jit.deprovision import Deprovisioner, Outcome, chunks
+from scimjit.jit.reconcile import Schedule
 from scimjit.metrics import EXPIRATIONS
 from scimjit.store import audit
 from scimjit.store.db import Database
@@ -93,6 +94,8 @@ class Sweeper:
         self.batch_size = batch_size or deprov.settings.sweep_batch_size
         self.audit_retention = audit_retention
         self._audit_purged_at: datetime | None = None
+        # the periodic reconcile (jit/reconcile.py), run next to the sweep loop by `run` when set
+        self.schedule: Schedule | None = None
 
     def sweep_once(self, now: datetime | None = None) -> SweepReport:
         """Everything due at `now` (default: the clock's now), batch after batch until nothing is left."""
@@ -223,16 +226,27 @@ async def run(sweeper: Sweeper, stop: asyncio.Event, interval: float, *, once: b
     runs in a thread (it is blocking database work, possibly a few seconds of it after a long outage)."""
     sweeps = 0
     log.info("sweeper started (every %.1fs)", interval)
-    while not stop.is_set():
-        try:
-            await asyncio.to_thread(sweeper.sweep_once)
-        except Exception:  # the database went away, say: keep the loop alive, try again next interval
-            log.exception("sweep failed")
-        sweeps += 1
-        if once:
-            break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+    # The reconcile pass runs beside the loop, not in it: a long pass must not delay TTL revokes.
+    beside = None
+    if sweeper.schedule is not None and not once:
+        beside = asyncio.create_task(reconcile.run_schedule(sweeper.schedule, stop))
+    try:
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(sweeper.sweep_once)
+            except Exception:  # the database went away, say: keep the loop alive, try again next interval
+                log.exception("sweep failed")
+            sweeps += 1
+            if once:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+    finally:
+        if beside is not None:
+            if not stop.is_set():
+                beside.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beside
     log.info("sweeper stopped after %d sweep(s)", sweeps)
     return sweeps
 

@@ -18,6 +18,8 @@ Action names are dotted, `<area>.<object>.<verb>` or `<area>.<verb>`; the ones s
 - `login.allowed`, `login.refused` (login decisions; `details.reason` says why);
 - `connector.call` (one delivery attempt; `details`: operation, result or error, duration);
 - `grant.create|extend|revoke|expire`, `request.create|approve|deny|cancel|expire` (time-bound access).
+- `reconcile.repair` (one account brought back in line: `details` application, accountId, source, differences,
+  events) and `reconcile.run` (one finished reconcile pass, with its counts; the schedule reads the last one).
 
 Outcomes: `success`, `failure`, `allowed`, `refused`, `error` (free text is accepted, these are the norm).
 """

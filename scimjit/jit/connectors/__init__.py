@@ -94,5 +94,4 @@ _REQUIRED = (
     "delete_account",
     "grant",
     "revoke",
-    "reconcile",
-)
+)  # `notify` and `reconcile` are optional (see base.py)

@@ -149,11 +149,29 @@ class Connector(Protocol):
 
     async def revoke(self, call: Call) -> Result: ...
 
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ReconcilingConnector(Connector, Protocol):
+    """A connector that can also report downstream state, for the reconcile pass (scimjit/jit/reconcile.py).
+    Optional: a connector without `reconcile` is compared with the ledger only.
+
+    `reconcile(call)` gets a `Call` whose event has `type` "account.reconcile" (the user, the ledger's
+    roles, a fresh `id` that is not an outbox event) and `downstream_id` from the ledger. It changes
+    nothing downstream and returns `Result(Outcome.RECONCILED, downstream_id, details)` where `details` is:
+
+    - `{"supported": False}`: this connector keeps no readable state (the pass stops asking it this run);
+    - otherwise `exists` (bool, required): whether the downstream has the account;
+      `active` (bool, optional): whether it is enabled there; `roles` (list of str, optional): the roles
+      it has there. A key left out is not compared.
+
+    Raising (any exception) means "unknown this time": that account is compared with the ledger only.
+    """
+
     async def reconcile(self, call: Call) -> Result:
         """Report the downstream state of the account (`details`), for drift repair; no change made."""
         ...
-
-    async def aclose(self) -> None: ...
 
 
 def method_for(event_type: str) -> str:

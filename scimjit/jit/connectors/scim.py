@@ -128,11 +128,17 @@ class ScimConnector:
         if response.status_code != 200:
             raise _error("GET /Users", response)
         doc = _json(response)
-        return Result(
-            Outcome.RECONCILED,
-            downstream_id,
-            {"exists": True, "active": doc.get("active", True), "userName": doc.get("userName")},
-        )
+        details: dict[str, Any] = {
+            "exists": True,
+            "active": doc.get("active", True),
+            "userName": doc.get("userName"),
+        }
+        groups = doc.get("groups")
+        if self.roles_as_groups and isinstance(groups, list):  # roles are groups: report them as roles
+            details["roles"] = sorted(
+                {str(g["display"]) for g in groups if isinstance(g, dict) and g.get("display")}
+            )
+        return Result(Outcome.RECONCILED, downstream_id, details)
 
     # --- roles ------------------------------------------------------------------------------------------
 
