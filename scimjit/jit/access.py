@@ -34,7 +34,7 @@ class Access:
         self.engine = engine
         self.db = engine.db
         self.clock = engine.clock
-        self.settings = AccessSettings.from_raw(engine.settings.raw, engine.apps)
+        self.settings = AccessSettings.from_config(engine.settings.jit, engine.apps)
         self.deprovisioner = Deprovisioner(engine.apps, engine.clock, self.settings)
         self.sweeper = Sweeper(
             engine.db, self.deprovisioner, engine.clock, audit_retention=engine.settings.audit_retention

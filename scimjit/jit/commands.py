@@ -41,13 +41,16 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 def apps_list(args: argparse.Namespace) -> int:
     """List the configured applications (validating the whole configuration, connectors included)."""
     from scimjit.jit import connectors
-    from scimjit.jit.apps import load_applications
+    from scimjit.jit.apps import build_applications
 
     try:
-        apps = load_applications(Settings.load().raw)
+        apps = build_applications(Settings.load().applications)
         for app in apps.values():
             connectors.build(app)  # checks the connector's own settings
-    except (ConfigError, OSError, ValueError) as exc:
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
         return _fail(str(exc))
     summaries = [a.summary() for a in apps.values()]
     if args.json:
