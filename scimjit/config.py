@@ -95,7 +95,12 @@ def _paths(value: Any) -> Any:
     return value
 
 
-Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
+def _list(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+Names = Annotated[tuple[str, ...], BeforeValidator(_names)]  # a list, or one string for a one-item list
+Strings = Annotated[tuple[str, ...], BeforeValidator(_list)]  # a list only
 Paths = Annotated[list[Path], BeforeValidator(_paths)]
 
 
@@ -213,6 +218,13 @@ class AutoApprove(_Model):
     max_duration: Duration  # requests up to this long are approved at once...
     eligible: Names = ()  # ...when the requester is in one of these groups (empty: any eligible)
 
+    @field_validator("eligible")
+    @classmethod
+    def _refs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not all(value):
+            raise ValueError("expected group names or ids, not empty strings")
+        return value
+
 
 class Policy(_Model):
     """One `[[jit.policies]]` table: a requestable group."""
@@ -275,7 +287,7 @@ class JitConfig(JitSettings):
     sweep_interval: Duration | None = None  # None: the server setting (SCIMJIT_SWEEP_INTERVAL, default 2s)
     sweep_batch_size: int = Field(default=1000, ge=1, le=100_000)
     expiry_notice: Duration = 900.0  # access.expiring this long before a grant ends; 0: never
-    notify_applications: Names = ()
+    notify_applications: Names = ()  # (a lone string was always accepted here)
     membership_ttl: dict[str, Duration] = Field(default_factory=dict)  # group ref -> seconds
     reconcile_interval: Duration = 3600.0  # scheduled reconcile pass with each connector; 0: none
     policies: tuple[Policy, ...] = ()
@@ -283,7 +295,7 @@ class JitConfig(JitSettings):
     @field_validator("policies", mode="before")
     @classmethod
     def _policies(cls, value: Any) -> Any:
-        return tuple(value) if isinstance(value, list) else value
+        return _list(value)
 
     @field_validator("membership_ttl")
     @classmethod
@@ -365,6 +377,10 @@ class ConnectorTable(BaseModel):
     def settings(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
+    def __repr_args__(self) -> Any:  # a Settings in a log line must not show a connector's secret
+        yield "type", self.type
+        yield "keys", sorted(self.settings)
+
 
 class ApplicationConfig(_Model):
     """One `[[applications]]` table, checked; apps.py turns it into an Application (secrets resolved)."""
@@ -373,13 +389,13 @@ class ApplicationConfig(_Model):
     issuer: str
     audience: Names
     match: MatchConfig
-    groups: Names = ()  # entitlement: group displayNames or ids; empty = every active user
+    groups: Strings = ()  # entitlement: group displayNames or ids; empty = every active user
     on_first_login: Literal["create", "link"] = "create"
     roles: dict[str, Names] = Field(default_factory=dict)  # group -> downstream role(s)
     on_unentitled: Literal["disable", "delete", "keep"] = "disable"
     grace_period: Duration = 0.0
     connector: ConnectorTable
-    algorithms: Names = ASYMMETRIC_ALGORITHMS
+    algorithms: Strings = ASYMMETRIC_ALGORITHMS
     clock_skew: Duration | None = None  # None: the engine-wide [jit] clock_skew
     async_create: bool = False
     description: str = ""
@@ -388,7 +404,7 @@ class ApplicationConfig(_Model):
     client_secret: str | None = Field(default=None, repr=False)
     client_secret_env: str | None = None
     redirect_after_login: str | None = None
-    scopes: Names = DEFAULT_SCOPES
+    scopes: Strings = DEFAULT_SCOPES
 
     @field_validator("name", "client_id", "client_secret")
     @classmethod
@@ -467,7 +483,7 @@ class ConfigFile(_Model):
     @field_validator("applications", mode="before")
     @classmethod
     def _applications(cls, value: Any) -> Any:
-        return tuple(value) if isinstance(value, list) else value
+        return _list(value)
 
     @field_validator("applications")
     @classmethod

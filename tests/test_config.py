@@ -100,6 +100,10 @@ def error_of(text: str, tmp_path: Path, environ: dict[str, str] | None = None) -
             "[[applications]] 'wiki' roles.admins: expected a list, got 3",
         ),
         (APP.replace('claim = "preferred_username"', "claim = 1"), "'wiki' match.claim: expected a string"),
+        (
+            APP.replace('name = "wiki"', 'name = "wiki"\ngroups = "wiki-users"'),
+            "[[applications]] 'wiki' groups: expected a list, got \"wiki-users\"",
+        ),
         (APP.replace('name = "wiki"', "name = 7"), "[[applications]] #1 name: expected a string, got 7"),
         ('[[applications]]\nconnector = "webhook"', "[[applications]] #1 name: required (and"),
         (POLICY.replace('max_duration = "8h"', "max_duration = -5"), "'prod-admins' max_duration: expected"),
@@ -517,3 +521,11 @@ def test_apps_list_reports_an_unknown_application_key_in_one_line(tmp_path):
     result = _scimjit("apps", "list", "--json", config=config, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert '"name": "wiki"' in result.stdout
+
+
+def test_secrets_stay_out_of_the_settings_repr(tmp_path):
+    text = APP.replace('name = "wiki"', 'name = "wiki"\nclient_secret = "oidc-s3cret"')
+    s = load_text(text.replace("[server]", "") + '[server]\nsession_secret = "cookie-s3cret"', tmp_path)
+    shown = repr(s)
+    assert "wiki" in shown and "secret" in shown  # the key is named, its value is not
+    assert "change-me" not in shown and "oidc-s3cret" not in shown and "cookie-s3cret" not in shown
