@@ -665,8 +665,6 @@ def _message(exc: ValidationError, document: Mapping[str, Any], source: str) -> 
         where, rest = f"[{loc[0]}]", loc[1:]
     else:
         where, rest = "", loc
-    # A failed member of a union (`auto_approve`: a table or absent) adds the type's name to the location.
-    rest = [p for p in rest if not (isinstance(p, str) and p[:1].isupper())]
     key = ".".join(str(p) for p in rest)
     problem = describe_error(first)
     if first["type"] == "extra_forbidden":

@@ -96,8 +96,8 @@ def error_of(text: str, tmp_path: Path, environ: dict[str, str] | None = None) -
             """[[applications]] 'wiki' on_first_login: expected "create" or "link", got "maybe\"""",
         ),
         (
-            APP.replace('name = "wiki"', 'name = "wiki"\nroles = { admins = 3 }'),
-            "[[applications]] 'wiki' roles.admins: expected a list, got 3",
+            APP.replace('name = "wiki"', 'name = "wiki"\nroles = { Admins = 3 }'),
+            "[[applications]] 'wiki' roles.Admins: expected a list, got 3",
         ),
         (APP.replace('claim = "preferred_username"', "claim = 1"), "'wiki' match.claim: expected a string"),
         (
