@@ -47,9 +47,8 @@ def apps_list(args: argparse.Namespace) -> int:
         apps = build_applications(Settings.load().applications)
         for app in apps.values():
             connectors.build(app)  # checks the connector's own settings
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
+    except ConfigError:
+        raise  # main() prints it as one `config error:` line
     except (OSError, ValueError) as exc:
         return _fail(str(exc))
     summaries = [a.summary() for a in apps.values()]
@@ -82,10 +81,7 @@ def worker(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        engine = _engine()
-    except ConfigError as exc:
-        return _fail(str(exc))
+    engine = _engine()  # a ConfigError is printed by main() as one `config error:` line
     attempts = run_worker(engine, once=args.once)
     if args.once:
         print(f"{attempts} delivery attempt(s)")
