@@ -144,7 +144,7 @@ def app_toml(prefix: str, url: str) -> str:
 
 def access(db: Database, prefix: str, url: str, *, batch: int = 1000, poll: str = "1s") -> Access:
     text = app_toml(prefix, url) + JIT_TOML.format(batch=batch, poll=poll)
-    return Access(JitEngine(Settings(raw=tomllib.loads(text)), db, SystemClock()))
+    return Access(JitEngine(Settings.load(environ={}, document=tomllib.loads(text)), db, SystemClock()))
 
 
 def expiry_workload(db: Database, prefix: str, rows: int = X1_ROWS, batch: int = 1000) -> tuple[int, float]:

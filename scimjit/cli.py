@@ -250,8 +250,14 @@ def _register_extensions(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from scimjit.config import ConfigError
+
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:  # a mistake in the file or a SCIMJIT_* variable: one line, no traceback
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -83,7 +83,7 @@ def config(
 
 
 def make_access(db: Database, clock: FrozenClock, raw: dict[str, Any] | None = None, **kwargs: Any) -> Access:
-    engine = JitEngine(Settings(raw=raw or config()), db, clock, **kwargs)
+    engine = JitEngine(Settings.load(environ={}, document=raw or config()), db, clock, **kwargs)
     return Access(engine)
 
 

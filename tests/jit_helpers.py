@@ -296,7 +296,7 @@ def wiki_config(
 
 
 def engine_for(db: Any, clock: Any, raw: dict[str, Any], **kwargs: Any) -> JitEngine:
-    return JitEngine(Settings(raw=raw), db, clock, **kwargs)
+    return JitEngine(Settings.load(environ={}, document=raw), db, clock, **kwargs)
 
 
 def now_us(clock: Any) -> int:

@@ -164,7 +164,7 @@ def test_two_sweepers_and_two_workers_deliver_each_revoke_exactly_once(db, clock
         clock.advance(60)  # all 10,000 expire at this instant
 
         def engine() -> JitEngine:
-            return JitEngine(Settings(raw=raw), db, clock)
+            return JitEngine(Settings.load(environ={}, document=raw), db, clock)
 
         sweepers = [Access(engine()).sweeper for _ in range(2)]
         workers = [engine() for _ in range(2)]

@@ -65,7 +65,7 @@ def issuer():
 def api(db, clock, issuer) -> Iterator[Api]:
     raw = config(issuer=issuer.url, jit=POLICY.format(approvals=1))
     settings = Settings.load(
-        environ={}, database_url=db.url, token_cache_seconds=0, raw=raw, run_sweeper=False
+        environ={}, database_url=db.url, token_cache_seconds=0, document=raw, run_sweeper=False
     )
     services = Services.build(settings, db=db, clock=clock)
     assert install(services) == []  # the listener only: no in-process sweeper with run_sweeper off

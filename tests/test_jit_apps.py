@@ -80,7 +80,7 @@ def test_mistakes_are_reported_with_the_application_and_key(change, message):
     old, new = change
     if message is None:  # an unknown key
         text = MINIMAL.replace("grace_period", "grace_perod")
-        message = "unknown key(s) grace_perod"
+        message = "grace_perod: unknown key"
     else:
         text = MINIMAL.replace(old, new)
     with pytest.raises(ConfigError) as excinfo:

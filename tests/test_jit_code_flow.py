@@ -73,7 +73,7 @@ def flow(db, iam_server) -> Iterator[Flow]:
             database_url=db.url,
             token_cache_seconds=0,
             session_secret="test-secret",
-            raw={"applications": [table, plain], "jit": {}},
+            document={"applications": [table, plain], "jit": {}},
         )
         services = Services.build(settings, db=db, clock=clock)
         with serve(create_app(services=services)) as url:

@@ -143,7 +143,7 @@ def scimjit(db, provider) -> Iterator[Running]:
             ),
         ]
         settings = Settings.load(
-            environ={}, database_url=db.url, token_cache_seconds=0, raw={"applications": apps, "jit": {}}
+            environ={}, database_url=db.url, token_cache_seconds=0, document={"applications": apps, "jit": {}}
         )
         services = Services.build(settings, db=db, clock=clock)
         with serve(create_app(services=services)) as url:

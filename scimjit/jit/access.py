@@ -35,16 +35,15 @@ class Access:
         self.engine = engine
         self.db = engine.db
         self.clock = engine.clock
-        self.settings = AccessSettings.from_raw(engine.settings.raw, engine.apps)
+        self.settings = AccessSettings.from_config(engine.settings.jit, engine.apps)
         self.deprovisioner = Deprovisioner(engine.apps, engine.clock, self.settings)
         self.sweeper = Sweeper(
             engine.db, self.deprovisioner, engine.clock, audit_retention=engine.settings.audit_retention
         )
         self.reconciler = Reconciler(engine.db, self.deprovisioner, engine.connectors, engine.clock)
-        if (
-            engine.config.reconcile_interval > 0
-        ):  # wherever the sweeper loop runs, the reconcile runs beside it
-            self.sweeper.schedule = Schedule(self.reconciler, engine.config.reconcile_interval)
+        interval = engine.settings.jit.reconcile_interval
+        if interval > 0:  # wherever the sweeper loop runs, the reconcile runs beside it
+            self.sweeper.schedule = Schedule(self.reconciler, interval)
 
     # ------------------------------------------------------------------------------------ grants
 

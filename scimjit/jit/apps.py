@@ -1,71 +1,50 @@
-"""The application registry: `[[applications]]` tables of the config file, validated into typed objects.
+"""The application registry: `[[applications]]` tables of the config file, as typed Application objects.
 
-Validation happens once, at load, with messages that name the application and the key, so a typo in the TOML
-fails `scimjit apps list` and `scimjit serve` at start instead of failing a user's first login.
+The tables are checked by the one configuration model (scimjit.config.ApplicationConfig) when the settings are
+loaded, so a typo fails `scimjit apps list` and `scimjit serve` at start instead of failing a user's first
+login. Here they become Applications: secrets named by `*_env` keys are read from the environment, and the
+built-in connectors' settings are checked by type.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-from scimjit.jit.settings import ConfigError, config_duration
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from scimjit.config import (
+    ASYMMETRIC_ALGORITHMS,
+    DEFAULT_SCOPES,
+    MATCH_ATTRIBUTES,
+    ApplicationConfig,
+    ConfigError,
+    Duration,
+    Names,
+    check_url,
+    describe_error,
+    is_loopback_host,
+    validate_document,
+)
 from scimjit.redact import is_secret_key
 
-# Asymmetric algorithms only: an ID token is checked against the issuer's *public* keys, and accepting an
-# HMAC algorithm there is the classic key-confusion hole (the public key used as an HMAC secret).
-ASYMMETRIC_ALGORITHMS = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-)
-
-# SCIM attribute a claim may be matched to (canonical spelling by lower-cased name).
-MATCH_ATTRIBUTES = {
-    "username": "userName",
-    "externalid": "externalId",
-    "emails.value": "emails.value",
-    "id": "id",
-}
+__all__ = [
+    "ASYMMETRIC_ALGORITHMS",
+    "DEFAULT_SCOPES",
+    "MATCH_ATTRIBUTES",
+    "Application",
+    "ConnectorConfig",
+    "MatchRule",
+    "build_applications",
+    "check_url",
+    "is_loopback_host",
+    "load_applications",
+]
 
 OnFirstLogin = Literal["create", "link"]
 OnUnentitled = Literal["disable", "delete", "keep"]
-
-_KEYS = {
-    "name",
-    "issuer",
-    "audience",
-    "match",
-    "groups",
-    "on_first_login",
-    "roles",
-    "on_unentitled",
-    "grace_period",
-    "connector",
-    "algorithms",
-    "clock_skew",
-    "async_create",
-    "description",
-    # the optional authorization code flow run by scimjit (GET /jit/v1/apps/{name}/login, http/oidc_flow.py)
-    "client_id",
-    "client_secret",
-    "client_secret_env",
-    "redirect_after_login",
-    "scopes",
-}
-
-DEFAULT_SCOPES = ("openid", "profile", "email")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,179 +117,77 @@ class Application:
 
 
 def load_applications(raw: Mapping[str, Any]) -> dict[str, Application]:
-    """Every application of the parsed config file, by name. Raises ConfigError on the first problem."""
-    tables = raw.get("applications", [])
-    if not isinstance(tables, list):
-        raise ConfigError("`applications` must be an array of tables: write [[applications]]")
-    apps: dict[str, Application] = {}
-    for index, table in enumerate(tables):
-        where = f"[[applications]] #{index + 1}"
-        if not isinstance(table, Mapping):
-            raise ConfigError(f"{where} must be a table")
-        if isinstance(table.get("name"), str):
-            where = f"application {table['name']!r}"
-        app = _application(table, where)
-        if app.name in apps:
-            raise ConfigError(f"{where}: the name is used twice")
-        apps[app.name] = app
-    return apps
+    """Every application of a parsed config document, by name. Raises ConfigError on the first problem."""
+    return build_applications(validate_document({"applications": raw.get("applications", [])}).applications)
 
 
-def is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def build_applications(tables: Iterable[ApplicationConfig]) -> dict[str, Application]:
+    """The validated `[[applications]]` tables (Settings.applications) as Applications, by name."""
+    return {t.name: _application(t) for t in tables}
 
 
-def check_url(url: str, what: str) -> str:
-    """HTTPS, or plain HTTP on a loopback host only (tests and local development)."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return url
-    if parts.scheme == "http" and is_loopback_host(parts.hostname):
-        return url
-    raise ConfigError(
-        f"{what} must be an https:// URL (plain http is allowed on 127.0.0.1, ::1, localhost only)"
-    )
+class _WebhookSettings(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    url: str = ""
+    secret: str = ""
+    timeout: Duration = 10.0
+    headers: dict[str, str] = Field(default_factory=dict)
 
 
-def _application(t: Mapping[str, Any], where: str) -> Application:
-    unknown = set(t) - _KEYS
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KEYS))}"
-        )
-    name = _string(t, "name", where)
-    issuer = check_url(_string(t, "issuer", where), f"{where}: issuer")
-
-    audience_raw = t.get("audience")
-    audience = (audience_raw,) if isinstance(audience_raw, str) else tuple(_strings(t, "audience", where))
-    if not audience or not all(audience):
-        raise ConfigError(f"{where}: `audience` lists the OIDC client id(s) whose ID tokens are accepted")
-
-    match_raw = t.get("match")
-    if not isinstance(match_raw, Mapping) or set(match_raw) != {"claim", "attribute"}:
-        raise ConfigError(
-            f'{where}: write match = {{ claim = "preferred_username", attribute = "userName" }}'
-        )
-    attribute = MATCH_ATTRIBUTES.get(str(match_raw["attribute"]).lower())
-    if attribute is None:
-        raise ConfigError(f"{where}: match.attribute must be one of {', '.join(MATCH_ATTRIBUTES.values())}")
-    claim = match_raw["claim"]
-    if not isinstance(claim, str) or not claim:
-        raise ConfigError(f"{where}: match.claim must name an ID token claim, e.g. preferred_username")
-
-    groups = tuple(_strings(t, "groups", where)) if "groups" in t else ()
-    on_first_login = t.get("on_first_login", "create")
-    if on_first_login not in ("create", "link"):
-        raise ConfigError(f'{where}: on_first_login must be "create" or "link"')
-    on_unentitled = t.get("on_unentitled", "disable")
-    if on_unentitled not in ("disable", "delete", "keep"):
-        raise ConfigError(f'{where}: on_unentitled must be "disable", "delete" or "keep"')
-
-    roles: dict[str, tuple[str, ...]] = {}
-    roles_raw = t.get("roles", {})
-    if not isinstance(roles_raw, Mapping):
-        raise ConfigError(f'{where}: write roles = {{ "group name" = "role" }}')
-    for group, role in roles_raw.items():
-        values = (role,) if isinstance(role, str) else tuple(role) if isinstance(role, list) else None
-        if not values or not all(isinstance(v, str) and v for v in values):
-            raise ConfigError(f"{where}: roles.{group} must be a role name or a list of role names")
-        roles[str(group)] = values
-
-    algorithms = tuple(_strings(t, "algorithms", where)) if "algorithms" in t else ASYMMETRIC_ALGORITHMS
-    bad = [a for a in algorithms if a not in ASYMMETRIC_ALGORITHMS]
-    if bad or not algorithms:
-        raise ConfigError(
-            f"{where}: algorithms {bad or '[]'} not allowed; choose from {', '.join(ASYMMETRIC_ALGORITHMS)} "
-            "(never `none`, never HMAC: ID tokens are checked with the issuer's public keys)"
-        )
-
-    connector_raw = t.get("connector")
-    if not isinstance(connector_raw, Mapping) or not isinstance(connector_raw.get("type"), str):
-        raise ConfigError(f'{where}: add an [applications.connector] table with a `type` (e.g. "webhook")')
-    connector = ConnectorConfig(
-        type=connector_raw["type"],
-        settings=_resolve_env({k: v for k, v in connector_raw.items() if k != "type"}, where),
-    )
-
-    async_create = t.get("async_create", False)
-    if not isinstance(async_create, bool):
-        raise ConfigError(f"{where}: async_create must be true or false")
-    refs = frozenset(r.lower() for r in (*groups, *roles))
-    client_id, client_secret, redirect_after_login, scopes = _code_flow(t, where, audience)
-    return Application(
-        name=name,
-        issuer=issuer,
-        audience=audience,
-        match=MatchRule(claim=claim, attribute=attribute),
-        groups=groups,
-        on_first_login=on_first_login,
-        roles=roles,
-        on_unentitled=on_unentitled,
-        grace_period=config_duration(t, "grace_period", where, 0.0),
-        connector=connector,
-        algorithms=algorithms,
-        clock_skew=config_duration(t, "clock_skew", where, None),
-        async_create=async_create,
-        description=str(t.get("description", "")),
-        client_id=client_id,
-        client_secret=client_secret,
-        redirect_after_login=redirect_after_login,
-        scopes=scopes,
-        group_refs=refs,
-    )
+class _ScimSettings(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    url: str = ""
+    token: str = ""
+    timeout: Duration = 10.0
+    attributes: Names = ()
+    create_groups: bool = True
+    roles_as_groups: bool = True
 
 
-def _code_flow(
-    t: Mapping[str, Any], where: str, audience: tuple[str, ...]
-) -> tuple[str, str | None, str | None, tuple[str, ...]]:
-    """client_id, client_secret, redirect_after_login, scopes: the optional authorization code flow keys."""
-    client_id = _string(t, "client_id", where) if "client_id" in t else audience[0]
-    if client_id not in audience:
-        raise ConfigError(f"{where}: client_id {client_id!r} must be one of `audience` (its ID tokens' aud)")
-    if "client_secret" in t and "client_secret_env" in t:
-        raise ConfigError(f"{where}: set client_secret or client_secret_env, not both")
-    client_secret: str | None = None
-    if "client_secret" in t:
-        client_secret = _string(t, "client_secret", where)
-    elif "client_secret_env" in t:
-        var = t["client_secret_env"]
-        if not isinstance(var, str) or not os.environ.get(var):
+# The settings of the connectors scimjit ships, checked by type; a plugin connector checks its own.
+_BUILTIN_SETTINGS: dict[str, type[BaseModel]] = {"webhook": _WebhookSettings, "scim": _ScimSettings}
+
+
+def _application(t: ApplicationConfig) -> Application:
+    where = f"application {t.name!r}"
+    connector = ConnectorConfig(type=t.connector.type, settings=_resolve_env(t.connector.settings, where))
+    model = _BUILTIN_SETTINGS.get(connector.type)
+    if model is not None:
+        try:
+            model.model_validate(dict(connector.settings))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"{where}: connector.{key}: {describe_error(first)}") from None
+    client_secret = t.client_secret
+    if t.client_secret_env is not None:
+        var = t.client_secret_env
+        if not os.environ.get(var):
             raise ConfigError(
                 f"{where}: client_secret_env names environment variable {var!r}, which is not set"
             )
         client_secret = os.environ[var]
-    redirect_after_login = None
-    if "redirect_after_login" in t:
-        redirect_after_login = check_url(
-            _string(t, "redirect_after_login", where), f"{where}: redirect_after_login"
-        )
-        if urlsplit(redirect_after_login).fragment:
-            raise ConfigError(f"{where}: redirect_after_login must not have a #fragment")
-    scopes = tuple(_strings(t, "scopes", where)) if "scopes" in t else DEFAULT_SCOPES
-    if "openid" not in scopes or not all(s and " " not in s for s in scopes):
-        raise ConfigError(f'{where}: scopes must include "openid" and be single words')
-    return client_id, client_secret, redirect_after_login, scopes
-
-
-def _string(t: Mapping[str, Any], key: str, where: str) -> str:
-    value = t.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where}: `{key}` is required (a non-empty string)")
-    return value.strip()
-
-
-def _strings(t: Mapping[str, Any], key: str, where: str) -> list[str]:
-    value = t.get(key)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}: `{key}` must be a list of strings")
-    return list(value)
+    return Application(
+        name=t.name,
+        issuer=t.issuer,
+        audience=t.audience,
+        match=MatchRule(claim=t.match.claim, attribute=t.match.attribute),
+        groups=t.groups,
+        on_first_login=t.on_first_login,
+        roles=dict(t.roles),
+        on_unentitled=t.on_unentitled,
+        grace_period=t.grace_period,
+        connector=connector,
+        algorithms=t.algorithms,
+        clock_skew=t.clock_skew,
+        async_create=t.async_create,
+        description=t.description,
+        client_id=t.client_id if t.client_id is not None else t.audience[0],
+        client_secret=client_secret,
+        redirect_after_login=t.redirect_after_login,
+        scopes=t.scopes,
+        group_refs=frozenset(r.lower() for r in (*t.groups, *t.roles)),
+    )
 
 
 def _is_secret_key(key: str) -> bool:

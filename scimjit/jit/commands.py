@@ -41,13 +41,15 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 def apps_list(args: argparse.Namespace) -> int:
     """List the configured applications (validating the whole configuration, connectors included)."""
     from scimjit.jit import connectors
-    from scimjit.jit.apps import load_applications
+    from scimjit.jit.apps import build_applications
 
     try:
-        apps = load_applications(Settings.load().raw)
+        apps = build_applications(Settings.load().applications)
         for app in apps.values():
             connectors.build(app)  # checks the connector's own settings
-    except (ConfigError, OSError, ValueError) as exc:
+    except ConfigError:
+        raise  # main() prints it as one `config error:` line
+    except (OSError, ValueError) as exc:
         return _fail(str(exc))
     summaries = [a.summary() for a in apps.values()]
     if args.json:
@@ -79,10 +81,7 @@ def worker(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        engine = _engine()
-    except ConfigError as exc:
-        return _fail(str(exc))
+    engine = _engine()  # a ConfigError is printed by main() as one `config error:` line
     attempts = run_worker(engine, once=args.once)
     if args.once:
         print(f"{attempts} delivery attempt(s)")

@@ -12,7 +12,7 @@ from typing import Any
 from scimjit.clock import Clock, SystemClock
 from scimjit.config import Settings
 from scimjit.jit import connectors as connector_registry
-from scimjit.jit.apps import Application, load_applications
+from scimjit.jit.apps import Application, build_applications
 from scimjit.jit.connectors.base import Connector
 from scimjit.jit.delivery import Deliverer, Report
 from scimjit.jit.login import LoginResult, LoginService
@@ -37,8 +37,8 @@ class JitEngine:
         self.settings = settings
         self.db = db
         self.clock = clock or SystemClock()
-        self.config = JitSettings.from_raw(settings.raw)
-        self.apps: dict[str, Application] = load_applications(settings.raw)
+        self.config: JitSettings = settings.jit
+        self.apps: dict[str, Application] = build_applications(settings.applications)
         self.connectors: dict[str, Connector] = (
             dict(connectors)
             if connectors is not None

@@ -1,0 +1,162 @@
+"""The `[[applications]]` tables: OIDC issuer and clients, matching, entitlement, the code flow keys and the
+connector table (whose settings stay open: a plugin connector defines its own)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from scimjit.config.values import Duration, Names, StrictModel, Strings, https_url, show
+
+# Asymmetric algorithms only: an ID token is checked against the issuer's *public* keys, and accepting an
+# HMAC algorithm there is the classic key-confusion hole (the public key used as an HMAC secret).
+ASYMMETRIC_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+
+# SCIM attribute a claim may be matched to (canonical spelling by lower-cased name).
+MATCH_ATTRIBUTES = {
+    "username": "userName",
+    "externalid": "externalId",
+    "emails.value": "emails.value",
+    "id": "id",
+}
+
+DEFAULT_SCOPES = ("openid", "profile", "email")
+
+
+class MatchConfig(StrictModel):
+    claim: str  # e.g. "preferred_username"
+    attribute: str  # canonical SCIM attribute: userName, externalId, emails.value or id
+
+    @field_validator("claim")
+    @classmethod
+    def _claim(cls, value: str) -> str:
+        if not value:
+            raise ValueError("expected the name of an ID token claim, e.g. preferred_username")
+        return value
+
+    @field_validator("attribute")
+    @classmethod
+    def _attribute(cls, value: str) -> str:
+        canonical = MATCH_ATTRIBUTES.get(value.lower())
+        if canonical is None:
+            raise ValueError(f"expected one of {', '.join(MATCH_ATTRIBUTES.values())}, got {show(value)}")
+        return canonical
+
+
+class ConnectorTable(BaseModel):
+    """`[applications.connector]`: a `type` and that connector's own settings, which stay open here (a
+    plugin defines its own); the built-in connectors' settings are checked by apps.py once `*_env` keys are
+    resolved."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+    type: str
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def __repr_args__(self) -> Any:  # a Settings in a log line must not show a connector's secret
+        yield "type", self.type
+        yield "keys", sorted(self.settings)
+
+
+class ApplicationConfig(StrictModel):
+    """One `[[applications]]` table, checked; apps.py turns it into an Application (secrets resolved)."""
+
+    name: str
+    issuer: str
+    audience: Names
+    match: MatchConfig
+    groups: Strings = ()  # entitlement: group displayNames or ids; empty = every active user
+    on_first_login: Literal["create", "link"] = "create"
+    roles: dict[str, Names] = Field(default_factory=dict)  # group -> downstream role(s)
+    on_unentitled: Literal["disable", "delete", "keep"] = "disable"
+    grace_period: Duration = 0.0
+    connector: ConnectorTable
+    algorithms: Strings = ASYMMETRIC_ALGORITHMS
+    clock_skew: Duration | None = None  # None: the engine-wide [jit] clock_skew
+    async_create: bool = False
+    description: str = ""
+    # the optional authorization code flow run by scimjit (GET /jit/v1/apps/{name}/login, http/oidc_flow.py)
+    client_id: str | None = None  # None: the first audience
+    client_secret: str | None = Field(default=None, repr=False)
+    client_secret_env: str | None = None
+    redirect_after_login: str | None = None
+    scopes: Strings = DEFAULT_SCOPES
+
+    @field_validator("name", "client_id", "client_secret")
+    @classmethod
+    def _non_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("expected a non-empty string")
+        return value.strip() if value is not None else None
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        return https_url(value.strip())
+
+    @field_validator("redirect_after_login")
+    @classmethod
+    def _redirect(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = https_url(value.strip())
+        if urlsplit(value).fragment:
+            raise ValueError("must not have a #fragment")
+        return value
+
+    @field_validator("audience")
+    @classmethod
+    def _audience(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or not all(value):
+            raise ValueError("expected the OIDC client id(s) whose ID tokens are accepted")
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for group, roles in value.items():
+            if not roles or not all(roles):
+                raise ValueError(f"roles.{group} must be a role name or a list of role names")
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in value if a not in ASYMMETRIC_ALGORITHMS]
+        if bad or not value:
+            raise ValueError(
+                f"{bad or '[]'} not allowed; choose from {', '.join(ASYMMETRIC_ALGORITHMS)} "
+                "(never `none`, never HMAC: ID tokens are checked with the issuer's public keys)"
+            )
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "openid" not in value or not all(s and " " not in s for s in value):
+            raise ValueError('scopes must include "openid" and be single words')
+        return value
+
+    @model_validator(mode="after")
+    def _code_flow(self) -> ApplicationConfig:
+        if self.client_id is not None and self.client_id not in self.audience:
+            raise ValueError(f"client_id {self.client_id!r} must be one of `audience` (its ID tokens' aud)")
+        if self.client_secret is not None and self.client_secret_env is not None:
+            raise ValueError("set client_secret or client_secret_env, not both")
+        return self
