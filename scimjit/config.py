@@ -47,8 +47,12 @@ class Settings:
     run_sweeper: bool = True
     sweep_interval: float = 2.0
     audit_retention: float = 365 * 86400.0  # seconds ("90d" in TOML/env); 0 keeps audit records forever
-    rate_limit_per_second: float = 50.0  # per token and per process; 0 disables the limit
-    rate_limit_burst: int = 100
+    rate_limit_per_second: float = 1000.0  # per token and per process; 0 disables the limit
+    rate_limit_burst: int = 2000
+    # per client address and per process, charged by requests that fail authentication or need none
+    client_rate_limit_per_second: float = 20.0  # 0 disables the limit
+    client_rate_limit_burst: int = 200
+    group_patch_response_max_members: int = 100  # larger groups answer a plain PATCH with 204
     metrics_token_required: bool = False  # /metrics asks for a token with the `metrics` (or admin) scope
     request_log: bool = True  # one JSON log line per HTTP request
     log_level: str = "info"
@@ -109,6 +113,9 @@ _ENV_SETTINGS: dict[str, Any] = {
     "audit_retention": parse_duration,
     "rate_limit_per_second": float,
     "rate_limit_burst": int,
+    "client_rate_limit_per_second": float,
+    "client_rate_limit_burst": int,
+    "group_patch_response_max_members": int,
     "metrics_token_required": _bool,
     "request_log": _bool,
     "log_level": str,

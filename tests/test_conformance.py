@@ -1,6 +1,6 @@
 """The public SCIM conformance tools, run in full against a real `scimjit serve` process (SQLite).
 
-The tools burst far beyond the per-token rate limit an IdP needs, so the limit is switched off for them.
+They run at the DEFAULT settings (rate limits included): real clients must pass as shipped.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ def running(tmp_path_factory):
     env = {
         **os.environ,
         "SCIMJIT_DATABASE_URL": f"sqlite:///{tmp}/scimjit.db",
-        "SCIMJIT_RATE_LIMIT_PER_SECOND": "0",
         "SCIMJIT_RUN_WORKER": "0",
         "SCIMJIT_RUN_SWEEPER": "0",
     }

@@ -53,9 +53,7 @@ def issuer():
 def jit(db, clock, issuer) -> Iterator[Jit]:
     with WebhookReceiver().running() as hook:
         raw = wiki_config(issuer.url, hook.url, jit='login_wait = "1s"\nworker_poll_interval = "0.05s"')
-        settings = Settings.load(
-            environ={}, database_url=db.url, token_cache_seconds=0, rate_limit_per_second=0, raw=raw
-        )
+        settings = Settings.load(environ={}, database_url=db.url, token_cache_seconds=0, raw=raw)
         services = Services.build(settings, db=db, clock=clock)
         app = create_app(services=services, background=[worker.background_task(services)])
         alice = add_user(db, "alice")
