@@ -68,6 +68,7 @@ def test_scim2_tester_passes_in_full(running):
         timeout=300,
     )
     results = re.findall(r"^(SUCCESS|ERROR|CRITICAL|WARNING)\b", out.stdout, re.M)
+    print(f"scim2-tester at default settings: {results.count('SUCCESS')}/{len(results)} SUCCESS")
     assert out.returncode == 0, out.stdout[-3000:]
     assert results.count("SUCCESS") >= 100 and set(results) == {"SUCCESS"}, out.stdout[-3000:]
 
@@ -81,5 +82,6 @@ def test_scim_sanity_passes_in_full(running):
         timeout=300,
     )
     summary = re.search(r"(\d+) passed, (\d+) failed", out.stdout)
+    print(f"scim-sanity at default settings: {summary.group(0) if summary else out.stdout.strip()[-200:]}")
     assert summary is None or summary.group(2) == "0", out.stdout[-3000:]
     assert "All tests passed" in out.stdout, out.stdout[-3000:]
