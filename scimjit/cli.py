@@ -43,6 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         log_level=args.log_level,
         limit_concurrency=args.limit_concurrency,
+        forwarded_allow_ips=args.forwarded_allow_ips,
         backlog=2048,
     )
     return 0
@@ -196,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--access-log", action="store_true", help="uvicorn's own access log (off: scimjit logs)"
     )
     serve.add_argument("--limit-concurrency", type=int, default=None)
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        help="proxies whose X-Forwarded-For names the client (the per-address rate limit's key); "
+        "default: $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1",
+    )
     serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)

@@ -123,8 +123,7 @@ def server(db: Database, clock: FrozenClock) -> Iterator[Server]:
     from scimjit.services import Services
     from tests.live_server import serve
 
-    # No rate limit by default: tests drive hundreds of requests per second; the limiter has tests of its own.
-    settings = Settings.load(environ={}, database_url=db.url, token_cache_seconds=0, rate_limit_per_second=0)
+    settings = Settings.load(environ={}, database_url=db.url, token_cache_seconds=0)
     services = Services.build(settings, db=db, clock=clock)
     app = create_app(services=services)
     admin = services.tokens.create("test-admin", ["admin"])

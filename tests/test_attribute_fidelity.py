@@ -41,7 +41,6 @@ def strict_server(db: Any, clock: Any) -> Iterator[Server]:
         environ={"SCIMJIT_STRICT_ATTRIBUTES": "true"},
         database_url=db.url,
         token_cache_seconds=0,
-        rate_limit_per_second=0,
     )
     assert settings.strict_attributes is True
     services = Services.build(settings, db=db, clock=clock)

@@ -51,9 +51,7 @@ def sample(name: str, **labels: str) -> float:
 def test_every_kind_of_event_is_audited_and_no_secret_is_recorded_or_logged(db, clock, issuer, logs):
     with WebhookReceiver().running() as hook:
         raw = config(hook.url, issuer=issuer.url, jit=POLICY.format(approvals=1))
-        settings = Settings.load(
-            environ={}, database_url=db.url, token_cache_seconds=0, rate_limit_per_second=0, document=raw
-        )
+        settings = Settings.load(environ={}, database_url=db.url, token_cache_seconds=0, document=raw)
         services = Services.build(settings, db=db, clock=clock)
         access = access_for(services)
         ids = {name: add_user(db, name) for name in ("alice", "bob", "mallory")}

@@ -83,9 +83,7 @@ def issuer():
 def world(db, clock, issuer) -> Iterator[World]:
     with WebhookReceiver().running() as hook:
         raw = config(hook.url, issuer=issuer.url, jit='worker_poll_interval = "0.02s"')
-        settings = Settings.load(
-            environ={}, database_url=db.url, token_cache_seconds=0, rate_limit_per_second=0, document=raw
-        )
+        settings = Settings.load(environ={}, database_url=db.url, token_cache_seconds=0, document=raw)
         settings.sweep_interval = 0.05
         services = Services.build(settings, db=db, clock=clock)
         background = [worker.background_task(services), *install(services)]

@@ -28,6 +28,7 @@ class Jit:
     clock: Any
     admin: dict[str, str]
     login_token: dict[str, str]
+    app: Any = None
 
     def token(self, **claims: Any) -> str:
         claims.setdefault("preferred_username", "alice")
@@ -53,9 +54,7 @@ def issuer():
 def jit(db, clock, issuer) -> Iterator[Jit]:
     with WebhookReceiver().running() as hook:
         raw = wiki_config(issuer.url, hook.url, jit='login_wait = "1s"\nworker_poll_interval = "0.05s"')
-        settings = Settings.load(
-            environ={}, database_url=db.url, token_cache_seconds=0, rate_limit_per_second=0, document=raw
-        )
+        settings = Settings.load(environ={}, database_url=db.url, token_cache_seconds=0, document=raw)
         services = Services.build(settings, db=db, clock=clock)
         app = create_app(services=services, background=[worker.background_task(services)])
         alice = add_user(db, "alice")
@@ -72,6 +71,7 @@ def jit(db, clock, issuer) -> Iterator[Jit]:
                 clock,
                 {"Authorization": f"Bearer {admin}"},
                 {"Authorization": f"Bearer {login_token}"},
+                app,
             )
 
 
@@ -155,3 +155,31 @@ def test_outbox_admin_api(jit):
     assert apps[0]["name"] == "wiki" and apps[0]["connector"]["secret"] == "***"
     accounts = httpx.get(f"{jit.url}/jit/v1/accounts", headers=jit.admin).json()
     assert accounts["Resources"][0]["status"] in ("pending", "active")
+
+
+def test_refused_id_tokens_are_charged_to_the_address_valid_tokens_elsewhere_are_not(jit):
+    """The login hook under a flood of bad ID tokens sent with a valid login token: each refusal takes one
+    from the address's bucket (default 200), then the hook answers 429 before verifying anything."""
+    from scimjit.http.ratelimit import RateLimiter
+
+    burst = jit.services.settings.client_rate_limit_burst
+    frozen = 1000.0  # a clock that does not move: no refill while the test runs
+    jit.app.state.client_limiter = RateLimiter(
+        jit.services.settings.client_rate_limit_per_second, burst, clock=lambda: frozen, subject="address"
+    )
+    idp = httpx.Client(base_url=jit.url, headers=jit.admin, timeout=30)
+    assert idp.get("/scim/v2/Users").status_code == 200  # an IdP at work before the flood
+    with httpx.Client(base_url=jit.url, headers=jit.login_token, timeout=30) as app_server:
+        body = {"application": "wiki", "id_token": "garbage"}
+        statuses = [app_server.post("/jit/v1/logins", json=body).status_code for _ in range(burst)]
+        assert statuses == [401] * burst
+        r = app_server.post("/jit/v1/logins", json={"application": "wiki", "id_token": jit.token()})
+        assert (
+            r.status_code == 429
+            and r.json()["error"] == "rate_limited"
+            and int(r.headers["retry-after"]) >= 1
+        )
+    assert not jit.hook.of_type("account.create")  # refused before any work
+    # the IdP's valid token, from the same address, is charged to its own bucket only
+    assert [idp.get("/scim/v2/Users").status_code for _ in range(3)] == [200] * 3
+    idp.close()

@@ -52,7 +52,7 @@ def downstream(tmp_path) -> Iterator[Downstream]:
     """Another scimjit, as the application's SCIM service provider."""
     db = Database(f"sqlite:///{tmp_path}/downstream.db")
     upgrade(db)
-    settings = Settings.load(environ={}, database_url=db.url, token_cache_seconds=0, rate_limit_per_second=0)
+    settings = Settings.load(environ={}, database_url=db.url, token_cache_seconds=0)
     services = Services.build(settings, db=db, clock=FrozenClock())
     token = services.tokens.create("upstream", ["scim:read", "scim:write"])
     with serve(create_app(services=services)) as url:

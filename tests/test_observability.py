@@ -47,7 +47,7 @@ class Live:
 @pytest.fixture
 def live(db, clock) -> Iterator[Live]:
     """Like conftest's `server`, with the app at hand (to swap its rate limiter, add a failing route)."""
-    settings = Settings.load(environ={}, database_url=db.url, token_cache_seconds=0, rate_limit_per_second=0)
+    settings = Settings.load(environ={}, database_url=db.url, token_cache_seconds=0)
     services = Services.build(settings, db=db, clock=clock)
     app = create_app(services=services)
     admin = services.tokens.create("obs-admin", ["admin"])

@@ -413,7 +413,7 @@ class Downstream:
 def downstream(tmp_path) -> Iterator[Downstream]:
     ddb = Database(f"sqlite:///{tmp_path}/downstream.db")
     upgrade(ddb)
-    settings = Settings.load(environ={}, database_url=ddb.url, token_cache_seconds=0, rate_limit_per_second=0)
+    settings = Settings.load(environ={}, database_url=ddb.url, token_cache_seconds=0)
     services = Services.build(settings, db=ddb, clock=FrozenClock())
     token = services.tokens.create("upstream", ["scim:read", "scim:write"])
     with serve(create_app(services=services)) as url:

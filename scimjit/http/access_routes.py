@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
 from scimjit.http.jit_routes import Endpoint, _jit_errors, error, json_response
+from scimjit.http.ratelimit import charge_client
 from scimjit.jit.access import Access, access_for
 from scimjit.jit.grants import AccessError
 
@@ -69,6 +70,7 @@ async def _who(request: Request, body: dict[str, Any], field: str) -> tuple[Any,
     """The user acting (requester or approver) and the actor name for the audit trail: named in `field`
     by a token with the `requests` scope, or proven by the user's own ID token."""
     if "id_token" in body:
+        charge_client(request)  # no scimjit token vouches for this caller: every request counts
         return await _access(request).user_from_id_token(body.get("application"), body.get("id_token"))
     principal = require(request, REQUESTS_SCOPE)
     who = body.get(field)

@@ -21,7 +21,7 @@ from scimjit.http.bulk import bulk
 from scimjit.http.metrics_route import metrics
 from scimjit.http.middleware import ObservabilityMiddleware
 from scimjit.http.openapi import openapi
-from scimjit.http.ratelimit import RateLimiter
+from scimjit.http.ratelimit import KnownTokens, RateLimiter
 from scimjit.http.responses import http_error_handler, scim_error_handler, unexpected_error_handler
 from scimjit.http.search import root_search
 from scimjit.scim.errors import ScimError
@@ -109,6 +109,10 @@ def create_app(
     )
     app.state.services = svc
     app.state.rate_limiter = RateLimiter(svc.settings.rate_limit_per_second, svc.settings.rate_limit_burst)
+    app.state.client_limiter = RateLimiter(
+        svc.settings.client_rate_limit_per_second, svc.settings.client_rate_limit_burst, subject="address"
+    )
+    app.state.known_tokens = KnownTokens()
     return app
 
 

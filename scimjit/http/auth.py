@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from scimjit.http.ratelimit import KnownTokens, charge_client_failure, check_client
 from scimjit.scim.errors import ScimError
 from scimjit.store.tokens import Principal
 
@@ -11,13 +12,25 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="scimjit"'}
 
 
 def authenticate(request: Request) -> Principal | None:
+    """The token's principal, or None. Requests without a valid token are charged to their client address
+    (scimjit.http.ratelimit): while its bucket is empty they get 429 before any lookup, unless the token
+    verified recently (so a valid token is never throttled by a flood from its address)."""
     header = request.headers.get("authorization")
-    if not header:
-        return None
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    principal: Principal | None = request.app.state.services.tokens.verify(token.strip())
+    scheme, _, token = (header or "").partition(" ")
+    token = token.strip()
+    known: KnownTokens | None = getattr(request.app.state, "known_tokens", None)
+    key = KnownTokens.key(token) if token and known is not None else b""
+    if not (known is not None and key in known):
+        check_client(request)
+    principal: Principal | None = None
+    if header and scheme.lower() == "bearer" and token:
+        principal = request.app.state.services.tokens.verify(token)
+    if principal is None:
+        charge_client_failure(request)
+        if known is not None and key:
+            known.discard(key)
+    elif known is not None:
+        known.add(key)
     return principal
 
 

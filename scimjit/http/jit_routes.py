@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
+from scimjit.http.ratelimit import charge_client_failure, check_client
 from scimjit.jit import outbox
 from scimjit.jit.engine import JitEngine, get_engine
 from scimjit.jit.login import LoginRefused
@@ -37,6 +38,7 @@ _SCIM_STATUS_REASONS = {
     403: "forbidden",
     404: "not_found",
     413: "too_large",
+    429: "rate_limited",
 }
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -86,7 +88,15 @@ async def login(request: Request) -> Response:
     if "admin" not in principal.scopes and principal.application != application:
         return error(403, "wrong_application", f"this token may only log in to {principal.application!r}")
     request_id = request.scope.get("state", {}).get("request_id")
-    result = await _engine(request).login(application, id_token, caller=principal.name, request_id=request_id)
+    check_client(request)  # a refused ID token is charged to the address; an empty bucket stops them first
+    try:
+        result = await _engine(request).login(
+            application, id_token, caller=principal.name, request_id=request_id
+        )
+    except LoginRefused as exc:
+        if exc.status == 401:
+            charge_client_failure(request)
+        raise
     return json_response(result.body, result.status_code, result.headers)
 
 

@@ -33,6 +33,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from scimjit.http.jit_routes import _jit_errors, error
+from scimjit.http.ratelimit import charge_client
 from scimjit.jit.apps import Application, check_url
 from scimjit.jit.engine import JitEngine, get_engine
 from scimjit.jit.login import LoginRefused
@@ -168,6 +169,7 @@ def _back_to_app(app: Application, **params: str) -> str:
 
 @_jit_errors
 async def login_start(request: Request) -> Response:
+    charge_client(request)  # anonymous: every request counts against its address
     found = _app(request)
     if isinstance(found, Response):
         return found
@@ -213,6 +215,7 @@ async def login_start(request: Request) -> Response:
 
 @_jit_errors
 async def callback(request: Request) -> Response:
+    charge_client(request)  # anonymous, and it exchanges a code and verifies an ID token
     found = _app(request)
     if isinstance(found, Response):
         return found

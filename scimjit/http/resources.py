@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from starlette.requests import Request
@@ -30,9 +31,19 @@ def _written(
     headers = {"ETag": etag(written.version)}
     if status == 201:
         headers["Location"] = written.document["meta"]["location"]
-    if status == 200 and "return=minimal" in request.headers.get("prefer", ""):
+    if status == 200 and (not written.complete or "return=minimal" in request.headers.get("prefer", "")):
         return Response(status_code=204, headers=headers)
     return scim_response(_shaped(request, kind, written.document, projection), status, headers)
+
+
+def _names_attributes(request: Request) -> bool:
+    """Whether the client chose the response's attributes; RFC 7644 §3.5.2 then requires 200 with them.
+
+    Otherwise a group PATCH (one per membership change from Entra, Okta and AWS, none asking for the
+    resource) answers 200 with the group only while it has at most `group_patch_response_max_members`
+    members, else 204 with the new ETag: never the member list of a big group (docs/scim.md)."""
+    params = request.query_params
+    return "attributes" in params or "excludedAttributes" in params
 
 
 def endpoints(kind: str) -> list[Route]:
@@ -69,14 +80,18 @@ def endpoints(kind: str) -> list[Route]:
         written = await ctx.db.run(create_fn, ctx, body)
         return _written(request, kind, written, projection, status=201)
 
-    def update_endpoint(update_fn: Any) -> Any:
-        """PUT and PATCH differ only in the store function they call."""
+    def update_endpoint(update_fn: Any, capped: bool = False) -> Any:
+        """PUT and PATCH differ only in the store function they call, and in `capped` (group PATCH)."""
 
         async def update(request: Request) -> Response:
             require(request, *WRITE)
             body = await read_json_object(request)
             projection = projection_from(request, kind)
             ctx = context(request, projection)
+            if capped and not _names_attributes(request):
+                ctx = dataclasses.replace(
+                    ctx, members_cap=services(request).settings.group_patch_response_max_members
+                )
             written = await ctx.db.run(
                 update_fn, ctx, request.path_params["id"], body, request.headers.get("if-match")
             )
@@ -84,7 +99,7 @@ def endpoints(kind: str) -> list[Route]:
 
         return update
 
-    replace, patch = update_endpoint(replace_fn), update_endpoint(patch_fn)
+    replace, patch = update_endpoint(replace_fn), update_endpoint(patch_fn, capped=kind == ops.GROUP)
 
     async def delete(request: Request) -> Response:
         require(request, *WRITE)

@@ -35,6 +35,15 @@ _LIVE_IDS = sa.select(memberships.c.member_id).where(
     memberships.c.member_id.in_(sa.bindparam("ids", expanding=True)),
     live(sa.bindparam("now")),
 )
+_LIVE_MEMBERS_UP_TO = (  # how many live members, counting no further than the limit: bounded work
+    sa.select(sa.func.count()).select_from(
+        sa.select(memberships.c.member_id)
+        .where(memberships.c.group_pk == sa.bindparam("pk"), live(sa.bindparam("now")))
+        .distinct()
+        .limit(sa.bindparam("limit"))
+        .subquery()
+    )
+)
 _BUMP = (
     groups.update()
     .where(groups.c.pk == sa.bindparam("b_pk"), groups.c.version == sa.bindparam("b_old_version"))
@@ -240,6 +249,17 @@ def members_of(
             member["display"] = display
         out[group_pk].append(member)
     return out
+
+
+def members_up_to(
+    conn: sa.Connection, group_pk: int, now_micros: int, base_url: str, limit: int
+) -> list[dict[str, Any]] | None:
+    """The group's live members if there are at most `limit`, else None, without reading more than
+    `limit + 1` index entries: what a PATCH answer needs to choose between 200 with the group and 204."""
+    count = conn.execute(_LIVE_MEMBERS_UP_TO, {"pk": group_pk, "now": now_micros, "limit": limit + 1})
+    if count.scalar_one() > limit:
+        return None
+    return members_of(conn, [group_pk], now_micros, base_url)[group_pk]
 
 
 def render(row: Any, base_url: str, members: list[dict[str, Any]] | None) -> dict[str, Any]:

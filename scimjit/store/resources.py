@@ -41,6 +41,9 @@ class Context:
     actor: str | None = None  # the token name, for the audit trail
     request_id: str | None = None  # the HTTP request id, for the audit trail
     strict_attributes: bool = False  # the setting: unknown names in a write are 400, not ignored
+    # group PATCH: render the members only if the group has at most this many, else answer without the
+    # document (204); None renders as the projection says (Bulk, and requests naming `attributes`)
+    members_cap: int | None = None
 
     def ignored(self) -> Ignored:
         """A fresh record of what one write ignores (see `scim.ignored`)."""
@@ -53,6 +56,7 @@ class Written:
 
     document: dict[str, Any]
     version: int
+    complete: bool = True  # False: `members` left out because the group is over `Context.members_cap`
 
 
 def _etag(version: int) -> str:
@@ -307,6 +311,9 @@ def _write_group_patch(
         row = group_rows.update(conn, current, doc if doc != current.data else None, ctx.now_micros)
     _notify_group(ctx, conn, current, row, added, removed)
     _audit_group(ctx, conn, "patch", row, result.changed, added, removed, ignored)
+    if ctx.members_cap is not None:  # a plain PATCH (scimjit.http.resources): never a big group's members
+        members = group_rows.members_up_to(conn, row.pk, ctx.now_micros, ctx.base_url, ctx.members_cap)
+        return Written(group_rows.render(row, ctx.base_url, members), row.version, members is not None)
     return Written(render_groups(conn, ctx, [row])[0], row.version)
 
 
