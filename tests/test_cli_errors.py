@@ -119,7 +119,10 @@ def test_the_installed_command_prints_one_line_and_no_traceback(tmp_path: Path) 
         ("not a url", "invalid database URL"),
         ("foo://u:hunter2@h/db", "invalid database URL foo://u:***@h/db"),
         ("mysql://u:hunter2@h/db", "no driver for the database URL mysql://u:***@h/db"),
-        ("postgresql://u:hunter2@127.0.0.1:1/db", "cannot use the database postgresql://u:***@127.0.0.1:1/db"),
+        (
+            "postgresql://u:hunter2@127.0.0.1:1/db",
+            "cannot use the database postgresql://u:***@127.0.0.1:1/db",
+        ),
         ("sqlite:////nonexistent-dir/x/scimjit.db", "cannot use the database sqlite:////nonexistent-dir"),
     ],
 )
