@@ -255,6 +255,8 @@ class Registry:
 def _read_documents(directory: Traversable) -> list[dict[str, Any]]:
     """Every `*.json` of one directory, in file-name order (a `Path` or a package resource directory)."""
     docs: list[dict[str, Any]] = []
+    if not directory.is_dir():  # as before: a `schemas_dirs` entry that does not exist adds nothing
+        return docs
     files = (f for f in directory.iterdir() if f.name.endswith(".json") and f.is_file())
     for file in sorted(files, key=lambda f: f.name):
         loaded = orjson.loads(file.read_bytes())
