@@ -7,7 +7,7 @@ export SCIMJIT_DATABASE_URL ?= sqlite:///./scimjit.db
 
 .PHONY: run test lint fmt bench install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'

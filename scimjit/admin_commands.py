@@ -78,6 +78,15 @@ def _filter(args: argparse.Namespace, view: str, now: Any = None) -> str | None:
     return " and ".join(terms) or None
 
 
+def duration_arg(value: str) -> str:
+    """argparse `type` for `--since`/`--older-than`: a bad duration is a usage error (one line, exit 2)."""
+    try:
+        parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -264,7 +273,9 @@ def register(sub: Any) -> None:
     audit.add_argument(
         "--filter", default=None, help='SCIM filter, e.g. \'action sw "login." and outcome eq "refused"\''
     )
-    audit.add_argument("--since", default=None, help="only records of the last 24h, 30m, 7d, ...")
+    audit.add_argument(
+        "--since", default=None, type=duration_arg, help="only records of the last 24h, 30m, 7d, ..."
+    )
     audit.add_argument("--action", default=None, help="shorthand for action eq ...")
     audit.add_argument("--sort-by", default=None)
     audit.add_argument("--sort-order", default=None, choices=["ascending", "descending"])
@@ -274,7 +285,12 @@ def register(sub: Any) -> None:
     audit.set_defaults(func=cmd_audit)
     audit_sub = audit.add_subparsers(dest="audit_command")
     purge = audit_sub.add_parser("purge", help="delete audit records older than the retention period")
-    purge.add_argument("--older-than", default=None, help="e.g. 90d (default: the audit_retention setting)")
+    purge.add_argument(
+        "--older-than",
+        default=None,
+        type=duration_arg,
+        help="e.g. 90d (default: the audit_retention setting)",
+    )
     purge.set_defaults(func=cmd_audit_purge)
 
     for view, help in (

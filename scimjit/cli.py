@@ -9,7 +9,11 @@ from typing import Any
 
 import orjson
 
-from scimjit.config import Settings
+from scimjit.cli_errors import EXIT_USER_ERROR, describe, require_current_schema
+from scimjit.config import ConfigError, Settings
+
+# Commands that run until stopped: they refuse to start on an old or empty schema (cli_errors).
+LONG_RUNNING = {"worker", "sweep"}
 
 
 def _services(args: argparse.Namespace) -> Any:
@@ -22,14 +26,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from scimjit.metrics import prepare_multiprocess
-    from scimjit.store.db import Database
-    from scimjit.store.migrate import is_current
 
-    settings = Settings.load()
-    db = Database(settings.database_url)
-    if not is_current(db):
-        print("The database schema is not current: run `scimjit db upgrade` first.", file=sys.stderr)
-        return 2
+    require_current_schema(Settings.load().database_url)
     _print_first_admin_token()
     prepare_multiprocess(args.workers)  # N processes share one metrics directory (scimjit.metrics)
     uvicorn.run(
@@ -50,9 +48,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _print_first_admin_token() -> None:
-    """On the very first start there is no way in: make an admin token and show it, once."""
+    """On the very first start there is no way in: make an admin token and show it, once.
+
+    "First" means no token was ever created. Once tokens exist, serve never mints one: an operator who revoked
+    the `admin` token (rotation, a leak) did so on purpose, and a fresh secret printed into a service log
+    would undo that. Serve then starts normally and, if no active token has the `admin` scope, says how to
+    make one (`scimjit token create NAME --scope admin`, run by whoever has the database).
+    """
     svc = _services(argparse.Namespace())
-    if svc.tokens.count_active() == 0:
+    if not svc.tokens.any_created():
         secret = svc.tokens.create("admin", ["admin"])
         print(
             "\nFirst start: created the admin token (shown once, store it now):\n\n"
@@ -60,6 +64,14 @@ def _print_first_admin_token() -> None:
             "Use it as `Authorization: Bearer <token>`; make narrower ones with `scimjit token create`.\n",
             flush=True,
         )
+    elif not svc.tokens.active_admin_exists():
+        print(
+            "warning: no active token has the admin scope (the first `admin` token is not re-created once"
+            " revoked); make one with `scimjit token create NAME --scope admin`",
+            file=sys.stderr,
+            flush=True,
+        )
+    svc.db.dispose()
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -74,11 +86,17 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     svc = _services(args)
+    if args.app is not None:  # a login token bound to a misspelt application would be refused on every call
+        names = sorted(app.name for app in svc.settings.applications)
+        if args.app not in names:
+            known = ", ".join(names) if names else "none configured"
+            print(f"error: unknown application {args.app!r} (applications: {known})", file=sys.stderr)
+            return EXIT_USER_ERROR
     try:
         secret = svc.tokens.create(args.name, args.scope, application=args.app)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     print(secret)
     return 0
 
@@ -109,7 +127,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
         print(f"revoked {args.name}")
         return 0
     print(f"error: no active token named {args.name!r}", file=sys.stderr)
-    return 1
+    return EXIT_USER_ERROR
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -141,7 +159,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         page, docs = fetch_page(ctx, kind, params)
     except ScimError as exc:
         print(f"error: {exc.detail}" + (f" ({exc.scim_type})" if exc.scim_type else ""), file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     docs = [apply(svc.registry, rt, d, projection) for d in docs]
     for d in docs:
         d.get("meta", {}).pop("location", None)
@@ -257,14 +275,24 @@ def _register_extensions(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from scimjit.config import ConfigError
-
+    """Run one command. A user's mistake (see scimjit/cli_errors.py) is one `error: ...` line on stderr and
+    exit code 2; only a bug shows a traceback."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command in LONG_RUNNING:
+            require_current_schema(Settings.load().database_url)
         result: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
     except ConfigError as exc:  # a mistake in the file or a SCIMJIT_* variable: one line, no traceback
         print(f"config error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
+    except Exception as exc:
+        message = describe(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
     return result
 
 

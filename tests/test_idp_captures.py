@@ -1,4 +1,4 @@
-"""Real Entra ID and Okta requests (../shared/idp-captures) replayed against a running server; ids in the
+"""Real Entra ID and Okta requests (tests/idp_captures, MIT-licensed data of elimity-com/scim) replayed against a running server; ids in the
 captures are the capturing server's, so each scenario maps them to the ids this server hands out."""
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "idp-captures"
-if not CAPTURES.exists():  # CI clones main with shared/ beside it
-    CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "idp-captures"
+CAPTURES = Path(__file__).resolve().parent / "idp_captures"  # inside the repository: a fresh clone has them
 
 
 def capture(idp: str, name: str) -> dict:

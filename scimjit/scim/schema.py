@@ -10,8 +10,10 @@ here, so that PATCH paths, bodies, filters, `attributes` and `sortBy` all agree.
 from __future__ import annotations
 
 import copy
+import importlib.resources
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,23 @@ ENTERPRISE_URN = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 JIT_GROUP_URN = "urn:scimjit:params:scim:schemas:extension:jit:2.0:Group"
 EXTENDS_KEY = "x-scimjit-extends"  # in a schema file: the resource types it extends (stripped when served)
 
-DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+def _builtin_schemas() -> Traversable:
+    """The repository's top-level `schemas/`, shipped as the data package `scimjit._schemas` (setup.py).
+
+    Found through the import system, never beside the source tree, so the same lookup works in a wheel, an
+    editable install and a zip. Without an install (a bare `PYTHONPATH=.` checkout) there is no such package:
+    say how to get one instead of a bare ModuleNotFoundError.
+    """
+    try:
+        return importlib.resources.files("scimjit._schemas")
+    except ModuleNotFoundError as exc:
+        raise RuntimeError(
+            "scimjit's built-in schemas are missing: install the package (`pip install .` or `make install`)"
+        ) from exc
+
+
+DEFAULT_SCHEMAS_DIR: Traversable = _builtin_schemas()
 
 
 class UnknownAttribute(LookupError):
@@ -268,21 +286,25 @@ class Registry:
         return docs
 
 
-def _read_documents(directory: Path) -> list[dict[str, Any]]:
+def _read_documents(directory: Traversable) -> list[dict[str, Any]]:
+    """Every `*.json` of one directory, in file-name order (a `Path` or a package resource directory)."""
     docs: list[dict[str, Any]] = []
-    for file in sorted(directory.glob("*.json")):
+    if not directory.is_dir():  # as before: a `schemas_dirs` entry that does not exist adds nothing
+        return docs
+    files = (f for f in directory.iterdir() if f.name.endswith(".json") and f.is_file())
+    for file in sorted(files, key=lambda f: f.name):
         loaded = orjson.loads(file.read_bytes())
         docs.extend(loaded if isinstance(loaded, list) else [loaded])
     return docs
 
 
-def load_registry(extra_dirs: Iterable[Path] = ()) -> Registry:
+def load_registry(extra_dirs: Iterable[Path | Traversable | str] = ()) -> Registry:
     """Load `schemas/` and any deployment directories; later files may add extension schemas."""
     schemas: list[Schema] = []
     rts: dict[str, dict[str, Any]] = {}
     extends: list[tuple[str, str]] = []
     for directory in (DEFAULT_SCHEMAS_DIR, *extra_dirs):
-        for doc in _read_documents(Path(directory)):
+        for doc in _read_documents(Path(directory) if isinstance(directory, str) else directory):
             if RESOURCE_TYPE_URN in doc.get("schemas", ()):
                 rts[doc["name"]] = doc
                 continue

@@ -16,7 +16,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,12 +24,12 @@ from scimjit.clock import from_micros, isoformat, to_micros
 from scimjit.scim.errors import invalid_filter, invalid_value
 from scimjit.scim.filter import parse_filter
 from scimjit.scim.predicate import And, Compare, Not, Or, Predicate, ValuePath
-from scimjit.scim.schema import Attribute, Registry, ResourceType, load_registry
+from scimjit.scim.schema import DEFAULT_SCHEMAS_DIR, Attribute, Registry, ResourceType, load_registry
 from scimjit.store.db import Database
 from scimjit.store.tables import access_requests, accounts, audit_log, grants, outbox
 
 MAX_OFFSET = 2**62
-ADMIN_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "admin"
+ADMIN_SCHEMAS_DIR = DEFAULT_SCHEMAS_DIR / "admin"  # `schemas/admin/`, found through the package
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,18 @@ class TokenStore:
                 ).scalar_one()
             )
 
+    def any_created(self) -> bool:
+        """Whether any token, revoked ones included, was ever made: false only before the very first start."""
+        with self.db.read() as conn:
+            return conn.execute(sa.select(tokens.c.id).limit(1)).first() is not None
+
+    def active_admin_exists(self) -> bool:
+        """Whether someone can still administer the server with a token (scopes are JSON: checked here, over
+        the active tokens only, which are few)."""
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(tokens.c.scopes).where(tokens.c.revoked_at.is_(None)))
+            return any("admin" in (scopes or ()) for (scopes,) in rows)
+
     def verify(self, token: str) -> Principal | None:
         """The principal for a presented token, or None. Cached briefly; see module docstring."""
         key = hashlib.sha256(token.encode()).digest()
