@@ -28,6 +28,7 @@ from scimjit.jit.connectors.base import ACCESS_EXPIRING
 from scimjit.jit.deprovision import LIVE_STATUSES, Deprovisioner, chunks, user_document
 from scimjit.scim.resource import parse_datetime
 from scimjit.store import admin, audit
+from scimjit.store import users as user_store
 from scimjit.store.db import insert_ignoring_conflicts
 from scimjit.store.tables import accounts, grants, groups, memberships, users
 
@@ -462,6 +463,7 @@ def _open(
     if not opening:
         return
     now_us = to_micros(now)
+    user_store.lock(conn, [row.user_id for row, _ in opening])  # before membership rows: store.users.lock
     conn.execute(
         insert_ignoring_conflicts(conn, memberships),
         [
@@ -483,6 +485,7 @@ def _open(
 
 def _close(conn: sa.Connection, deprov: Deprovisioner, closing: list[Any], now: datetime) -> None:
     """Remove the membership rows of grants that end early, then revoke downstream what they gave."""
+    user_store.lock(conn, [r.user_id for r in closing])  # before membership rows: store.users.lock
     for r in closing:  # by member first: the (member_id, group_pk) index, not a scan for the source
         conn.execute(
             memberships.delete().where(
