@@ -5,7 +5,8 @@ together by a barrier (plus a random head start of up to `JITTER` for either sid
 the login's read, the SCIM write and the login's write comes up). The verdict is the final state only, never
 the status codes: the outbox events of the account replayed in order (what downstream was told), the ledger,
 and what SCIM says now (the user, `active`, live memberships -> entitlement and roles). Run on SQLite and
-PostgreSQL; `SCIMJIT_RACE_TRIALS` sets the trials per race (default 200).
+PostgreSQL; `SCIMJIT_RACE_TRIALS` sets the trials per race (default 200; the two races beyond the issue's
+table run `SCIMJIT_RACE_TRIALS_EXTRA`, default a quarter of that).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sqlalchemy as sa
 from scimjit.jit import identity, ledger, outbox
 from scimjit.jit.deprovision import Deprovisioner
 from scimjit.jit.login import LoginRefused
+from scimjit.jit.sweeper import Sweeper
 from scimjit.scim.errors import ScimError
 from scimjit.scim.projection import Projection
 from scimjit.store import resources
@@ -45,8 +47,12 @@ from tests.jit_helpers import (
 pytestmark = pytest.mark.slow
 
 TRIALS = int(os.environ.get("SCIMJIT_RACE_TRIALS", "200"))
+# The two races beyond the issue's table run a quarter as many by default, to keep the suite's time down;
+# SCIMJIT_RACE_TRIALS_EXTRA sets them (200 each was run for the issue's closing note).
+EXTRA_TRIALS = int(os.environ.get("SCIMJIT_RACE_TRIALS_EXTRA", str(max(TRIALS // 4, 1))))
 JITTER = 0.004  # seconds: the widest head start either side gets after the barrier
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +101,11 @@ class Arena:
 
 
 @pytest.fixture
-def arena(db, clock, registry, issuer, hook):
+def arena(request, db, clock, registry, issuer, hook):
     engine = engine_for(db, clock, wiki_config(issuer.url, hook.url))
     listener = Deprovisioner(engine.apps, clock)
     users_group = add_group(db, "wiki-users")
-    admins_group = add_group(db, "wiki-admins")
+    admins_group = "" if "role-group-delete" in request.node.name else add_group(db, "wiki-admins")
     yield Arena(db, clock, issuer, engine, registry, listener, users_group, admins_group)
     asyncio.run(engine.aclose())
 
@@ -230,27 +236,47 @@ def remove_from_admins(arena: Arena, user_id: str) -> Callable[[], Any]:
     return lambda: resources.patch_group(arena.ctx(), arena.admins_group, body, None)
 
 
-RACES: dict[str, tuple[bool, Callable[[Arena, str], Callable[[], Any]]]] = {
-    # name: (the login finds an existing account, the SCIM write)
-    "first-login+deactivate": (False, deactivate),
-    "first-login+delete": (False, delete),
-    "existing-login+deactivate": (True, deactivate),
-    "existing-login+role-group-removal": (True, remove_from_admins),
+def replace_inactive(arena: Arena, user_id: str) -> Callable[[], Any]:
+    def put() -> Any:
+        with arena.db.read() as conn:
+            name = user_store.get(conn, user_id).user_name
+        body = {"schemas": [USER_URN], "userName": name, "active": False}
+        return resources.replace_user(arena.ctx(), user_id, body, None)
+
+    return put
+
+
+def delete_admins(arena: Arena, user_id: str) -> Callable[[], Any]:
+    return lambda: resources.delete_group(arena.ctx(), arena.admins_group, None)
+
+
+RACES: dict[str, tuple[bool, Callable[[Arena, str], Callable[[], Any]], int]] = {
+    # name: (the login finds an existing account, the SCIM write, trials)
+    "first-login+deactivate": (False, deactivate, TRIALS),
+    "first-login+delete": (False, delete, TRIALS),
+    "existing-login+deactivate": (True, deactivate, TRIALS),
+    "existing-login+role-group-removal": (True, remove_from_admins, TRIALS),
+    "first-login+put-inactive": (False, replace_inactive, EXTRA_TRIALS),
+    "first-login+role-group-delete": (False, delete_admins, EXTRA_TRIALS),
 }
 
 
 @pytest.mark.parametrize("name", list(RACES))
 def test_a_login_racing_a_deprovisioning_write_never_undoes_it(arena, name):
-    existing, write = RACES[name]
+    existing, write, trials = RACES[name]
     rng = random.Random(f"{name}-{arena.db.dialect}")
     wrong: list[str] = []
-    for n in range(TRIALS):
-        user_name, user_id = new_member(arena, n, admin=True)
+    sweeper = Sweeper(arena.db, arena.listener, arena.clock)
+    for n in range(trials):
+        user_name, user_id = new_member(arena, n, admin=write is not delete_admins)
+        if write is delete_admins:  # the role group goes in each trial: a new one, with this user in it
+            arena.admins_group = add_group(arena.db, "wiki-admins", [user_id])
         if existing:
             with_account(arena, user_name, user_id)
         race(lambda: arena.login(user_name), write(arena, user_id), rng)
+        sweeper.sweep_once()  # what the SCIM write left to the sweeper (a deleted group's members)
         problem = verdict(arena, user_id)
         if problem:
             wrong.append(problem)
-    print(f"\nrace {name} on {arena.db.dialect}: {len(wrong)} wrong final states in {TRIALS} trials")
-    assert not wrong, f"{len(wrong)} of {TRIALS} trials ended wrong; first: {wrong[:3]}"
+    print(f"\nrace {name} on {arena.db.dialect}: {len(wrong)} wrong final states in {trials} trials")
+    assert not wrong, f"{len(wrong)} of {trials} trials ended wrong; first: {wrong[:3]}"

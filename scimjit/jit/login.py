@@ -11,6 +11,11 @@ The existing-account path is the hot one: two indexed reads in one read transact
 and no write unless something changed or `last_login_at` is older than `last_login_resolution` (that write
 also carries the `login.allowed` audit record, so the trail has at most one row per user, app and period).
 
+A login decides from its read, but every write it makes starts by locking the user's row and deciding again
+from what is committed (`_revalidate`): SCIM writes, sweeps and grants that change the user's access take the
+same lock first, so deprovisioning committed meanwhile is seen, never undone (docs/architecture.md, "the
+serialization rule"). A login that writes nothing takes no lock.
+
 Concurrent first logins race for the ledger's unique (application, user) slot; the loser waits (bounded by
 `login_wait`) for the winner's create to land instead of creating a second account.
 """
@@ -405,8 +410,14 @@ class LoginService:
                     "no_downstream_account",
                     f"{at.app.name!r} links existing accounts only; it has none",
                 )
-            if row is not None and row.status in (ledger.ACTIVE, ledger.DISABLED):
+            if row is not None and row.status == ledger.ACTIVE:
                 return self._ok(at, "existing", row.downstream_id)
+            if row is not None and row.status in (ledger.DISABLED, ledger.DELETED):
+                # deprovisioned while the create was in flight (its write came after the one that created
+                # the account): the answer agrees with what downstream was told
+                await self._refuse(
+                    at, 403, "inactive", f"the account in {at.app.name!r} was deprovisioned meanwhile"
+                )
             if row is not None and row.status == ledger.FAILED:
                 await self._refuse(
                     at, 502, "provisioning_failed", f"creating the account in {at.app.name!r} failed"
