@@ -17,13 +17,14 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from scimjit.jit import identity, ledger, outbox
+from scimjit.jit.access import Access
 from scimjit.jit.deprovision import Deprovisioner
 from scimjit.jit.login import LoginRefused
 from scimjit.jit.sweeper import Sweeper
@@ -79,7 +80,8 @@ class Arena:
     listener: Deprovisioner
     users_group: str
     admins_group: str
-    wrong: list[str] = field(default_factory=list)
+    access: Access
+    grant_id: str = ""
 
     def ctx(self) -> resources.Context:
         return resources.Context(
@@ -106,7 +108,8 @@ def arena(request, db, clock, registry, issuer, hook):
     listener = Deprovisioner(engine.apps, clock)
     users_group = add_group(db, "wiki-users")
     admins_group = "" if "role-group-delete" in request.node.name else add_group(db, "wiki-admins")
-    yield Arena(db, clock, issuer, engine, registry, listener, users_group, admins_group)
+    access = Access(engine)
+    yield Arena(db, clock, issuer, engine, registry, listener, users_group, admins_group, access)
     asyncio.run(engine.aclose())
 
 
@@ -250,6 +253,10 @@ def delete_admins(arena: Arena, user_id: str) -> Callable[[], Any]:
     return lambda: resources.delete_group(arena.ctx(), arena.admins_group, None)
 
 
+def revoke_grant(arena: Arena, user_id: str) -> Callable[[], Any]:
+    return lambda: arena.access.revoke_grant(arena.grant_id, actor="admin")
+
+
 RACES: dict[str, tuple[bool, Callable[[Arena, str], Callable[[], Any]], int]] = {
     # name: (the login finds an existing account, the SCIM write, trials)
     "first-login+deactivate": (False, deactivate, TRIALS),
@@ -258,6 +265,7 @@ RACES: dict[str, tuple[bool, Callable[[Arena, str], Callable[[], Any]], int]] = 
     "existing-login+role-group-removal": (True, remove_from_admins, TRIALS),
     "first-login+put-inactive": (False, replace_inactive, EXTRA_TRIALS),
     "first-login+role-group-delete": (False, delete_admins, EXTRA_TRIALS),
+    "existing-login+grant-revoke": (True, revoke_grant, EXTRA_TRIALS),
 }
 
 
@@ -268,9 +276,14 @@ def test_a_login_racing_a_deprovisioning_write_never_undoes_it(arena, name):
     wrong: list[str] = []
     sweeper = Sweeper(arena.db, arena.listener, arena.clock)
     for n in range(trials):
-        user_name, user_id = new_member(arena, n, admin=write is not delete_admins)
+        user_name, user_id = new_member(arena, n, admin=write not in (delete_admins, revoke_grant))
         if write is delete_admins:  # the role group goes in each trial: a new one, with this user in it
             arena.admins_group = add_group(arena.db, "wiki-admins", [user_id])
+        if write is revoke_grant:  # the role comes from a time-bound grant, not from SCIM
+            grant = arena.access.create_grant(
+                user=user_id, group=arena.admins_group, duration="1h", actor="admin"
+            )
+            arena.grant_id = grant["id"]
         if existing:
             with_account(arena, user_name, user_id)
         race(lambda: arena.login(user_name), write(arena, user_id), rng)
