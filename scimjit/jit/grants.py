@@ -219,6 +219,8 @@ def extend(
 ) -> Any:
     """Move the end of an open grant (later, or earlier but after now); its membership row follows."""
     now_us = to_micros(now)
+    # The user's row before the grant's, the order a user DELETE takes them in (store.users.lock)
+    user_store.lock(conn, [get(conn, grant_id).user_id])
     row = get(conn, grant_id, for_update=True)
     if row.status not in OPEN or row.expires_at <= now_us:
         raise AccessError(409, "not_open", f"grant {grant_id} is {effective_status(row, now_us)}")
@@ -260,6 +262,8 @@ def revoke(
 ) -> Any:
     """End an open grant now: its membership row goes, and downstream roles with it (if no other source)."""
     now_us = to_micros(now)
+    # The user's row before the grant's, the order a user DELETE takes them in (store.users.lock)
+    user_store.lock(conn, [get(conn, grant_id).user_id])
     row = get(conn, grant_id, for_update=True)
     if row.status not in OPEN or row.expires_at <= now_us:
         raise AccessError(409, "not_open", f"grant {grant_id} is {effective_status(row, now_us)}")
@@ -311,13 +315,17 @@ def _due(stmt: sa.Select[Any], conn: sa.Connection) -> list[Any]:
 def activate_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit: int) -> int:
     """Scheduled grants whose start has come: active, with their membership row (and role grants)."""
     now_us = to_micros(now)
-    due = _due(
+    batch = (
         sa.select(grants)
         .where(grants.c.status == SCHEDULED, grants.c.starts_at <= now_us)
         .order_by(grants.c.starts_at)
-        .limit(limit),
-        conn,
+        .limit(limit)
     )
+    if conn.dialect.name == "postgresql":  # the users' rows before the grants', as a user DELETE takes them
+        users_of = sorted({r.user_id for r in conn.execute(batch)})
+        user_store.lock(conn, users_of)
+        batch = batch.where(grants.c.user_id.in_(users_of))
+    due = _due(batch, conn)
     if not due:
         return 0
     group_rows = {
