@@ -22,7 +22,13 @@ from scimjit.http.metrics_route import metrics
 from scimjit.http.middleware import ObservabilityMiddleware
 from scimjit.http.openapi import openapi
 from scimjit.http.ratelimit import KnownTokens, RateLimiter
-from scimjit.http.responses import http_error_handler, scim_error_handler, unexpected_error_handler
+from scimjit.http.responses import (
+    DATABASE_UNAVAILABLE,
+    database_unavailable_handler,
+    http_error_handler,
+    scim_error_handler,
+    unexpected_error_handler,
+)
 from scimjit.http.search import root_search
 from scimjit.scim.errors import ScimError
 from scimjit.services import Services
@@ -102,6 +108,7 @@ def create_app(
         exception_handlers={
             ScimError: scim_error_handler,
             HTTPException: http_error_handler,
+            **{kind: database_unavailable_handler for kind in DATABASE_UNAVAILABLE},  # 503, Retry-After
             Exception: unexpected_error_handler,
         },
         lifespan=lifespan,

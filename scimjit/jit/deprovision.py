@@ -191,6 +191,9 @@ class Deprovisioner:
             )
             self.mark_recheck(conn, app, accounts.c.user_id.in_(members), now_us)
 
+    def decides_access(self, group: Any) -> bool:
+        return bool(self.apps_for_group(group.id, group.display_name))
+
     def membership_ttl(self, group: Any) -> int | None:
         return self.settings.ttl_for(group.id, group.display_name)
 

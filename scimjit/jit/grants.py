@@ -28,6 +28,7 @@ from scimjit.jit.connectors.base import ACCESS_EXPIRING
 from scimjit.jit.deprovision import LIVE_STATUSES, Deprovisioner, chunks, user_document
 from scimjit.scim.resource import parse_datetime
 from scimjit.store import admin, audit
+from scimjit.store import users as user_store
 from scimjit.store.db import insert_ignoring_conflicts
 from scimjit.store.tables import accounts, grants, groups, memberships, users
 
@@ -218,6 +219,8 @@ def extend(
 ) -> Any:
     """Move the end of an open grant (later, or earlier but after now); its membership row follows."""
     now_us = to_micros(now)
+    # The user's row before the grant's, the order a user DELETE takes them in (store.users.lock)
+    user_store.lock(conn, [get(conn, grant_id).user_id])
     row = get(conn, grant_id, for_update=True)
     if row.status not in OPEN or row.expires_at <= now_us:
         raise AccessError(409, "not_open", f"grant {grant_id} is {effective_status(row, now_us)}")
@@ -259,6 +262,8 @@ def revoke(
 ) -> Any:
     """End an open grant now: its membership row goes, and downstream roles with it (if no other source)."""
     now_us = to_micros(now)
+    # The user's row before the grant's, the order a user DELETE takes them in (store.users.lock)
+    user_store.lock(conn, [get(conn, grant_id).user_id])
     row = get(conn, grant_id, for_update=True)
     if row.status not in OPEN or row.expires_at <= now_us:
         raise AccessError(409, "not_open", f"grant {grant_id} is {effective_status(row, now_us)}")
@@ -310,13 +315,17 @@ def _due(stmt: sa.Select[Any], conn: sa.Connection) -> list[Any]:
 def activate_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit: int) -> int:
     """Scheduled grants whose start has come: active, with their membership row (and role grants)."""
     now_us = to_micros(now)
-    due = _due(
+    batch = (
         sa.select(grants)
         .where(grants.c.status == SCHEDULED, grants.c.starts_at <= now_us)
         .order_by(grants.c.starts_at)
-        .limit(limit),
-        conn,
+        .limit(limit)
     )
+    if conn.dialect.name == "postgresql":  # the users' rows before the grants', as a user DELETE takes them
+        users_of = sorted({r.user_id for r in conn.execute(batch)})
+        user_store.lock(conn, users_of)
+        batch = batch.where(grants.c.user_id.in_(users_of))
+    due = _due(batch, conn)
     if not due:
         return 0
     group_rows = {
@@ -462,6 +471,7 @@ def _open(
     if not opening:
         return
     now_us = to_micros(now)
+    user_store.lock(conn, [row.user_id for row, _ in opening])  # before membership rows: store.users.lock
     conn.execute(
         insert_ignoring_conflicts(conn, memberships),
         [
@@ -483,6 +493,7 @@ def _open(
 
 def _close(conn: sa.Connection, deprov: Deprovisioner, closing: list[Any], now: datetime) -> None:
     """Remove the membership rows of grants that end early, then revoke downstream what they gave."""
+    user_store.lock(conn, [r.user_id for r in closing])  # before membership rows: store.users.lock
     for r in closing:  # by member first: the (member_id, group_pk) index, not a scan for the source
         conn.execute(
             memberships.delete().where(

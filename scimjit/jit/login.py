@@ -11,6 +11,11 @@ The existing-account path is the hot one: two indexed reads in one read transact
 and no write unless something changed or `last_login_at` is older than `last_login_resolution` (that write
 also carries the `login.allowed` audit record, so the trail has at most one row per user, app and period).
 
+A login decides from its read, but every write it makes starts by locking the user's row and deciding again
+from what is committed (`_revalidate`): SCIM writes, sweeps and grants that change the user's access take the
+same lock first, so deprovisioning committed meanwhile is seen, never undone (docs/architecture.md, "the
+serialization rule"). A login that writes nothing takes no lock.
+
 Concurrent first logins race for the ledger's unique (application, user) slot; the loser waits (bounded by
 `login_wait`) for the winner's create to land instead of creating a second account.
 """
@@ -47,6 +52,7 @@ from scimjit.jit.oidc import OidcVerifier, TokenRejected
 from scimjit.jit.settings import JitSettings
 from scimjit.metrics import LOGINS
 from scimjit.store import audit
+from scimjit.store import users as user_rows
 from scimjit.store.db import Database
 from scimjit.store.tables import outbox as outbox_table
 
@@ -69,6 +75,15 @@ class LoginRefused(Exception):
 
     def to_json(self) -> dict[str, Any]:
         return {"error": self.reason, "detail": self.detail}
+
+
+class _Changed(Exception):
+    """Raised inside the login's write transaction when the re-check under the user's lock says no (the
+    transaction rolls back; the caller refuses with these)."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.reason, self.detail = status, reason, detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +181,10 @@ class LoginService:
             return await self._first_login(at)
         if account.status in (ledger.ACTIVE, ledger.DISABLED):
             if self._needs_write(account, at):
-                await self.db.run(self._sync, at)
+                try:
+                    await self.db.run(self._sync, at)
+                except _Changed as exc:
+                    await self._refuse(at, exc.status, exc.reason, exc.detail)
             return self._ok(at, "existing", account.downstream_id)
         if account.status == ledger.PENDING:
             event_id = await self.db.run(self._pending_create, app, subject.user_id)
@@ -223,9 +241,10 @@ class LoginService:
         """Bring the ledger up to date for a returning user and enqueue what downstream must hear.
         Compare-and-set on the account version: a concurrent login that did it first makes this one re-read
         (and usually find nothing left to do)."""
-        phash = ledger.profile_hash(at.user)
         for _ in range(3):
             with self.db.write() as conn:
+                self._revalidate(conn, at)
+                phash = ledger.profile_hash(at.user)
                 current = ledger.get(conn, at.app.name, at.user_id)
                 if current is None or current.status not in (ledger.ACTIVE, ledger.DISABLED):
                     return
@@ -255,6 +274,28 @@ class LoginService:
                 )
                 return
 
+    def _revalidate(self, conn: sa.Connection, at: _Attempt) -> None:
+        """First thing in every write of the login: lock the user's row (PostgreSQL; SQLite's BEGIN IMMEDIATE
+        already serializes writers) and decide again from what is committed now: the user exists and is
+        active, live memberships still entitle them, and the roles and profile written are today's. Every
+        SCIM, sweeper and grant write that changes this user's access takes the same lock first
+        (`store.users.lock`), so it either committed before (and is seen here) or waits and then sees this
+        login's ledger row: a login can never write back access that deprovisioning took away. Raises
+        `_Changed` (the refusal) when the answer is no longer yes."""
+        row = user_rows.get(conn, at.user_id, for_update=True)
+        if row is None:
+            raise _Changed(403, "unknown_user", "the user was deleted while logging in")
+        if not row.active:
+            raise _Changed(403, "inactive", "the user is not active")
+        refs = self._lookups[at.app.name].member_refs(conn, at.user_id, to_micros(self.clock.now()))
+        if not at.app.entitled(refs):
+            raise _Changed(403, "not_entitled", f"the user is in none of the groups of {at.app.name!r}")
+        at.roles = at.app.roles_for(refs)
+        at.subject = identity.Subject(
+            row.id, row.user_name, bool(row.active), row.data, at.subject.account if at.subject else None
+        )
+        at.user = identity.render_user(at.subject)
+
     def _enqueue(self, conn: sa.Connection, at: _Attempt, type_: str, **extra: Any) -> str:
         event = outbox.new_event(type_, at.app.name, at.user, at.roles, at.now, **extra)
         outbox.enqueue(conn, event, user_id=at.user_id, now=at.now)
@@ -264,9 +305,10 @@ class LoginService:
         """Take the ledger slot and queue the create, atomically. The create comes back leased to `worker`
         when nothing of this user is queued before it (the usual case), else as an event id to wait for;
         None if a concurrent login holds the slot."""
-        phash = ledger.profile_hash(at.user)
         try:
             with self.db.write() as conn:
+                self._revalidate(conn, at)
+                phash = ledger.profile_hash(at.user)
                 current = ledger.get(conn, at.app.name, at.user_id)
                 if current is None:
                     ledger.insert_pending(
@@ -307,7 +349,10 @@ class LoginService:
 
     async def _first_login(self, at: _Attempt) -> LoginResult:
         worker = worker_id("login")
-        claimed = await self.db.run(self._claim_slot, at, worker)
+        try:
+            claimed = await self.db.run(self._claim_slot, at, worker)
+        except _Changed as exc:
+            await self._refuse(at, exc.status, exc.reason, exc.detail)
         if claimed is None:  # another login of this user is creating the account right now
             return await self._wait_for_account(at)
         if isinstance(claimed, str):  # queued behind earlier events of this user
@@ -365,8 +410,14 @@ class LoginService:
                     "no_downstream_account",
                     f"{at.app.name!r} links existing accounts only; it has none",
                 )
-            if row is not None and row.status in (ledger.ACTIVE, ledger.DISABLED):
+            if row is not None and row.status == ledger.ACTIVE:
                 return self._ok(at, "existing", row.downstream_id)
+            if row is not None and row.status in (ledger.DISABLED, ledger.DELETED):
+                # deprovisioned while the create was in flight (its write came after the one that created
+                # the account): the answer agrees with what downstream was told
+                await self._refuse(
+                    at, 403, "inactive", f"the account in {at.app.name!r} was deprovisioned meanwhile"
+                )
             if row is not None and row.status == ledger.FAILED:
                 await self._refuse(
                     at, 502, "provisioning_failed", f"creating the account in {at.app.name!r} failed"

@@ -27,6 +27,7 @@ from scimjit.jit.deprovision import Deprovisioner
 from scimjit.jit.grants import AccessError
 from scimjit.jit.policies import Policy
 from scimjit.store import admin
+from scimjit.store import users as user_store
 from scimjit.store.memberships import live
 from scimjit.store.tables import access_requests, groups, memberships
 
@@ -159,6 +160,8 @@ def decide(
     """An approver's `approve` or `deny`. One denial ends the request; `approvals_required` distinct
     approvals approve it and create its grant. The requester can never decide their own request."""
     now_us = to_micros(now)
+    # The requester's row before the request's, the order a user DELETE takes them in (store.users.lock)
+    user_store.lock(conn, [get(conn, request_id).user_id])
     row = get(conn, request_id, for_update=True)
     if row.status != PENDING:
         raise AccessError(409, "not_pending", f"request {request_id} is {row.status}")

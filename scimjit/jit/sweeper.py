@@ -39,6 +39,7 @@ from scimjit.jit.deprovision import Deprovisioner, Outcome, chunks
 from scimjit.jit.reconcile import Schedule
 from scimjit.metrics import EXPIRATIONS
 from scimjit.store import audit
+from scimjit.store import users as user_rows
 from scimjit.store.db import Database
 from scimjit.store.tables import accounts, groups, memberships
 
@@ -152,7 +153,11 @@ class Sweeper:
         batch = sa.select(m.c.group_pk, m.c.member_id, m.c.source).where(m.c.expires_at <= now_us)
         batch = batch.order_by(m.c.expires_at).limit(self.batch_size)
         if conn.dialect.name == "postgresql":
-            batch = batch.with_for_update(skip_locked=True)
+            # The members' user rows first, as every membership writer does (store.users.lock); only rows of
+            # users locked here are deleted in this batch.
+            locked = sorted({r.member_id for r in conn.execute(batch)})
+            user_rows.lock(conn, locked)
+            batch = batch.where(m.c.member_id.in_(locked)).with_for_update(skip_locked=True)
         key = sa.tuple_(m.c.group_pk, m.c.member_id, m.c.source)
         gone = conn.execute(
             m.delete().where(key.in_(batch)).returning(m.c.group_pk, m.c.member_id, m.c.source)

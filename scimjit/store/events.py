@@ -30,6 +30,10 @@ class ChangeListener(Protocol):
     def group_renamed(self, conn: sa.Connection, before: Any, after: Any) -> None:
         """A group's displayName changed: entitlements and roles named by displayName may have moved."""
 
+    def decides_access(self, group: Any) -> bool:
+        """Whether membership of `group` (a `groups` row) decides anyone's access: its writers then take the
+        affected users' row locks before changing memberships (`store.users.lock`)."""
+
     def membership_ttl(self, group: Any) -> int | None:
         """Seconds that memberships added to `group` live when the group carries no `membershipTTL` of its
         own (the JIT configuration's default for it); None: they do not expire."""
@@ -54,6 +58,9 @@ class NoListener:
 
     def group_renamed(self, conn: sa.Connection, before: Any, after: Any) -> None:
         return None
+
+    def decides_access(self, group: Any) -> bool:
+        return False
 
     def membership_ttl(self, group: Any) -> int | None:
         return None

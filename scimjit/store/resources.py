@@ -246,6 +246,8 @@ def create_group(ctx: Context, body: Mapping[str, Any]) -> Written:
     member_ids = _member_ids(doc.get("members"))
     with ctx.db.write() as conn:
         row = group_rows.insert(conn, _stored(doc), ctx.now_micros)
+        if ctx.listener.decides_access(row):
+            user_rows.lock(conn, member_ids)
         added = group_rows.add_members(
             conn,
             row,
@@ -270,6 +272,7 @@ def replace_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match
     member_ids = _member_ids(doc.get("members"))
     with ctx.db.write() as conn:
         current = _group_for_write(conn, group_id, if_match)
+        _lock_users(ctx, conn, current, doc.get("displayName"), member_ids, all_members=True)
         row = group_rows.update(conn, current, _stored(doc), ctx.now_micros)
         added, removed = group_rows.replace_members(
             conn,
@@ -296,6 +299,15 @@ def patch_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match: 
         current = _group_for_write(conn, group_id, if_match)
         before = {"schemas": current.data.get("schemas", [rt.schema]), "id": current.id, **current.data}
         result = apply_patch(ctx.registry, rt, before, body, ignored)
+        ops = result.member_ops
+        _lock_users(
+            ctx,
+            conn,
+            current,
+            result.document.get("displayName"),
+            [m for op in ops if op.action != "remove_all" for m in _member_ids(op.members)],
+            all_members=any(op.action == "remove_all" for op in ops),
+        )
         written = _write_group_patch(ctx, conn, current, result, ignored)
     _count_ignored(GROUP, ignored)
     return written
@@ -359,6 +371,7 @@ def _apply_member_ops(
 def delete_group(ctx: Context, group_id: str, if_match: str | None) -> None:
     with ctx.db.write() as conn:
         current = _group_for_write(conn, group_id, if_match)
+        _lock_users(ctx, conn, current, current.display_name, [], all_members=True)
         ctx.listener.group_deleted(conn, current)
         group_rows.delete(conn, current)
         _audit(ctx, conn, "scim.group.delete", GROUP, current.id, {"displayName": current.display_name})
@@ -370,6 +383,24 @@ def _group_for_write(conn: sa.Connection, group_id: str, if_match: str | None) -
         raise not_found(f"Group {group_id} not found")
     check_precondition(if_match, current.version)
     return current
+
+
+def _lock_users(
+    ctx: Context,
+    conn: sa.Connection,
+    group: Any,
+    new_name: Any,
+    member_ids: list[str],
+    *,
+    all_members: bool,
+) -> None:
+    """Before a group write touches membership rows: lock the users whose access it may change (the members
+    named, and every current member for a PUT, a `remove` of all, a rename or a delete), so it serializes with
+    their logins (`store.users.lock`). Groups no application looks at take no lock."""
+    renamed = new_name != group.display_name
+    if not (renamed or ctx.listener.decides_access(group)):
+        return
+    user_rows.lock(conn, member_ids, members_of=group.pk if (all_members or renamed) else None)
 
 
 def _notify_group(

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from scimjit.clock import from_micros, isoformat
 from scimjit.scim.errors import ScimError, uniqueness
@@ -15,6 +16,7 @@ from scimjit.store.memberships import live
 from scimjit.store.promoted import user_columns, user_value_rows
 from scimjit.store.tables import groups, memberships, user_values, users
 
+_TEXT_ARRAY = ARRAY(sa.Text)
 KEEP = object()  # "leave the stored password hash as it is"
 
 
@@ -44,6 +46,33 @@ _INSERT_VALUES = user_values.insert()
 
 def get(conn: sa.Connection, user_id: str, *, for_update: bool = False) -> Any:
     return conn.execute(_GET_FOR_UPDATE if for_update else _GET, {"id": user_id}).first()
+
+
+def lock(conn: sa.Connection, user_ids: Iterable[str], *, members_of: int | None = None) -> None:
+    """Take the row locks of these users (and of every member of group `members_of`) on PostgreSQL, in id
+    order, in one statement. The user's row is the lock every write that decides a user's access takes before
+    anything else of that user: SCIM user writes, the login's write, and every membership change (group
+    writes, the sweeper's expiry, grants) before it touches membership rows. So a login that read memberships
+    cannot commit an entitlement that a concurrent removal has already reconciled away, and a removal
+    reconciles the account a concurrent first login created (docs/architecture.md). One statement in id order
+    keeps two writers from waiting on each other in a cycle. SQLite needs nothing: its write transactions are
+    serialized by BEGIN IMMEDIATE. Set-based: the rows never come back to Python."""
+    if conn.dialect.name != "postgresql":
+        return
+    ids = sorted(set(user_ids))
+    conds: list[sa.ColumnElement[bool]] = []
+    if ids:
+        conds.append(users.c.id == sa.any_(sa.bindparam("lock_ids", ids, type_=_TEXT_ARRAY)))
+    if members_of is not None:
+        conds.append(
+            users.c.id.in_(sa.select(memberships.c.member_id).where(memberships.c.group_pk == members_of))
+        )
+    if not conds:
+        return
+    locked = (
+        sa.select(users.c.pk).where(sa.or_(*conds)).order_by(users.c.id).with_for_update(of=users).subquery()
+    )
+    conn.execute(sa.select(sa.func.count()).select_from(locked))
 
 
 def _check_user_name_free(conn: sa.Connection, user_name: str, own_pk: int | None) -> None:
