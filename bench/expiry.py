@@ -29,12 +29,12 @@ from typing import Any
 from bench.context import Bench
 from bench.load import Result, percentile
 from bench.registry import workload
+from scimjit.access import sweeper as sweep_loop
+from scimjit.access.service import Access
 from scimjit.clock import SystemClock, from_micros, to_micros
 from scimjit.config import Settings
-from scimjit.jit import sweeper as sweep_loop
-from scimjit.jit import worker as worker_loop
-from scimjit.jit.access import Access
-from scimjit.jit.engine import JitEngine
+from scimjit.delivery import worker as worker_loop
+from scimjit.engine import JitEngine
 from scimjit.scim.schema import USER_URN
 from scimjit.store.db import Database
 from scimjit.store.tables import accounts, groups, memberships, outbox, users

@@ -28,7 +28,7 @@ from bench.context import Bench
 from bench.load import Result
 from bench.registry import workload
 from scimjit.clock import SystemClock, to_micros
-from scimjit.jit import identity, ledger
+from scimjit.entitlement import identity, ledger
 from scimjit.scim.schema import GROUP_URN
 from scimjit.store.memberships import SCIM_SOURCE
 from scimjit.store.tables import accounts, groups, memberships

@@ -9,11 +9,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from scimjit.access.service import Access
 from scimjit.clock import FrozenClock, to_micros
 from scimjit.config import Settings
-from scimjit.jit import ledger
-from scimjit.jit.access import Access
-from scimjit.jit.engine import JitEngine
+from scimjit.engine import JitEngine
+from scimjit.entitlement import ledger
 from scimjit.scim.projection import parse_projection
 from scimjit.scim.schema import GROUP_URN, USER_URN, load_registry
 from scimjit.store import resources as ops

@@ -21,8 +21,8 @@ from authlib.deprecate import AuthlibDeprecationWarning
 
 from scimjit.clock import to_micros
 from scimjit.config import Settings
-from scimjit.jit.connectors.webhook import verify_signature
-from scimjit.jit.engine import JitEngine
+from scimjit.delivery.connectors.webhook import verify_signature
+from scimjit.engine import JitEngine
 from scimjit.scim.schema import USER_URN, load_registry
 from scimjit.store import groups as group_store
 from scimjit.store import users as user_store

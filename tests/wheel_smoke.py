@@ -4,7 +4,7 @@ outside the checkout. The wheel is built from the sdist so both are shown to car
 migrations.
 
 Two ways to get the dependencies into the venv:
-- offline (tests/test_wheel_install.py): the venv reads the running environment's site-packages through a
+- offline (tests/e2e/test_wheel_install.py): the venv reads the running environment's site-packages through a
   `.pth` line (a `.pth` path entry does not run that environment's own `.pth` files, so its editable scimjit
   stays out; the wheel's scimjit comes first on sys.path), and the wheel is installed `--no-deps`;
 - `--full` (.ci/run): `pip install <wheel>` resolves and installs the dependencies, exactly what a user does.

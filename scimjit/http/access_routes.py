@@ -26,12 +26,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from scimjit.access.grants import AccessError
+from scimjit.access.service import Access, access_for
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
 from scimjit.http.jit_routes import Endpoint, _jit_errors, error, json_response
 from scimjit.http.ratelimit import charge_client
-from scimjit.jit.access import Access, access_for
-from scimjit.jit.grants import AccessError
 
 MAX_BODY = 64 * 1024
 REQUESTS_SCOPE = "requests"

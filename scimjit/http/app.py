@@ -125,7 +125,8 @@ def create_app(
 
 def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory` (each worker process builds its own app from the environment)."""
-    from scimjit.jit import access, worker
+    from scimjit.access import service as access
+    from scimjit.delivery import worker
     from scimjit.logs import configure
 
     settings = Settings.load()

@@ -20,17 +20,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from scimjit.config import ConfigError
+from scimjit.delivery import outbox
+from scimjit.engine import JitEngine, get_engine
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
 from scimjit.http.ratelimit import charge_client_failure, check_client
-from scimjit.jit import outbox
-from scimjit.jit.engine import JitEngine, get_engine
-from scimjit.jit.login import LoginRefused
-from scimjit.jit.settings import ConfigError
+from scimjit.provisioning.login import LoginRefused
 from scimjit.scim.errors import ScimError
 from scimjit.store.tokens import Principal
 
-log = logging.getLogger("scimjit.jit.http")
+log = logging.getLogger("scimjit.http.jit_routes")
 MAX_LOGIN_BODY = 64 * 1024
 _SCIM_STATUS_REASONS = {
     400: "invalid_request",

@@ -32,15 +32,15 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from scimjit.config import ConfigError
+from scimjit.engine import JitEngine, get_engine
+from scimjit.entitlement.apps import Application, check_url
 from scimjit.http.jit_routes import _jit_errors, error
 from scimjit.http.ratelimit import charge_client
-from scimjit.jit.apps import Application, check_url
-from scimjit.jit.engine import JitEngine, get_engine
-from scimjit.jit.login import LoginRefused
-from scimjit.jit.oidc import TokenRejected, issuer_id
-from scimjit.jit.settings import ConfigError
+from scimjit.provisioning.login import LoginRefused
+from scimjit.provisioning.oidc import TokenRejected, issuer_id
 
-log = logging.getLogger("scimjit.jit.oidc_flow")
+log = logging.getLogger("scimjit.http.oidc_flow")
 
 COOKIE_PREFIX = "scimjit_oidc_"
 COOKIE_MAX_AGE = 600  # seconds a sign-in may take at the issuer

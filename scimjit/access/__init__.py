@@ -1,0 +1,1 @@
+"""Time-bound access: grants, access requests and their approvals, and the sweeper that ends what expired."""

@@ -1,0 +1,576 @@
+"""Grants: time-bound membership of one user in one group, created directly by an admin or by an approved
+request.
+
+A grant is a `grants` row plus, while it is active, a membership row with source `grant:<id>` that expires
+when the grant does (`expires_at` is the same number in both rows; extending a grant updates both). So a grant
+never touches the user's SCIM membership of the same group and vice versa: effective membership is "any live
+source", and reads stop seeing an expired grant at the instant it ends, whether or not the sweeper has run.
+
+Statuses: `scheduled` (starts later: the sweeper activates it at `startsAt`, creating its membership row),
+`active`, `expired`, `revoked`. An active grant past its end is shown as `expired` even before the sweeper
+records it. Every change writes its audit record in its transaction (`grant.create|activate|extend|revoke|
+expire`), and its role grants / revokes through the deprovisioner's reconcile, also in that transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from scimjit.clock import from_micros, isoformat, to_micros
+from scimjit.config import parse_duration
+from scimjit.delivery import outbox
+from scimjit.delivery.connectors.base import ACCESS_EXPIRING
+from scimjit.provisioning.deprovision import LIVE_STATUSES, Deprovisioner, chunks, user_document
+from scimjit.scim.resource import parse_datetime
+from scimjit.store import admin, audit
+from scimjit.store import users as user_store
+from scimjit.store.db import insert_ignoring_conflicts
+from scimjit.store.tables import accounts, grants, groups, memberships, users
+
+SCHEDULED = "scheduled"
+ACTIVE = "active"
+EXPIRED = "expired"
+REVOKED = "revoked"
+OPEN = (SCHEDULED, ACTIVE)
+SOURCE_PREFIX = "grant:"
+
+
+class AccessError(Exception):
+    """A grant or request operation refused: HTTP status, stable reason code, human detail."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.reason, "detail": self.detail}
+
+
+def source(grant_id: str) -> str:
+    """The membership `source` of a grant."""
+    return f"{SOURCE_PREFIX}{grant_id}"
+
+
+# ---------------------------------------------------------------- lookups and input
+
+
+def find_user(conn: sa.Connection, ref: Any) -> Any:
+    """A SCIM user by id, or else by userName (case-insensitively)."""
+    if not isinstance(ref, str) or not ref:
+        raise AccessError(400, "invalid_request", "`user` must be a user's id or userName")
+    cols = (users.c.id, users.c.user_name, users.c.active, users.c.data)
+    row = conn.execute(sa.select(*cols).where(users.c.id == ref)).first()
+    if row is None:
+        row = conn.execute(sa.select(*cols).where(users.c.user_name_ci == ref.lower())).first()
+    if row is None:
+        raise AccessError(404, "unknown_user", f"no user has the id or userName {ref!r}")
+    return row
+
+
+def find_group(conn: sa.Connection, ref: Any) -> Any:
+    """A group by id, or else by displayName (case-insensitively; two groups of that name: refused)."""
+    if not isinstance(ref, str) or not ref:
+        raise AccessError(400, "invalid_request", "`group` must be a group's id or displayName")
+    cols = (groups.c.pk, groups.c.id, groups.c.display_name, groups.c.display_name_ci)
+    row = conn.execute(sa.select(*cols).where(groups.c.id == ref)).first()
+    if row is not None:
+        return row
+    found = conn.execute(sa.select(*cols).where(groups.c.display_name_ci == ref.lower()).limit(2)).all()
+    if not found:
+        raise AccessError(404, "unknown_group", f"no group has the id or displayName {ref!r}")
+    if len(found) > 1:
+        raise AccessError(409, "ambiguous_group", f"several groups are named {ref!r}: use the group's id")
+    return found[0]
+
+
+def instant(value: Any, name: str) -> int:
+    """An RFC 3339 date-time (or an aware datetime) as epoch microseconds."""
+    parsed = parse_datetime(value)
+    if parsed is None:
+        raise AccessError(
+            400, "invalid_request", f"`{name}` must be an RFC 3339 date-time, e.g. 2030-01-01T08:00:00Z"
+        )
+    return to_micros(parsed)
+
+
+def seconds(value: Any, name: str = "duration") -> float:
+    """A duration: `"8h"`, `"90m"`, or a number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise AccessError(400, "invalid_request", f'`{name}` must be a duration such as "8h" or seconds')
+    try:
+        result = parse_duration(value)
+    except ValueError as exc:
+        raise AccessError(400, "invalid_request", f"`{name}`: {exc}") from None
+    if result <= 0:
+        raise AccessError(400, "invalid_request", f"`{name}` must be positive")
+    return result
+
+
+def window(
+    now: datetime, *, duration: Any = None, expires_at: Any = None, starts_at: Any = None
+) -> tuple[int, int]:
+    """(start, end) in epoch microseconds from `duration` or `expiresAt`, and an optional `startsAt`
+    (absent or past: now)."""
+    now_us = to_micros(now)
+    start = max(now_us, instant(starts_at, "startsAt")) if starts_at is not None else now_us
+    if (duration is None) == (expires_at is None):
+        raise AccessError(400, "invalid_request", "give either `duration` or `expiresAt`")
+    if duration is not None:
+        end = start + int(seconds(duration) * 1_000_000)
+    else:
+        end = instant(expires_at, "expiresAt")
+    if end <= start:
+        raise AccessError(400, "invalid_request", "the grant must end after it starts (and after now)")
+    return start, end
+
+
+# ---------------------------------------------------------------- operations
+
+
+def create(
+    conn: sa.Connection,
+    deprov: Deprovisioner,
+    *,
+    user: Any,
+    group: Any,
+    starts_at: int,
+    expires_at: int,
+    justification: str | None,
+    actor: str,
+    now: datetime,
+    request_id: str | None = None,
+    http_request_id: str | None = None,
+) -> Any:
+    """Create a grant for the `user` row in the `group` row (from `find_user` / `find_group`); active at
+    once unless `starts_at` is in the future. Returns the grants row."""
+    if not user.active:
+        raise AccessError(409, "inactive_user", f"user {user.user_name!r} is not active")
+    now_us = to_micros(now)
+    status = SCHEDULED if starts_at > now_us else ACTIVE
+    row = conn.execute(
+        grants.insert()
+        .values(
+            id=str(uuid.uuid4()),
+            user_id=user.id,
+            group_id=group.id,
+            status=status,
+            starts_at=starts_at,
+            expires_at=expires_at,
+            justification=justification,
+            created_by=actor,
+            request_id=request_id,
+            created_at=now_us,
+            updated_at=now_us,
+            version=1,
+        )
+        .returning(*grants.c)
+    ).one()
+    if status == ACTIVE:
+        _open(conn, deprov, [(row, group)], now)
+    _audit(
+        conn,
+        "grant.create",
+        actor,
+        row,
+        now_us,
+        http_request_id,
+        userName=user.user_name,
+        group=group.display_name,
+        status=status,
+        startsAt=_iso(starts_at),
+        expiresAt=_iso(expires_at),
+        justification=justification,
+        requestId=request_id,
+    )
+    return row
+
+
+def get(conn: sa.Connection, grant_id: str, *, for_update: bool = False) -> Any:
+    return load(conn, grants, grant_id, "grant", for_update=for_update)
+
+
+def load(conn: sa.Connection, table: sa.Table, row_id: str, what: str, *, for_update: bool = False) -> Any:
+    """The row of `table` with this id (locked for update if asked), or 404 `not_found` naming `what`."""
+    stmt = sa.select(table).where(table.c.id == row_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).first()
+    if row is None:
+        raise AccessError(404, "not_found", f"no {what} {row_id!r}")
+    return row
+
+
+def extend(
+    conn: sa.Connection,
+    deprov: Deprovisioner,
+    grant_id: str,
+    *,
+    expires_at: int,
+    actor: str,
+    now: datetime,
+    http_request_id: str | None = None,
+) -> Any:
+    """Move the end of an open grant (later, or earlier but after now); its membership row follows."""
+    now_us = to_micros(now)
+    # The user's row before the grant's, the order a user DELETE takes them in (store.users.lock)
+    user_store.lock(conn, [get(conn, grant_id).user_id])
+    row = get(conn, grant_id, for_update=True)
+    if row.status not in OPEN or row.expires_at <= now_us:
+        raise AccessError(409, "not_open", f"grant {grant_id} is {effective_status(row, now_us)}")
+    if expires_at <= max(now_us, row.starts_at):
+        raise AccessError(400, "invalid_request", "the new end must be after now and after the start")
+    updated = conn.execute(
+        grants.update()
+        .where(grants.c.id == grant_id)
+        .values(expires_at=expires_at, notified_at=None, updated_at=now_us, version=grants.c.version + 1)
+        .returning(*grants.c)
+    ).one()
+    conn.execute(
+        memberships.update()
+        .where(memberships.c.source == source(grant_id), memberships.c.member_id == row.user_id)
+        .values(expires_at=expires_at)
+    )
+    _audit(
+        conn,
+        "grant.extend",
+        actor,
+        updated,
+        now_us,
+        http_request_id,
+        previous=_iso(row.expires_at),
+        expiresAt=_iso(expires_at),
+    )
+    return updated
+
+
+def revoke(
+    conn: sa.Connection,
+    deprov: Deprovisioner,
+    grant_id: str,
+    *,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+    http_request_id: str | None = None,
+) -> Any:
+    """End an open grant now: its membership row goes, and downstream roles with it (if no other source)."""
+    now_us = to_micros(now)
+    # The user's row before the grant's, the order a user DELETE takes them in (store.users.lock)
+    user_store.lock(conn, [get(conn, grant_id).user_id])
+    row = get(conn, grant_id, for_update=True)
+    if row.status not in OPEN or row.expires_at <= now_us:
+        raise AccessError(409, "not_open", f"grant {grant_id} is {effective_status(row, now_us)}")
+    updated = conn.execute(
+        grants.update()
+        .where(grants.c.id == grant_id)
+        .values(status=REVOKED, updated_at=now_us, version=grants.c.version + 1)
+        .returning(*grants.c)
+    ).one()
+    if row.status == ACTIVE:
+        _close(conn, deprov, [updated], now)
+    _audit(conn, "grant.revoke", actor, updated, now_us, http_request_id, reason=reason)
+    return updated
+
+
+def effective_status(row: Any, now_us: int) -> str:
+    """The status as of now: an active grant past its end is expired, whether or not the sweeper said so."""
+    if row.status in OPEN and row.expires_at <= now_us:
+        return EXPIRED
+    return str(row.status)
+
+
+def render(row: Any, now_us: int) -> dict[str, Any]:
+    """A grants row as the admin API shows it (the `Grant` admin resource type)."""
+    registry = admin.admin_registry()
+    view = admin.VIEWS["grants"]
+    doc = admin.render(registry, registry.resource_type(view.resource_type), view, row._mapping)
+    return fix_status(doc, now_us)
+
+
+def fix_status(doc: dict[str, Any], now_us: int) -> dict[str, Any]:
+    """`effective_status` for an already rendered grant."""
+    if doc.get("status") in OPEN and "expiresAt" in doc:
+        end = parse_datetime(doc["expiresAt"])
+        if end is not None and to_micros(end) <= now_us:
+            doc["status"] = EXPIRED
+    return doc
+
+
+# ---------------------------------------------------------------- sweeper steps
+
+
+def _due(stmt: sa.Select[Any], conn: sa.Connection) -> list[Any]:
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True, of=grants)
+    return list(conn.execute(stmt))
+
+
+def activate_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit: int) -> int:
+    """Scheduled grants whose start has come: active, with their membership row (and role grants)."""
+    now_us = to_micros(now)
+    batch = (
+        sa.select(grants)
+        .where(grants.c.status == SCHEDULED, grants.c.starts_at <= now_us)
+        .order_by(grants.c.starts_at)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":  # the users' rows before the grants', as a user DELETE takes them
+        users_of = sorted({r.user_id for r in conn.execute(batch)})
+        user_store.lock(conn, users_of)
+        batch = batch.where(grants.c.user_id.in_(users_of))
+    due = _due(batch, conn)
+    if not due:
+        return 0
+    group_rows = {
+        g.id: g
+        for g in conn.execute(
+            sa.select(groups.c.pk, groups.c.id, groups.c.display_name).where(
+                groups.c.id.in_({r.group_id for r in due})
+            )
+        )
+    }
+    opening: list[tuple[Any, Any]] = []
+    for row in due:
+        late = row.expires_at <= now_us or row.group_id not in group_rows
+        status = EXPIRED if late else ACTIVE
+        conn.execute(
+            grants.update()
+            .where(grants.c.id == row.id)
+            .values(status=status, updated_at=now_us, version=grants.c.version + 1)
+        )
+        if not late:
+            opening.append((row, group_rows[row.group_id]))
+        _audit(
+            conn, "grant.expire" if late else "grant.activate", "sweeper", row, now_us, None, status=status
+        )
+    _open(conn, deprov, opening, now, actor="sweeper")
+    return len(due)
+
+
+def expire_due(conn: sa.Connection, now: datetime, limit: int) -> int:
+    """Active grants past their end: recorded as expired. Their membership rows expire at the same instant
+    and the membership sweep (which writes the revoke events) deletes them."""
+    now_us = to_micros(now)
+    due = _due(
+        sa.select(grants.c.id, grants.c.user_id, grants.c.group_id, grants.c.expires_at)
+        .where(grants.c.status == ACTIVE, grants.c.expires_at <= now_us)
+        .order_by(grants.c.expires_at)
+        .limit(limit),
+        conn,
+    )
+    if not due:
+        return 0
+    conn.execute(
+        grants.update()
+        .where(grants.c.id.in_([r.id for r in due]))
+        .values(status=EXPIRED, updated_at=now_us, version=grants.c.version + 1)
+    )
+    for row in due:
+        _audit(conn, "grant.expire", "sweeper", row, now_us, None, expiresAt=_iso(row.expires_at))
+    return len(due)
+
+
+def notify_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit: int) -> int:
+    """`access.expiring` for active grants ending within the `expiry_notice` lead time, once per grant (and
+    again after an extension). Sent to the `notify_applications` and to each application the group matters
+    to where the user has an account."""
+    lead = deprov.settings.expiry_notice
+    if lead <= 0:
+        return 0
+    now_us = to_micros(now)
+    due = _due(
+        sa.select(grants)
+        .where(
+            grants.c.status == ACTIVE,
+            grants.c.notified_at.is_(None),
+            grants.c.expires_at > now_us,
+            grants.c.expires_at <= now_us + int(lead * 1_000_000),
+        )
+        .order_by(grants.c.expires_at)
+        .limit(limit),
+        conn,
+    )
+    if not due:
+        return 0
+    user_rows = {
+        u.id: u
+        for u in conn.execute(
+            sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data).where(
+                users.c.id.in_({r.user_id for r in due})
+            )
+        )
+    }
+    group_rows = {
+        g.id: g
+        for g in conn.execute(
+            sa.select(groups.c.id, groups.c.display_name).where(groups.c.id.in_({r.group_id for r in due}))
+        )
+    }
+    held: dict[tuple[str, str], list[str]] = {
+        (a.application, a.user_id): list(a.roles or ())
+        for a in conn.execute(
+            sa.select(accounts.c.application, accounts.c.user_id, accounts.c.roles).where(
+                accounts.c.user_id.in_({r.user_id for r in due}), accounts.c.status.in_(LIVE_STATUSES)
+            )
+        )
+    }
+    items: list[tuple[Mapping[str, Any], str | None]] = []
+    for row in due:
+        person, group = user_rows.get(row.user_id), group_rows.get(row.group_id)
+        if person is None or group is None:
+            continue
+        targets = [a for a in deprov.settings.notify_applications if a in deprov.apps]
+        targets += [
+            a.name
+            for a in deprov.apps_for_group(group.id, group.display_name)
+            if (a.name, row.user_id) in held and a.name not in targets
+        ]
+        notice = {
+            "id": row.id,
+            "groupId": group.id,
+            "groupName": group.display_name,
+            "startsAt": _iso(row.starts_at),
+            "expiresAt": _iso(row.expires_at),
+            "justification": row.justification,
+        }
+        for app in targets:
+            roles = held.get((app, row.user_id), [])
+            event = outbox.new_event(
+                ACCESS_EXPIRING,
+                app,
+                user_document(person),
+                roles,
+                now,
+                grant=notice,
+                expiresAt=notice["expiresAt"],
+            )
+            items.append((event, row.user_id))
+    outbox.enqueue_many(conn, items, now=now)
+    conn.execute(grants.update().where(grants.c.id.in_([r.id for r in due])).values(notified_at=now_us))
+    return len(due)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _open(
+    conn: sa.Connection,
+    deprov: Deprovisioner,
+    opening: list[tuple[Any, Any]],
+    now: datetime,
+    actor: str = "jit",
+) -> None:
+    """Membership rows for grants becoming active, then role grants downstream (users with accounts)."""
+    if not opening:
+        return
+    now_us = to_micros(now)
+    user_store.lock(conn, [row.user_id for row, _ in opening])  # before membership rows: store.users.lock
+    conn.execute(
+        insert_ignoring_conflicts(conn, memberships),
+        [
+            {
+                "group_pk": group.pk,
+                "member_id": row.user_id,
+                "source": source(row.id),
+                "member_type": "User",
+                "added_at": now_us,
+                "expires_at": row.expires_at,
+            }
+            for row, group in opening
+        ],
+    )
+    _reconcile(
+        conn, deprov, [(row.user_id, group.id, group.display_name) for row, group in opening], now, actor
+    )
+
+
+def _close(conn: sa.Connection, deprov: Deprovisioner, closing: list[Any], now: datetime) -> None:
+    """Remove the membership rows of grants that end early, then revoke downstream what they gave."""
+    user_store.lock(conn, [r.user_id for r in closing])  # before membership rows: store.users.lock
+    for r in closing:  # by member first: the (member_id, group_pk) index, not a scan for the source
+        conn.execute(
+            memberships.delete().where(
+                memberships.c.member_id == r.user_id, memberships.c.source == source(r.id)
+            )
+        )
+    names = {
+        g.id: g.display_name
+        for g in conn.execute(
+            sa.select(groups.c.id, groups.c.display_name).where(
+                groups.c.id.in_({r.group_id for r in closing})
+            )
+        )
+    }
+    _reconcile(
+        conn,
+        deprov,
+        [(r.user_id, r.group_id, names[r.group_id]) for r in closing if r.group_id in names],
+        now,
+    )
+
+
+def _reconcile(
+    conn: sa.Connection,
+    deprov: Deprovisioner,
+    changes: list[tuple[str, str, str]],
+    now: datetime,
+    actor: str = "jit",
+) -> None:
+    by_app: dict[str, list[str]] = {}
+    for user_id, group_id, display_name in changes:
+        for app in deprov.apps_for_group(group_id, display_name):
+            by_app.setdefault(app.name, []).append(user_id)
+    for name, user_ids in sorted(by_app.items()):  # application order: the lock order
+        for chunk in chunks(sorted(set(user_ids))):
+            deprov.reconcile(conn, deprov.apps[name], chunk, now, actor)
+
+
+def _iso(micros: int | None) -> str | None:
+    return isoformat(from_micros(micros)) if micros is not None else None
+
+
+def _audit(
+    conn: sa.Connection,
+    action: str,
+    actor: str,
+    row: Any,
+    now_us: int,
+    http_request_id: str | None,
+    **details: Any,
+) -> None:
+    record_access(conn, "Grant", action, actor, row, now_us, http_request_id, **details)
+
+
+def record_access(
+    conn: sa.Connection,
+    resource_type: str,
+    action: str,
+    actor: str,
+    row: Any,
+    now_us: int,
+    http_request_id: str | None,
+    **details: Any,
+) -> None:
+    """Audit a grant or access-request event: who, which user and group, and the non-empty details."""
+    audit.record(
+        conn,
+        actor=actor,
+        action=action,
+        outcome="success",
+        resource_type=resource_type,
+        resource_id=row.id,
+        request_id=http_request_id,
+        details={
+            "userId": row.user_id,
+            "groupId": row.group_id,
+            **{k: v for k, v in details.items() if v is not None},
+        },
+        at_micros=now_us,
+    )

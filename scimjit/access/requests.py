@@ -1,0 +1,341 @@
+"""Access requests: a user asks for a group for a while, with a justification; approvers decide.
+
+The group's policy (`[[jit.policies]]`, see policies.py) says who may ask (`eligible`), for how long at most
+(`max_duration`), which requests are approved at once (`auto_approve`), who decides (`approvers`, never the
+requester), how many approvals it takes (`approvals_required`) and how long a request may wait
+(`pending_ttl`). An approved request becomes a grant in the same transaction; a denied, cancelled or lapsed one
+never does. Eligibility and approver rights are live group memberships, checked when the request is made and
+when each decision is taken.
+
+Statuses: `pending`, `approved` (with `grantId`), `denied`, `expired` (no decision in time; a pending request
+past its `expiresAt` is shown as expired at once and recorded so by the sweeper), `cancelled` (its user or
+group was deleted). Audit: `request.create|approve|deny|expire|cancel`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from scimjit.access import grants
+from scimjit.access.grants import AccessError
+from scimjit.clock import isoformat, to_micros
+from scimjit.entitlement.policies import Policy
+from scimjit.provisioning.deprovision import Deprovisioner
+from scimjit.store import admin
+from scimjit.store import users as user_store
+from scimjit.store.memberships import live
+from scimjit.store.tables import access_requests, groups, memberships
+
+PENDING = "pending"
+APPROVED = "approved"
+DENIED = "denied"
+EXPIRED = "expired"
+CANCELLED = "cancelled"
+AUTO_APPROVER = "policy:auto-approve"
+
+
+def is_member(conn: sa.Connection, user_id: str, refs: Sequence[str], now_us: int) -> bool:
+    """Whether the user is a live member of any group named by `refs` (ids, or displayNames in any case)."""
+    if not refs:
+        return False
+    stmt = (
+        sa.select(sa.literal(1))
+        .select_from(memberships.join(groups, groups.c.pk == memberships.c.group_pk))
+        .where(
+            memberships.c.member_id == user_id,
+            live(now_us),
+            sa.or_(groups.c.id.in_(list(refs)), groups.c.display_name_ci.in_([r.lower() for r in refs])),
+        )
+        .limit(1)
+    )
+    return conn.execute(stmt).first() is not None
+
+
+def policy_of(deprov: Deprovisioner, group: Any) -> Policy:
+    policy = deprov.settings.policy_for(group.id, group.display_name)
+    if policy is None:
+        raise AccessError(403, "not_requestable", f"group {group.display_name!r} has no access policy")
+    return policy
+
+
+def create(
+    conn: sa.Connection,
+    deprov: Deprovisioner,
+    *,
+    user: Any,
+    group: Any,
+    duration: float,
+    starts_at: int | None,
+    justification: Any,
+    requested_by: str,
+    now: datetime,
+    http_request_id: str | None = None,
+) -> Any:
+    """File a request of `user` (a row from `grants.find_user`) for `group`; approved at once when the
+    policy's `auto_approve` covers it. Returns the access_requests row."""
+    now_us = to_micros(now)
+    policy = policy_of(deprov, group)
+    if not user.active:
+        raise AccessError(403, "inactive_user", f"user {user.user_name!r} is not active")
+    if policy.eligible and not is_member(conn, user.id, policy.eligible, now_us):
+        raise AccessError(
+            403,
+            "not_eligible",
+            f"only members of {', '.join(policy.eligible)} may request {group.display_name!r}",
+        )
+    if not isinstance(justification, str) or not justification.strip():
+        raise AccessError(400, "invalid_request", "a `justification` is required")
+    if duration > policy.max_duration:
+        raise AccessError(
+            400, "too_long", f"{group.display_name!r} may be requested for at most {policy.max_duration:g}s"
+        )
+    if starts_at is not None and starts_at <= now_us:
+        starts_at = None
+    row = conn.execute(
+        access_requests.insert()
+        .values(
+            id=str(uuid.uuid4()),
+            user_id=user.id,
+            group_id=group.id,
+            status=PENDING,
+            duration_seconds=int(duration),
+            starts_at=starts_at,
+            justification=justification.strip()[:4000],
+            requested_by=requested_by,
+            approvals=[],
+            created_at=now_us,
+            expires_at=now_us + int(policy.pending_ttl * 1_000_000),
+            version=1,
+        )
+        .returning(*access_requests.c)
+    ).one()
+    _audit(
+        conn,
+        "request.create",
+        requested_by,
+        row,
+        now_us,
+        http_request_id,
+        group=group.display_name,
+        durationSeconds=int(duration),
+        justification=row.justification,
+    )
+    auto = policy.auto_approve
+    if (
+        auto is not None
+        and duration <= auto.max_duration
+        and (not auto.eligible or is_member(conn, user.id, auto.eligible, now_us))
+    ):
+        row = _approve(
+            conn,
+            deprov,
+            row,
+            user,
+            group,
+            AUTO_APPROVER,
+            [_decision(AUTO_APPROVER, "approve", now, None)],
+            now,
+            http_request_id,
+        )
+    return row
+
+
+def decide(
+    conn: sa.Connection,
+    deprov: Deprovisioner,
+    request_id: str,
+    *,
+    approver: Any,
+    decision: str,
+    comment: Any,
+    actor: str,
+    now: datetime,
+    http_request_id: str | None = None,
+) -> Any:
+    """An approver's `approve` or `deny`. One denial ends the request; `approvals_required` distinct
+    approvals approve it and create its grant. The requester can never decide their own request."""
+    now_us = to_micros(now)
+    # The requester's row before the request's, the order a user DELETE takes them in (store.users.lock)
+    user_store.lock(conn, [get(conn, request_id).user_id])
+    row = get(conn, request_id, for_update=True)
+    if row.status != PENDING:
+        raise AccessError(409, "not_pending", f"request {request_id} is {row.status}")
+    if row.expires_at <= now_us:
+        raise AccessError(409, "not_pending", f"request {request_id} is expired")
+    if approver.id == row.user_id:
+        raise AccessError(403, "self_approval", "nobody may decide their own request")
+    group = conn.execute(
+        sa.select(groups.c.pk, groups.c.id, groups.c.display_name).where(groups.c.id == row.group_id)
+    ).first()
+    if group is None:
+        raise AccessError(409, "unknown_group", f"the group of request {request_id} no longer exists")
+    policy = policy_of(deprov, group)
+    if not approver.active or not is_member(conn, approver.id, policy.approvers, now_us):
+        raise AccessError(
+            403,
+            "not_an_approver",
+            f"only active members of {', '.join(policy.approvers) or '(nobody)'} decide",
+        )
+    approvals = list(row.approvals or [])
+    if any(a.get("approverId") == approver.id for a in approvals):
+        raise AccessError(409, "already_decided", f"{approver.user_name!r} has already decided this request")
+    if not isinstance(comment, str | None):
+        raise AccessError(400, "invalid_request", "`comment` must be a string")
+    approvals.append({**_decision(approver.user_name, decision, now, comment), "approverId": approver.id})
+    if decision == "deny":
+        updated = _update(conn, row, status=DENIED, approvals=approvals, decided_at=now_us)
+        _audit(
+            conn,
+            "request.deny",
+            actor,
+            updated,
+            now_us,
+            http_request_id,
+            approver=approver.user_name,
+            comment=comment,
+        )
+        return updated
+    yes = len({a.get("approverId") for a in approvals if a.get("decision") == "approve"})
+    if yes < policy.approvals_required:
+        updated = _update(conn, row, approvals=approvals)
+        _audit(
+            conn,
+            "request.approve",
+            actor,
+            updated,
+            now_us,
+            http_request_id,
+            approver=approver.user_name,
+            approvals=yes,
+            required=policy.approvals_required,
+        )
+        return updated
+    user = grants.find_user(conn, row.user_id)
+    return _approve(
+        conn, deprov, row, user, group, actor, approvals, now, http_request_id, approver.user_name
+    )
+
+
+def get(conn: sa.Connection, request_id: str, *, for_update: bool = False) -> Any:
+    return grants.load(conn, access_requests, request_id, "access request", for_update=for_update)
+
+
+def expire_due(conn: sa.Connection, now: datetime, limit: int) -> int:
+    """Pending requests nobody decided in time: expired (never a grant)."""
+    now_us = to_micros(now)
+    stmt = (
+        sa.select(access_requests.c.id, access_requests.c.user_id, access_requests.c.group_id)
+        .where(access_requests.c.status == PENDING, access_requests.c.expires_at <= now_us)
+        .order_by(access_requests.c.expires_at)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True, of=access_requests)
+    due = list(conn.execute(stmt))
+    if not due:
+        return 0
+    conn.execute(
+        access_requests.update()
+        .where(access_requests.c.id.in_([r.id for r in due]))
+        .values(status=EXPIRED, decided_at=now_us, version=access_requests.c.version + 1)
+    )
+    for row in due:
+        _audit(conn, "request.expire", "sweeper", row, now_us, None)
+    return len(due)
+
+
+def render(row: Any, now_us: int) -> dict[str, Any]:
+    registry = admin.admin_registry()
+    view = admin.VIEWS["requests"]
+    doc = admin.render(registry, registry.resource_type(view.resource_type), view, row._mapping)
+    return fix_status(doc, now_us)
+
+
+def fix_status(doc: dict[str, Any], now_us: int) -> dict[str, Any]:
+    """A pending request past its `expiresAt` is expired, whether or not the sweeper recorded it yet."""
+    if doc.get("status") == PENDING and "expiresAt" in doc:
+        end = grants.parse_datetime(doc["expiresAt"])
+        if end is not None and to_micros(end) <= now_us:
+            doc["status"] = EXPIRED
+    return doc
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _approve(
+    conn: sa.Connection,
+    deprov: Deprovisioner,
+    row: Any,
+    user: Any,
+    group: Any,
+    actor: str,
+    approvals: list[dict[str, Any]],
+    now: datetime,
+    http_request_id: str | None,
+    approver_name: str | None = None,
+) -> Any:
+    now_us = to_micros(now)
+    start = max(now_us, row.starts_at or now_us)
+    grant = grants.create(
+        conn,
+        deprov,
+        user=user,
+        group=group,
+        starts_at=start,
+        expires_at=start + row.duration_seconds * 1_000_000,
+        justification=row.justification,
+        actor=actor,
+        now=now,
+        request_id=row.id,
+        http_request_id=http_request_id,
+    )
+    updated = _update(conn, row, status=APPROVED, approvals=approvals, decided_at=now_us, grant_id=grant.id)
+    _audit(
+        conn,
+        "request.approve",
+        actor,
+        updated,
+        now_us,
+        http_request_id,
+        approver=approver_name or actor,
+        grantId=grant.id,
+        approved=True,
+    )
+    return updated
+
+
+def _update(conn: sa.Connection, row: Any, **values: Any) -> Any:
+    updated = conn.execute(
+        access_requests.update()
+        .where(access_requests.c.id == row.id, access_requests.c.version == row.version)
+        .values(version=row.version + 1, **values)
+        .returning(*access_requests.c)
+    ).first()
+    if updated is None:
+        raise AccessError(409, "conflict", f"request {row.id} changed meanwhile; try again")
+    return updated
+
+
+def _decision(approver: str, decision: str, now: datetime, comment: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"approver": approver, "decision": decision, "at": isoformat(now)}
+    if comment:
+        out["comment"] = comment[:2000]
+    return out
+
+
+def _audit(
+    conn: sa.Connection,
+    action: str,
+    actor: str,
+    row: Any,
+    now_us: int,
+    http_request_id: str | None,
+    **details: Any,
+) -> None:
+    grants.record_access(conn, "AccessRequest", action, actor, row, now_us, http_request_id, **details)

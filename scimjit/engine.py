@@ -1,0 +1,74 @@
+"""The JIT engine: the one object that holds the applications, the token verifier, the connectors, the
+outbox deliverer and the login service, built from Settings. The HTTP layer, the CLI and the worker all
+reach the JIT features through it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from scimjit.clock import Clock, SystemClock
+from scimjit.config import JitSettings, Settings
+from scimjit.delivery import connectors as connector_registry
+from scimjit.delivery.connectors.base import Connector
+from scimjit.delivery.deliverer import Deliverer, Report
+from scimjit.entitlement.apps import Application, build_applications
+from scimjit.provisioning.login import LoginResult, LoginService
+from scimjit.provisioning.oidc import JsonFetcher, OidcVerifier
+from scimjit.store.db import Database
+
+
+class JitEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        clock: Clock | None = None,
+        *,
+        connectors: Mapping[str, Connector] | None = None,
+        fetcher: JsonFetcher | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Raises ConfigError (a ValueError) if the `[jit]` or `[[applications]]` configuration is wrong.
+        `connectors` / `fetcher` / `rng` replace the real ones in tests."""
+        self.settings = settings
+        self.db = db
+        self.clock = clock or SystemClock()
+        self.config: JitSettings = settings.jit
+        self.apps: dict[str, Application] = build_applications(settings.applications)
+        self.connectors: dict[str, Connector] = (
+            dict(connectors)
+            if connectors is not None
+            else {name: connector_registry.build(app) for name, app in self.apps.items()}
+        )
+        self.verifier = OidcVerifier(self.config, self.clock, fetcher)
+        self.deliverer = Deliverer(db, self.clock, self.config, self.connectors.get, rng)
+        self.logins = LoginService(db, self.clock, self.config, self.apps, self.verifier, self.deliverer)
+
+    async def login(
+        self, application: str, id_token: str, *, caller: str | None = None, request_id: str | None = None
+    ) -> LoginResult:
+        """The login hook (see login.py); raises LoginRefused. `caller` is the application token's name."""
+        return await self.logins.login(application, id_token, caller=caller, request_id=request_id)
+
+    async def deliver_due(self, *, worker: str | None = None) -> list[Report]:
+        """One delivery round of the outbox (see delivery.py)."""
+        return await self.deliverer.deliver_due(worker=worker)
+
+    async def aclose(self) -> None:
+        for connector in self.connectors.values():
+            await connector.aclose()
+        fetcher: Any = self.verifier.fetcher
+        if hasattr(fetcher, "aclose"):
+            await fetcher.aclose()
+
+
+def get_engine(services: Any) -> JitEngine:
+    """The engine attached to `scimjit.services.Services` (`services.jit`), built on first use."""
+    engine: JitEngine | None = services.jit
+    if engine is None:
+        engine = JitEngine(services.settings, services.db, services.clock)
+        services.jit = engine
+    return engine

@@ -1,0 +1,169 @@
+"""Who a verified ID token belongs to in the SCIM directory, and what that user is entitled to in one app.
+
+These are the login's hot-path reads, so each is one indexed query: the user (by the app's match rule) with
+their account in that app joined on, then their live memberships among the groups the app cares about
+(entitlement groups and role-mapped groups, by id or displayName).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from scimjit.entitlement.apps import Application
+from scimjit.scim.schema import USER_URN
+from scimjit.store.memberships import live
+from scimjit.store.tables import accounts, groups, memberships, user_values, users
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """The ledger row of (application, user), as the login needs it."""
+
+    id: int
+    status: str
+    downstream_id: str | None
+    roles: list[str]
+    profile_hash: str | None
+    last_login_at: int | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    user_id: str
+    user_name: str
+    active: bool
+    data: dict[str, Any]
+    account: Account | None
+
+
+_ACCOUNT_COLUMNS = (
+    accounts.c.id.label("a_id"),
+    accounts.c.status.label("a_status"),
+    accounts.c.downstream_id.label("a_downstream_id"),
+    accounts.c.roles.label("a_roles"),
+    accounts.c.profile_hash.label("a_profile_hash"),
+    accounts.c.last_login_at.label("a_last_login_at"),
+    accounts.c.version.label("a_version"),
+)
+
+
+def match_condition(attribute: str, value: Any) -> sa.ColumnElement[bool]:
+    """The WHERE clause of the app's match rule, on indexed columns. `value` is a literal (lower-cased by the
+    caller for case-insensitive attributes, see `match_value`) or a bind parameter."""
+    if attribute == "userName":
+        return users.c.user_name_ci == value
+    if attribute == "externalId":
+        return users.c.external_id == value
+    if attribute == "id":
+        return users.c.id == value
+    if attribute == "emails.value":
+        emails = sa.select(user_values.c.user_pk).where(
+            user_values.c.attr == "emails", user_values.c.value_ci == value
+        )
+        return users.c.pk.in_(emails)
+    raise ValueError(f"unsupported match attribute {attribute!r}")
+
+
+def match_value(attribute: str, value: str) -> str:
+    """userName and emails are caseExact=false: compared on their lower-cased columns."""
+    return value.lower() if attribute in ("userName", "emails.value") else value
+
+
+def _joined(app: Application) -> sa.FromClause:
+    return users.outerjoin(
+        accounts, sa.and_(accounts.c.user_id == users.c.id, accounts.c.application == app.name)
+    )
+
+
+class Lookups:
+    """The login's two reads for one application, built once: a statement built per call costs more in
+    SQLAlchemy's expression machinery than SQLite spends answering it."""
+
+    def __init__(self, app: Application) -> None:
+        self.app = app
+        self._find = (
+            sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data, *_ACCOUNT_COLUMNS)
+            .select_from(_joined(app))
+            .where(match_condition(app.match.attribute, sa.bindparam("value")))
+            .limit(2)
+        )
+        self._members: sa.Select[Any] | None = None
+        if app.group_refs:
+            self._members = (
+                sa.select(groups.c.id, groups.c.display_name_ci)
+                .join(memberships, memberships.c.group_pk == groups.c.pk)
+                .where(
+                    memberships.c.member_id == sa.bindparam("member_id"),
+                    live(sa.bindparam("now")),
+                    sa.or_(
+                        groups.c.display_name_ci.in_(
+                            sorted(app.group_refs)
+                        ),  # displayNames, case-insensitively
+                        groups.c.id.in_(sorted({*app.groups, *app.roles})),  # ids, exactly
+                    ),
+                )
+            )
+
+    def find_subjects(self, conn: sa.Connection, value: str) -> list[Subject]:
+        """Users matching `value` under the app's rule (at most two: more than one is ambiguous)."""
+        rows = conn.execute(self._find, {"value": match_value(self.app.match.attribute, value)})
+        return [_subject(r) for r in rows]
+
+    def member_refs(self, conn: sa.Connection, user_id: str, now_us: int) -> set[str]:
+        """Lower-cased ids and displayNames of the app's groups (entitlement + roles) the user is a live
+        direct member of."""
+        if self._members is None:
+            return set()
+        out: set[str] = set()
+        for group_id, name_ci in conn.execute(self._members, {"member_id": user_id, "now": now_us}):
+            out.add(group_id.lower())
+            out.add(name_ci)
+        return out
+
+
+def find_subjects(conn: sa.Connection, app: Application, value: str) -> list[Subject]:
+    """Users matching `value` under the app's rule (at most two). Builds its statement per call: hot paths
+    keep a `Lookups` instead."""
+    return Lookups(app).find_subjects(conn, value)
+
+
+def member_refs(conn: sa.Connection, app: Application, user_id: str, now_us: int) -> set[str]:
+    return Lookups(app).member_refs(conn, user_id, now_us)
+
+
+def subjects_where(conn: sa.Connection, app: Application, cond: sa.ColumnElement[bool]) -> list[Subject]:
+    """Users (with their account in `app`) matching any condition: for the listener's bulk checks."""
+    stmt = (
+        sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data, *_ACCOUNT_COLUMNS)
+        .select_from(_joined(app))
+        .where(cond)
+    )
+    return [_subject(r) for r in conn.execute(stmt)]
+
+
+def _subject(r: Any) -> Subject:
+    account = None
+    if r.a_id is not None:
+        account = Account(
+            id=r.a_id,
+            status=r.a_status,
+            downstream_id=r.a_downstream_id,
+            roles=list(r.a_roles or ()),
+            profile_hash=r.a_profile_hash,
+            last_login_at=r.a_last_login_at,
+            version=r.a_version,
+        )
+    return Subject(user_id=r.id, user_name=r.user_name, active=bool(r.active), data=r.data, account=account)
+
+
+def render_user(subject: Subject) -> dict[str, Any]:
+    """The SCIM User as events and login responses carry it (no meta, no groups: roles say what matters)."""
+    data = subject.data
+    schemas = [USER_URN, *(k for k in data if k.startswith("urn:") and k != USER_URN)]
+    doc: dict[str, Any] = {"schemas": schemas, "id": subject.user_id}
+    doc.update((k, v) for k, v in data.items() if k != "schemas")
+    return doc

@@ -1,0 +1,255 @@
+"""ID token verification: OIDC discovery, a JWKS cache per issuer, and the checks an ID token must pass.
+
+Signatures are verified by authlib (`authlib.jose`); everything around it is explicit here because each
+check maps to a reason code the calling application sees (`expired`, `wrong_audience`, ...):
+
+- the header's `alg` must be in the application's allowlist, which only ever holds asymmetric algorithms
+  (no `none`, no HMAC: an HMAC "verified" with a public key is forgeable by anyone who has that key);
+- the key is found by `kid` in the issuer's JWKS, and must suit the algorithm (`kty`, its own `alg`, `use`);
+- an unknown `kid` refetches the JWKS (key rotation), but at most once per `jwks_min_refresh`, so a stream
+  of forged tokens with random kids cannot turn scimjit into a traffic amplifier against the issuer;
+- `iss`, `aud` (and `azp` when there are several audiences, OIDC Core §3.1.3.7), `exp`, `nbf`, `iat`, with
+  `clock_skew` seconds of leeway, against the injectable clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import orjson
+from authlib.deprecate import AuthlibDeprecationWarning
+
+from scimjit.clock import Clock
+from scimjit.config import ConfigError, JitSettings
+from scimjit.delivery.httpclient import LoopClient
+from scimjit.entitlement.apps import Application, check_url
+
+with warnings.catch_warnings():
+    # authlib 1.x marks authlib.jose deprecated in favour of joserfc; it is still the supported API until 2.0.
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.jose import JsonWebKey, JsonWebToken, Key
+    from authlib.jose.errors import BadSignatureError, JoseError
+
+log = logging.getLogger("scimjit.provisioning.oidc")
+
+KTY_FOR_ALG = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+MAX_TOKEN_BYTES = 16 * 1024
+
+
+class TokenRejected(Exception):
+    """The ID token is not acceptable. `reason` is the stable code the caller sees; `status` its HTTP status
+    (401, or 503 when the issuer cannot be reached to check the token)."""
+
+    def __init__(
+        self, reason: str, detail: str, *, status: int = 401, retry_after: int | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.status = status
+        self.retry_after = retry_after
+
+
+class JsonFetcher(Protocol):
+    async def get_json(self, url: str) -> Any: ...
+
+
+class HttpJsonFetcher:
+    """GETs JSON documents over a pooled client; any transport or HTTP failure becomes an OSError."""
+
+    def __init__(self, timeout: float) -> None:
+        self._client = LoopClient(timeout)
+
+    async def get_json(self, url: str) -> Any:
+        try:
+            response = await self._client.get().get(url, headers={"Accept": "application/json"})
+        except httpx.HTTPError as exc:
+            raise OSError(f"GET {url}: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise OSError(f"GET {url}: HTTP {response.status_code}")
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise OSError(f"GET {url}: not JSON") from None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+@dataclass
+class _IssuerKeys:
+    jwks_uri: str | None = None
+    keys: list[Key] = field(default_factory=list)
+    fetched_at: float = float("-inf")  # last successful fetch (clock seconds)
+    attempted_at: float = float("-inf")  # last fetch attempt, successful or not
+    inflight: asyncio.Task[None] | None = None
+
+
+def issuer_id(url: str) -> str:
+    """Issuers compare without a trailing slash (`https://idp/` and `https://idp` are one issuer)."""
+    return url.rstrip("/")
+
+
+class OidcVerifier:
+    def __init__(self, settings: JitSettings, clock: Clock, fetcher: JsonFetcher | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.fetcher: JsonFetcher = fetcher or HttpJsonFetcher(settings.http_timeout)
+        self._issuers: dict[str, _IssuerKeys] = {}
+        self._jwt: dict[str, JsonWebToken] = {}
+
+    async def verify(self, app: Application, token: str) -> dict[str, Any]:
+        """The verified claims of `token` for `app`, or TokenRejected."""
+        header = _header(token)
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in app.algorithms:
+            raise TokenRejected(
+                "unsupported_algorithm", f"alg {alg!r} is not accepted; accepted: {', '.join(app.algorithms)}"
+            )
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise TokenRejected("invalid_token", "kid must be a string")
+        key = await self._key(app.issuer, alg, kid)
+        jwt = self._jwt.get(alg)
+        if jwt is None:
+            jwt = self._jwt[alg] = JsonWebToken([alg])
+        try:
+            claims = dict(jwt.decode(token, key))
+        except BadSignatureError:
+            raise TokenRejected(
+                "invalid_signature", "the signature does not verify with the issuer's key"
+            ) from None
+        except (JoseError, ValueError, TypeError) as exc:
+            raise TokenRejected(
+                "invalid_token", f"the token cannot be decoded ({type(exc).__name__})"
+            ) from None
+        self._check_claims(app, claims)
+        return claims
+
+    def _check_claims(self, app: Application, claims: Mapping[str, Any]) -> None:
+        now = self.clock.now().timestamp()
+        skew = self.settings.clock_skew if app.clock_skew is None else app.clock_skew
+        iss = claims.get("iss")
+        if not isinstance(iss, str) or issuer_id(iss) != issuer_id(app.issuer):
+            raise TokenRejected("wrong_issuer", f"iss {iss!r} is not this application's issuer")
+        aud = claims.get("aud")
+        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if not any(a in app.audience for a in audiences if isinstance(a, str)):
+            raise TokenRejected("wrong_audience", f"aud {aud!r} does not include {', '.join(app.audience)}")
+        azp = claims.get("azp")
+        if (len(audiences) > 1 or azp is not None) and azp not in app.audience:
+            raise TokenRejected("wrong_audience", f"azp {azp!r} is not one of {', '.join(app.audience)}")
+        exp = _number(claims, "exp")
+        iat = _number(claims, "iat")
+        nbf = _number(claims, "nbf") if claims.get("nbf") is not None else None
+        if exp <= now - skew:
+            raise TokenRejected("expired", "the token has expired")
+        if nbf is not None and nbf > now + skew:
+            raise TokenRejected("not_yet_valid", "the token is not valid yet (nbf)")
+        if iat > now + skew:
+            raise TokenRejected("not_yet_valid", "the token was issued in the future (iat); check clocks")
+
+    # --- keys -------------------------------------------------------------------------------------------
+
+    async def _key(self, issuer: str, alg: str, kid: str | None) -> Key:
+        state = self._issuers.setdefault(issuer_id(issuer), _IssuerKeys())
+        now = self.clock.now().timestamp()
+        if now - state.fetched_at >= self.settings.jwks_max_age:
+            await self._refresh(issuer, state, must=not state.keys)
+        key = _find(state.keys, alg, kid)
+        if key is None and now - state.attempted_at >= self.settings.jwks_min_refresh:
+            await self._refresh(issuer, state, must=not state.keys)  # rotation: the issuer may have a new key
+            key = _find(state.keys, alg, kid)
+        if key is None:
+            raise TokenRejected("unknown_key", f"no key of the issuer matches kid {kid!r} and alg {alg}")
+        return key
+
+    async def _refresh(self, issuer: str, state: _IssuerKeys, *, must: bool) -> None:
+        """Fetch discovery (first time) and the JWKS; concurrent callers share one fetch. Keeps the old keys if
+        the issuer is unreachable, unless there are none (`must`), which is a 503 for the caller."""
+        if (
+            state.inflight is None
+            or state.inflight.done()
+            or state.inflight.get_loop() is not asyncio.get_running_loop()
+        ):
+            state.inflight = asyncio.ensure_future(self._fetch(issuer, state))
+        try:
+            await asyncio.shield(state.inflight)
+        except (OSError, ValueError, ConfigError) as exc:
+            log.warning("cannot refresh the keys of issuer %s: %s", issuer, exc)
+            if must or not state.keys:
+                raise TokenRejected(
+                    "issuer_unavailable", "the issuer's keys cannot be fetched now", status=503, retry_after=5
+                ) from None
+
+    async def _fetch(self, issuer: str, state: _IssuerKeys) -> None:
+        state.attempted_at = self.clock.now().timestamp()
+        if (
+            state.jwks_uri is None
+            or self.clock.now().timestamp() - state.fetched_at >= self.settings.jwks_max_age
+        ):
+            doc = await self.fetcher.get_json(issuer_id(issuer) + "/.well-known/openid-configuration")
+            if not isinstance(doc, Mapping) or issuer_id(str(doc.get("issuer", ""))) != issuer_id(issuer):
+                raise ValueError(
+                    f"discovery document of {issuer} names another issuer ({doc.get('issuer')!r})"
+                )
+            jwks_uri = doc.get("jwks_uri")
+            if not isinstance(jwks_uri, str):
+                raise ValueError(f"discovery document of {issuer} has no jwks_uri")
+            state.jwks_uri = check_url(jwks_uri, "jwks_uri")
+        jwks = await self.fetcher.get_json(state.jwks_uri)
+        if not isinstance(jwks, Mapping) or not isinstance(jwks.get("keys"), list):
+            raise ValueError(f"{state.jwks_uri} is not a JWK set")
+        keys: list[Key] = []
+        for raw in jwks["keys"]:
+            try:
+                keys.append(JsonWebKey.import_key(raw))
+            except Exception as exc:  # one odd key (unknown kty, encryption key) must not hide the others
+                log.info("ignoring a key of %s: %s", issuer, type(exc).__name__)
+        state.keys = keys
+        state.fetched_at = self.clock.now().timestamp()
+        log.info("fetched %d key(s) of issuer %s", len(keys), issuer)
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float:
+    value = claims.get(name)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TokenRejected("invalid_token", f"{name} is {'missing' if value is None else 'not a number'}")
+    return float(value)
+
+
+def _header(token: str) -> dict[str, Any]:
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
+        raise TokenRejected("invalid_token", "an ID token is a compact JWS: three base64url parts")
+    segment = token.split(".", 1)[0]
+    try:
+        header = orjson.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError):
+        raise TokenRejected("invalid_token", "the token header is not base64url JSON") from None
+    if not isinstance(header, dict):
+        raise TokenRejected("invalid_token", "the token header is not a JSON object")
+    return header
+
+
+def _find(keys: list[Key], alg: str, kid: str | None) -> Key | None:
+    """The key for this token: by kid when given, else the only suitable key; it must suit `alg`."""
+    kty = KTY_FOR_ALG.get(alg[:2])
+    suitable = [
+        k
+        for k in keys
+        if k.tokens.get("kty") == kty
+        and k.tokens.get("alg", alg) == alg
+        and k.tokens.get("use", "sig") == "sig"
+        and (kid is None or k.kid == kid)
+    ]
+    if kid is None and len(suitable) != 1:
+        return None
+    return suitable[0] if suitable else None

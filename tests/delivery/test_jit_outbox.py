@@ -1,0 +1,207 @@
+"""Outbox mechanics: per-user ordering, leases, backoff with jitter, dead letters, retry, and many workers
+claiming side by side without double delivery. Time is a FrozenClock: retries are driven by advancing it."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from scimjit.config import JitSettings
+from scimjit.delivery import outbox
+from scimjit.delivery.connectors.base import Call, Outcome, Result, TransientError
+from scimjit.delivery.deliverer import Deliverer
+from scimjit.store.tables import outbox as outbox_table
+from tests.jit_helpers import WebhookReceiver, engine_for, wiki_config
+
+
+def enqueue(db, clock, user_id: str, type_: str = "account.update", app: str = "wiki") -> str:
+    event = outbox.new_event(type_, app, {"id": user_id, "userName": user_id}, [], clock.now())
+    with db.write() as conn:
+        outbox.enqueue(conn, event, user_id=user_id, now=clock.now())
+    return event["id"]
+
+
+def claim(db, clock, worker="w1", lease=60.0, limit=100):
+    with db.write() as conn:
+        return outbox.claim_due(conn, worker=worker, now=clock.now(), lease=lease, limit=limit)
+
+
+def statuses(db):
+    with db.read() as conn:
+        return [r.status for r in conn.execute(sa.select(outbox_table).order_by(outbox_table.c.id))]
+
+
+def test_only_the_head_of_each_user_is_claimable(db, clock):
+    a1, a2, b1 = enqueue(db, clock, "a"), enqueue(db, clock, "a"), enqueue(db, clock, "b")
+    other_app = enqueue(db, clock, "a", app="crm")
+    first = claim(db, clock)
+    assert [c.event_id for c in first] == [a1, b1, other_app]
+    assert claim(db, clock, worker="w2") == []  # claimed ones are leased; a2 waits for a1
+    with db.write() as conn:
+        outbox.complete(conn, first[0], worker="w1", result={"outcome": "updated"}, now=clock.now())
+    assert [c.event_id for c in claim(db, clock, worker="w2")] == [a2]
+
+
+def test_a_dead_worker_s_lease_runs_out(db, clock):
+    enqueue(db, clock, "a")
+    (first,) = claim(db, clock, worker="w1", lease=30)
+    assert first.attempts == 1
+    clock.advance(29)
+    assert claim(db, clock, worker="w2") == []
+    clock.advance(2)
+    (again,) = claim(db, clock, worker="w2")
+    assert (again.event_id, again.attempts) == (first.event_id, 2)
+    with db.write() as conn:  # the first worker's late result does not count: its lease is gone
+        assert not outbox.complete(conn, first, worker="w1", result={}, now=clock.now())
+        assert outbox.complete(conn, again, worker="w2", result={}, now=clock.now())
+
+
+def test_backoff_grows_with_jitter_and_ends_dead():
+    policy = outbox.RetryPolicy(max_attempts=5, base=2, cap=60)
+    rng = random.Random(7)
+    for attempt, ceiling in [(1, 2), (2, 4), (3, 8), (4, 16), (8, 60), (20, 60)]:
+        delays = [policy.delay(attempt, rng) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1  # jittered
+
+
+class Flaky:
+    """A connector whose update fails transiently `failures` times, then succeeds."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls: list[Call] = []
+
+    async def update_account(self, call: Call) -> Result:
+        self.calls.append(call)
+        if len(self.calls) <= self.failures:
+            raise TransientError("HTTP 503", retry_after=None)
+        return Result(Outcome.UPDATED, "d-1")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def deliverer(db, clock, connector, **settings) -> Deliverer:
+    return Deliverer(db, clock, JitSettings(**settings), {"wiki": connector}.get, random.Random(1))
+
+
+def test_retries_follow_the_clock_and_keep_the_idempotency_key(db, clock):
+    event_id = enqueue(db, clock, "a")
+    flaky = Flaky(failures=3)
+    d = deliverer(db, clock, flaky, outbox_backoff_base=2, outbox_max_attempts=10)
+    waits = []
+    for _ in range(3):
+        (report,) = asyncio.run(d.deliver_due())
+        assert report.status == "pending"
+        waits.append((report.next_attempt_at - clock.now()).total_seconds())
+        assert asyncio.run(d.deliver_due()) == []  # not due before the backoff
+        clock.set(report.next_attempt_at)
+    (report,) = asyncio.run(d.deliver_due())
+    assert report.status == "done"
+    assert 1 <= waits[0] <= 2 and 2 <= waits[1] <= 4 and 4 <= waits[2] <= 8
+    assert {c.idempotency_key for c in flaky.calls} == {event_id}
+    assert statuses(db) == ["done"]
+
+
+def test_max_attempts_then_dead_then_retry(db, clock):
+    enqueue(db, clock, "a")
+    later = enqueue(db, clock, "a")
+    flaky = Flaky(failures=100)
+    d = deliverer(db, clock, flaky, outbox_max_attempts=3)
+    for _ in range(3):
+        reports = asyncio.run(d.deliver_due())
+        clock.advance(3600)
+    assert reports[0].status == "dead"
+    assert statuses(db) == ["dead", "pending"]
+    # a dead event does not block its user's later events forever
+    flaky.failures = 0
+    flaky.calls.clear()
+    assert [r.event_id for r in asyncio.run(d.deliver_due())] == [later]
+    with db.read() as conn:
+        dead = outbox.list_events(conn, status="dead")
+    assert len(dead) == 1 and "HTTP 503" in dead[0]["lastError"]
+    assert [r.id for r in d.retry(ids=[dead[0]["id"]])] == [dead[0]["id"]]
+    assert [r.status for r in asyncio.run(d.deliver_due())] == ["done"]
+    assert statuses(db) == ["done", "done"]
+
+
+def test_a_permanent_error_is_dead_at_once(db, clock):
+    with WebhookReceiver().running() as hook:
+        engine = engine_for(db, clock, wiki_config("http://127.0.0.1:1", hook.url))
+        enqueue(db, clock, "a")
+        hook.fail_next(422)
+        (report,) = asyncio.run(engine.deliver_due())
+        assert report.status == "dead" and "422" in report.error
+
+
+def test_unknown_application_is_dead(db, clock):
+    enqueue(db, clock, "a", app="gone")
+    (report,) = asyncio.run(deliverer(db, clock, Flaky(0)).deliver_due())
+    assert report.status == "dead" and "not configured" in report.error
+
+
+def test_many_workers_claim_side_by_side_without_double_delivery(db, clock):
+    """Four threads claim from one outbox concurrently (FOR UPDATE SKIP LOCKED on PostgreSQL, BEGIN
+    IMMEDIATE on SQLite): every event is claimed by exactly one worker."""
+    ids = {enqueue(db, clock, f"user-{i}") for i in range(200)}
+    claimed: dict[str, list[str]] = {}
+    lock = threading.Lock()
+    barrier = threading.Barrier(4)
+
+    def work(name: str) -> None:
+        barrier.wait()
+        while True:
+            batch = claim(db, clock, worker=name, limit=7)
+            if not batch:
+                return
+            with db.write() as conn:
+                for c in batch:
+                    outbox.complete(conn, c, worker=name, result={}, now=clock.now())
+            with lock:
+                for c in batch:
+                    claimed.setdefault(c.event_id, []).append(name)
+            time.sleep(0.002)  # "delivering": lets the other workers in
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(claimed) == ids
+    assert all(len(v) == 1 for v in claimed.values())
+    assert len({w for v in claimed.values() for w in v}) > 1  # they really shared the work
+
+
+def test_listing_and_counts(db, clock):
+    enqueue(db, clock, "a")
+    enqueue(db, clock, "b", type_="role.grant")
+    with db.read() as conn:
+        events = outbox.list_events(conn, with_payload=True)
+        assert outbox.counts(conn) == {"pending": 2}
+        assert [e["type"] for e in outbox.list_events(conn, user_id="b")] == ["role.grant"]
+        assert outbox.list_events(conn, status="dead") == []
+    assert events[0]["event"]["user"]["userName"] == "a"
+    assert events[0]["nextAttemptAt"] == "2030-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("retry_after", [None, 120.0])
+def test_a_retry_after_hint_is_honoured(db, clock, retry_after):
+    enqueue(db, clock, "a")
+
+    class Busy(Flaky):
+        async def update_account(self, call: Call) -> Result:
+            raise TransientError("HTTP 429", retry_after=retry_after)
+
+    (report,) = asyncio.run(deliverer(db, clock, Busy(0)).deliver_due())
+    wait = report.next_attempt_at - clock.now()
+    if retry_after:
+        assert wait >= timedelta(seconds=120)
+    else:
+        assert wait <= timedelta(seconds=2)

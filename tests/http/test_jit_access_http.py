@@ -1,0 +1,219 @@
+"""The access API over a real socket (SQLite and PostgreSQL): grants and requests under /jit/v1, requests filed
+and decided with a `requests` token or with the user's own ID token, SCIM-filtered lists, and TTL expiry seen
+by every SCIM read (`members`, `members.value` filters, `User.groups`) at the instant it happens."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from scimjit.access.service import access_for, install
+from scimjit.config import Settings
+from scimjit.http.app import create_app
+from scimjit.services import Services
+from tests.access_helpers import POLICY, config
+from tests.jit_helpers import LocalIssuer
+from tests.live_server import serve
+
+USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP_URN = "urn:ietf:params:scim:schemas:core:2.0:Group"
+JIT_GROUP = "urn:scimjit:params:scim:schemas:extension:jit:2.0:Group"
+
+
+@dataclass
+class Api:
+    url: str
+    services: Services
+    issuer: LocalIssuer
+    clock: Any
+    admin: dict[str, str]
+    requests: dict[str, str]
+    scim: httpx.Client
+    ids: dict[str, str]
+
+    def post(self, path: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None):
+        return httpx.post(
+            f"{self.url}/jit/v1{path}",
+            json=body,
+            headers=self.admin if headers is None else headers,
+            timeout=30,
+        )
+
+    def get(self, path: str, headers: dict[str, str] | None = None, **params: Any):
+        return httpx.get(
+            f"{self.url}/jit/v1{path}",
+            params=params,
+            headers=self.admin if headers is None else headers,
+            timeout=30,
+        )
+
+    def id_token(self, name: str) -> str:
+        return self.issuer.token(self.clock.now().timestamp(), aud="wiki", preferred_username=name)
+
+
+@pytest.fixture(scope="module")
+def issuer():
+    with LocalIssuer().running() as iss:
+        yield iss
+
+
+@pytest.fixture
+def api(db, clock, issuer) -> Iterator[Api]:
+    raw = config(issuer=issuer.url, jit=POLICY.format(approvals=1))
+    settings = Settings.load(
+        environ={}, database_url=db.url, token_cache_seconds=0, document=raw, run_sweeper=False
+    )
+    services = Services.build(settings, db=db, clock=clock)
+    assert install(services) == []  # the listener only: no in-process sweeper with run_sweeper off
+    app = create_app(services=services)
+    admin = {"Authorization": f"Bearer {services.tokens.create('admin', ['admin'])}"}
+    bot = {"Authorization": f"Bearer {services.tokens.create('chat-bot', ['requests'])}"}
+    with serve(app) as url, httpx.Client(base_url=f"{url}/scim/v2", headers=admin, timeout=30) as scim:
+        ids = {}
+        for name in ("alice", "bob", "mallory"):
+            ids[name] = scim.post("/Users", json={"schemas": [USER_URN], "userName": name}).json()["id"]
+        for name, members in (
+            ("wiki-users", ["alice"]),
+            ("engineers", ["alice", "bob"]),
+            ("sre-leads", ["bob"]),
+            ("prod-admins", []),
+        ):
+            body = {
+                "schemas": [GROUP_URN],
+                "displayName": name,
+                "members": [{"value": ids[m]} for m in members],
+            }
+            ids[name] = scim.post("/Groups", json=body).json()["id"]
+        yield Api(url, services, issuer, clock, admin, bot, scim, ids)
+
+
+def test_grants_create_get_extend_revoke_and_list(api):
+    r = api.post(
+        "/grants", {"user": "alice", "group": "prod-admins", "duration": "2h", "justification": "incident 7"}
+    )
+    assert r.status_code == 201, r.text
+    grant = r.json()
+    assert r.headers["location"].endswith(f"/jit/v1/grants/{grant['id']}")
+    assert (grant["userId"], grant["groupId"], grant["status"]) == (
+        api.ids["alice"],
+        api.ids["prod-admins"],
+        "active",
+    )
+    assert grant["expiresAt"] == "2030-01-01T02:00:00Z" and grant["createdBy"] == "admin"
+    assert api.get(f"/grants/{grant['id']}").json() == grant
+
+    r = api.post(f"/grants/{grant['id']}/extend", {"expiresAt": "2030-01-01T05:00:00Z"})
+    assert r.status_code == 200 and r.json()["expiresAt"] == "2030-01-01T05:00:00Z"
+    other = api.post("/grants", {"user": api.ids["bob"], "group": "prod-admins", "duration": 600}).json()
+
+    listed = api.get("/grants", filter=f'userId eq "{api.ids["alice"]}" and status eq "active"').json()
+    assert [g["id"] for g in listed["Resources"]] == [grant["id"]] and listed["totalResults"] == 1
+    later = api.get("/grants", filter='expiresAt gt "2030-01-01T01:00:00Z"').json()
+    assert [g["id"] for g in later["Resources"]] == [grant["id"]]
+
+    r = httpx.post(f"{api.url}/jit/v1/grants/{other['id']}/revoke", headers=api.admin)  # no body at all
+    assert r.status_code == 200 and r.json()["status"] == "revoked"
+    assert api.post(f"/grants/{other['id']}/revoke", {}).json()["error"] == "not_open"
+
+
+def test_grant_errors_and_scopes(api):
+    assert api.post("/grants", {"user": "alice", "group": "prod-admins"}).json()["error"] == "invalid_request"
+    r = api.post("/grants", {"user": "nobody", "group": "prod-admins", "duration": "1h"})
+    assert (r.status_code, r.json()["error"]) == (404, "unknown_user")
+    r = api.post("/grants", {"user": "alice", "group": "prod-admins", "duration": "1h"}, headers=api.requests)
+    assert (r.status_code, r.json()["error"]) == (403, "forbidden")
+    r = httpx.post(f"{api.url}/jit/v1/grants", json={})
+    assert r.status_code == 401
+    assert api.get("/grants/nope").status_code == 404
+    assert api.get("/grants", filter="userId eq").status_code == 400
+
+
+def test_request_by_a_bot_approved_by_the_approvers_own_id_token(api):
+    body = {"user": "alice", "group": "prod-admins", "duration": "4h", "justification": "release"}
+    r = api.post("/requests", body, headers=api.requests)
+    assert r.status_code == 201, r.text
+    request = r.json()
+    assert (request["status"], request["requestedBy"]) == ("pending", "chat-bot")
+    assert api.get(f"/requests/{request['id']}", headers=api.requests).json()["status"] == "pending"
+
+    r = api.post(
+        f"/requests/{request['id']}/approve",
+        {"application": "wiki", "id_token": api.id_token("mallory")},
+        headers={},
+    )
+    assert (r.status_code, r.json()["error"]) == (403, "not_an_approver")
+    r = api.post(
+        f"/requests/{request['id']}/approve",
+        {"application": "wiki", "id_token": api.id_token("bob"), "comment": "go"},
+        headers={},
+    )
+    assert r.status_code == 200, r.text
+    approved = r.json()
+    assert approved["status"] == "approved" and approved["approvals"][0]["comment"] == "go"
+    grant = api.get(f"/grants/{approved['grantId']}").json()
+    assert grant["requestId"] == request["id"] and grant["status"] == "active"
+    members = api.scim.get(f"/Groups/{api.ids['prod-admins']}").json()["members"]
+    assert [m["value"] for m in members] == [api.ids["alice"]]
+    assert api.get("/requests", filter='status eq "approved"').json()["totalResults"] == 1
+
+
+def test_a_user_requests_with_their_own_id_token_and_cannot_approve_it(api):
+    body = {
+        "application": "wiki",
+        "id_token": api.id_token("bob"),
+        "group": "prod-admins",
+        "duration": "1h",
+        "justification": "db migration",
+    }
+    r = api.post("/requests", body, headers={})
+    assert r.status_code == 201, r.text
+    request = r.json()
+    assert request["userId"] == api.ids["bob"] and request["requestedBy"].startswith("oidc:")
+    r = api.post(
+        f"/requests/{request['id']}/approve",
+        {"application": "wiki", "id_token": api.id_token("bob")},
+        headers={},
+    )
+    assert (r.status_code, r.json()["error"]) == (403, "self_approval")
+    r = api.post(f"/requests/{request['id']}/approve", {"approver": "bob"}, headers=api.requests)
+    assert (r.status_code, r.json()["error"]) == (403, "self_approval")
+    r = api.post(f"/requests/{request['id']}/deny", {"approver": "bob"}, headers=api.requests)
+    assert r.json()["error"] == "self_approval"
+
+    forged = api.issuer.token(api.clock.now().timestamp(), aud="other", preferred_username="bob")
+    r = api.post("/requests", {**body, "id_token": forged}, headers={})
+    assert (r.status_code, r.json()["error"]) == (401, "wrong_audience")
+    r = api.post(
+        "/requests", {k: v for k, v in body.items() if k not in ("id_token", "application")}, headers={}
+    )
+    assert r.status_code == 401  # no ID token and no scimjit token
+
+
+def test_ttl_expiry_is_seen_by_every_scim_read_at_once(api):
+    body = {
+        "schemas": [GROUP_URN, JIT_GROUP],
+        "displayName": "contractors",
+        JIT_GROUP: {"membershipTTL": 300},
+    }
+    body["members"] = [{"value": api.ids["mallory"]}]
+    group = api.scim.post("/Groups", json=body).json()
+    assert group[JIT_GROUP] == {"membershipTTL": 300}
+    by_member = {"filter": f'members.value eq "{api.ids["mallory"]}"'}
+    api.clock.advance(299)
+    assert [g["displayName"] for g in api.scim.get("/Groups", params=by_member).json()["Resources"]] == [
+        "contractors"
+    ]
+    assert [g["display"] for g in api.scim.get(f"/Users/{api.ids['mallory']}").json()["groups"]] == [
+        "contractors"
+    ]
+    api.clock.advance(1)
+    assert api.scim.get("/Groups", params=by_member).json()["totalResults"] == 0
+    assert "members" not in api.scim.get(f"/Groups/{group['id']}").json()
+    assert "groups" not in api.scim.get(f"/Users/{api.ids['mallory']}").json()
+    # and the sweeper tidies up later without anything to send (mallory has no account)
+    report = access_for(api.services).sweeper.sweep_once()
+    assert (report.memberships_expired, report.events) == (1, 0)
