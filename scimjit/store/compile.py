@@ -9,7 +9,8 @@ Semantics the RFC leaves open, chosen so that `not` is an exact complement:
 * `pr` holds when the attribute has a value other than null, "", {} or [] (RFC 7644 §3.4.2.2 "has a non-empty
   value"; RFC 7643 §2.5: unassigned and null are the same state). `eq null` is `not pr`, `ne null` is `pr`:
   an attribute holding "" is unassigned, so it is `eq null` and not `ne null`.
-* `ne` matches where the attribute is absent: absent is not equal.
+* `ne` is exactly `not eq`, so it matches where the attribute is absent: absent is not equal. A stored ""
+  is unassigned too: it satisfies no comparison with a value (not even `le`, or `eq ""`).
 * `not (X)` matches exactly the rows X does not match: SQL NULL (from an absent value) counts as false under
   `not` instead of dropping the row.
 * caseExact=false strings compare lower-cased by Python's `str.lower` (what the `*_ci` columns hold, and what
@@ -117,10 +118,27 @@ def compare(operand: Operand, node: Compare, dialect: str) -> sa.ColumnElement[b
         expr = expr if operand.folded else sa.func.lower(expr)
     if text and operand.max_length is not None and op in ("eq", "ne", "sw"):
         value = value[: operand.max_length]
+    if op == "ne":  # absent is not equal; `ne` is `not eq` exactly
+        return sa.or_(expr.is_(None), sa.not_(_holds(operand, expr, "eq", value, text, dialect)))
+    return _holds(operand, expr, op, value, text, dialect)
+
+
+def _holds(
+    operand: Operand, expr: sa.ColumnElement[Any], op: str, value: Any, text: bool, dialect: str
+) -> sa.ColumnElement[bool]:
+    """`expr op value` for a non-null value; a stored "" is unassigned, so it satisfies none of them (it would
+    be below every string for `lt`/`le`, and equal to or contain a "" literal)."""
+    condition = _operator(operand, expr, op, value, text, dialect)
+    if text and (op in ("lt", "le") or value == ""):
+        return sa.and_(condition, operand.expr != "")
+    return condition
+
+
+def _operator(
+    operand: Operand, expr: sa.ColumnElement[Any], op: str, value: Any, text: bool, dialect: str
+) -> sa.ColumnElement[bool]:
     if op == "eq":
         return expr == value
-    if op == "ne":
-        return sa.or_(expr.is_(None), expr != value)
     if op in ("co", "ew"):
         return sql.matches(dialect, expr, op, value)
     if text and not operand.codepoint:
