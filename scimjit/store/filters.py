@@ -60,7 +60,7 @@ def compile_filter(
     """A WHERE clause over `table_of(rt)`; 400 `invalidFilter` for attributes that cannot be filtered in SQL
     (`meta.location`, `$ref`)."""
     try:
-        return compile_predicate(predicate, _Compiler(rt, now_micros, dialect), dialect)
+        return compile_predicate(predicate, _ResourceColumns(rt, now_micros, dialect), dialect)
     except Unsupported as exc:
         raise invalid_filter(str(exc)) from None
 
@@ -70,12 +70,14 @@ def sort_key(ref: AttrRef, rt: ResourceType, *, now_micros: int, dialect: str) -
     multi-valued attribute, its primary element's value or else the first. NULL when there is none.
     400 `invalidValue` for what cannot be sorted on (a complex attribute itself, `schemas`, `meta.location`)."""
     try:
-        return _Compiler(rt, now_micros, dialect).sort_key(ref)
+        return _ResourceColumns(rt, now_micros, dialect).sort_key(ref)
     except Unsupported as exc:
         raise invalid_value(str(exc)) from None
 
 
-class _Compiler:
+class _ResourceColumns:
+    """`store.compile.Columns` for Users and Groups (where each attribute lives), and their sort keys."""
+
     def __init__(self, rt: ResourceType, now_micros: int, dialect: str) -> None:
         self.rt = rt
         self.table = table_of(rt)
@@ -91,9 +93,6 @@ class _Compiler:
         if ref.full_path == "meta.version":
             return self._version(compare)
         return None
-
-    def operand(self, ref: AttrRef) -> Operand:
-        return self._resource_operand(ref)
 
     def _schemas(self, compare: Compare) -> sa.ColumnElement[bool]:
         """`schemas` holds the core schema and each extension the resource has data for (as rendered)."""
@@ -123,7 +122,8 @@ class _Compiler:
 
     # ------------------------------------------------------------ where attributes live
 
-    def _resource_operand(self, ref: AttrRef) -> Operand:
+    def operand(self, ref: AttrRef) -> Operand:
+        """A resource-level attribute: a promoted column, or the JSON document."""
         path, leaf = ref.full_path, ref.leaf
         promoted = (USER_COLUMNS if self.table is users else GROUP_COLUMNS).get(path)
         if promoted is not None:
@@ -229,10 +229,7 @@ class _Compiler:
             raise Unsupported(f"sortBy {ref.full_path} needs a sub-attribute, e.g. {ref.full_path}.x")
         if ref.full_path == "meta.version":
             return self.table.c.version
-        return self._sortable(self._resource_operand(ref), ref.leaf)
-
-    def _sortable(self, operand: Operand, attr: Attribute) -> sa.ColumnElement[Any]:
-        return sortable(operand, attr, self.dialect)
+        return sortable(self.operand(ref), ref.leaf, self.dialect)
 
     def _first_element(self, ref: AttrRef) -> sa.ColumnElement[Any]:
         """The sort value of a multi-valued attribute: its primary element, else its first (RFC 7644
@@ -240,12 +237,12 @@ class _Compiler:
         assert ref.sub is not None
         core = not ref.extension
         if self.table is groups and core and ref.attr.name == "members":
-            value = self._sortable(self._member_operand(ref), ref.sub)
+            value = sortable(self._member_operand(ref), ref.sub, self.dialect)
             stmt = sa.select(value).where(memberships.c.group_pk == groups.c.pk, live(self.now))
             return stmt.order_by(memberships.c.member_id).limit(1).scalar_subquery()
         if self.table is users and core and ref.attr.name == "groups":
             group = groups.alias("member_of")
-            value = self._sortable(self._group_operand(group, ref), ref.sub)
+            value = sortable(self._group_operand(group, ref), ref.sub, self.dialect)
             joined = memberships.join(group, group.c.pk == memberships.c.group_pk)
             stmt = (
                 sa.select(value)
@@ -255,7 +252,7 @@ class _Compiler:
             return stmt.order_by(group.c.display_name, group.c.id).limit(1).scalar_subquery()
         if self.table is users:
             v = user_values.c
-            value = self._sortable(self._user_value_operand(ref), ref.sub)
+            value = sortable(self._user_value_operand(ref), ref.sub, self.dialect)
             stmt = sa.select(value).where(v.user_pk == users.c.pk, v.attr == _value_row_key(ref))
             primary_first = sa.case((v.is_primary.is_(True), 0), else_=1)
             return stmt.order_by(primary_first, v.position).limit(1).scalar_subquery()
