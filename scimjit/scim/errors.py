@@ -54,10 +54,6 @@ def mutability(detail: str) -> ScimError:
     return ScimError(400, detail, "mutability")
 
 
-def too_many(detail: str) -> ScimError:
-    return ScimError(400, detail, "tooMany")
-
-
 def uniqueness(detail: str) -> ScimError:
     return ScimError(409, detail, "uniqueness")
 

@@ -1,8 +1,9 @@
 """The typed predicate tree a SCIM filter becomes once parsed and checked against the schema.
 
-`scim.filter` builds it; `store.filters` compiles it to SQL; `scim.evaluate` tests it against one in-memory
-element (PATCH value paths). Attribute references are resolved `AttrRef`s, values are already coerced to the
-attribute's type (str, bool, int, float, datetime, or None for `null`).
+`scim.filter` builds it; `store.compile` compiles it to SQL (for `store.filters` and `store.admin`);
+`scim.evaluate` tests it against one in-memory element (PATCH value paths). Attribute references are resolved
+`AttrRef`s, values are already coerced to the attribute's type (str, bool, int, float, datetime, or None for
+`null`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from scimjit.scim.schema import AttrRef
-
-COMPARISON_OPS = frozenset({"eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le", "pr"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,10 @@ SCIM filters, sorting and paging, all in SQL.
 
 Each view is described as a SCIM resource type in `schemas/admin/` (a registry of its own: the SCIM
 discovery endpoints never show these), so filters are parsed and type-checked by the same parser as
-`/Users` (`scimjit.scim.filter`). The tables are flat, one column per attribute, so the compiler here is the
-simple case of `store.filters`: attribute -> column, with `caseExact=false` strings compared lower-cased,
-`dateTime` values compared as the epoch microseconds they are stored as, and JSON columns (details, roles,
-payload, ...) returned but not filterable.
+`/Users` (`scimjit.scim.filter`) and compiled by the same compiler (`store.compile`), so every operator means
+what it means on `/Users`. The tables are flat, one column per attribute: `_ViewColumns` maps an attribute to
+its column, with `dateTime` values stored as epoch microseconds; JSON columns (details, roles, payload, ...)
+and multi-valued attributes are returned but not filterable.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 
-from scimjit.clock import from_micros, isoformat, to_micros
+from scimjit.clock import from_micros, isoformat
 from scimjit.scim.errors import invalid_filter, invalid_value
 from scimjit.scim.filter import parse_filter
-from scimjit.scim.predicate import And, Compare, Not, Or, Predicate, ValuePath
-from scimjit.scim.schema import DEFAULT_SCHEMAS_DIR, Attribute, Registry, ResourceType, load_registry
+from scimjit.scim.predicate import Compare, Predicate
+from scimjit.scim.schema import DEFAULT_SCHEMAS_DIR, Attribute, AttrRef, Registry, ResourceType, load_registry
+from scimjit.store.compile import Operand, Unsupported, Where, compile_predicate, sortable
 from scimjit.store.db import Database
 from scimjit.store.tables import access_requests, accounts, audit_log, grants, outbox
 
@@ -100,11 +100,12 @@ def query(
     """One page of `view` matching `filter`, sorted, with the total; as for SCIM lists (RFC 7644 §3.4.2)."""
     registry = admin_registry()
     rt = registry.resource_type(view.resource_type)
-    where = _where(view, filter, max_filter_length, max_filter_depth)
+    dialect = conn.dialect.name
+    where = _where(view, filter, dialect, max_filter_length, max_filter_depth)
     start = min(max(1, start_index or 1), MAX_OFFSET)  # beyond any table; SQL integers stop at 2**63
     count = min(max(0, count), MAX_OFFSET)
     total = int(conn.execute(sa.select(sa.func.count()).select_from(view.table).where(where)).scalar_one())
-    order = _order(registry, rt, view, sort_by, sort_order)
+    order = _order(registry, rt, view, sort_by, sort_order, dialect)
     rows: list[Mapping[str, Any]] = []
     if count:
         stmt = sa.select(view.table).where(where).order_by(*order).offset(start - 1).limit(count)
@@ -125,7 +126,7 @@ def stream(
     transaction (no OFFSET, no unbounded fetch, no connection held while the consumer is slow): what the
     JSON-lines export walks. The filter is checked here, before the first record is produced, so a bad
     filter is an error response rather than a broken stream."""
-    where = _where(view, filter, max_filter_length, max_filter_depth)
+    where = _where(view, filter, db.dialect, max_filter_length, max_filter_depth)
     return _stream(db, view, where, batch)
 
 
@@ -147,13 +148,15 @@ def _stream(db: Database, view: View, where: sa.ColumnElement[bool], batch: int)
         last = rows[-1][view.key]
 
 
-def _where(view: View, filter: str | None, max_length: int, max_depth: int) -> sa.ColumnElement[bool]:
+def _where(
+    view: View, filter: str | None, dialect: str, max_length: int, max_depth: int
+) -> sa.ColumnElement[bool]:
     if not filter:
         return sa.true()
     registry = admin_registry()
     rt = registry.resource_type(view.resource_type)
     return compile_filter(
-        view, parse_filter(registry, rt, filter, max_length=max_length, max_depth=max_depth)
+        view, parse_filter(registry, rt, filter, max_length=max_length, max_depth=max_depth), dialect=dialect
     )
 
 
@@ -171,56 +174,40 @@ def render(registry: Registry, rt: ResourceType, view: View, row: Mapping[str, A
 # ---------------------------------------------------------------- filter -> SQL
 
 
-def compile_filter(view: View, predicate: Predicate) -> sa.ColumnElement[bool]:
-    if isinstance(predicate, And):
-        return sa.and_(compile_filter(view, predicate.left), compile_filter(view, predicate.right))
-    if isinstance(predicate, Or):
-        return sa.or_(compile_filter(view, predicate.left), compile_filter(view, predicate.right))
-    if isinstance(predicate, Not):
-        inner = compile_filter(view, predicate.operand)
-        return sa.not_(sa.func.coalesce(inner, sa.false()))  # NULL comparisons count as false before `not`
-    if isinstance(predicate, ValuePath):
-        raise invalid_filter(f"{predicate.ref.path} is not filterable here")
-    return _compare(view, predicate)
+def compile_filter(view: View, predicate: Predicate, *, dialect: str) -> sa.ColumnElement[bool]:
+    """A WHERE clause over `view.table`; 400 `invalidFilter` for attributes with no column of their own."""
+    try:
+        return compile_predicate(predicate, _ViewColumns(view), dialect)
+    except Unsupported as exc:
+        raise invalid_filter(str(exc)) from None
 
 
-def _compare(view: View, compare: Compare) -> sa.ColumnElement[bool]:
-    ref, op = compare.ref, compare.op
-    attr = ref.attr
-    if ref.sub is not None or attr.type == "complex" or attr.multi_valued or ref.schema == "":
-        raise invalid_filter(f"{ref.path} is not filterable here")
-    column: Any = view.column(attr.name)
-    if op == "pr" or (op == "ne" and compare.value is None):
-        return sa.and_(column.is_not(None), column != "") if attr.type == "string" else column.is_not(None)
-    if compare.value is None:  # eq null
-        return column.is_(None)
-    value = _sql_value(attr, compare.value)
-    if attr.type == "string" and not attr.case_exact:
-        column, value = sa.func.lower(column), value.lower()
-    if op == "eq":
-        return column == value
-    if op == "ne":
-        return sa.or_(column != value, column.is_(None))
-    if op == "co":
-        return column.contains(value, autoescape=True)
-    if op == "sw":
-        return column.startswith(value, autoescape=True)
-    if op == "ew":
-        return column.endswith(value, autoescape=True)
-    comparisons = {"gt": column > value, "ge": column >= value, "lt": column < value, "le": column <= value}
-    if op not in comparisons:
-        raise invalid_filter(f"unknown operator {op!r}")
-    return comparisons[op]
+@dataclass(frozen=True, slots=True)
+class _ViewColumns:
+    """`store.compile.Columns` for a flat table: one column per attribute, nothing nested or multi-valued."""
 
+    view: View
 
-def _sql_value(attr: Attribute, value: Any) -> Any:
-    if attr.type == "dateTime" and isinstance(value, datetime):
-        return to_micros(value)
-    return value
+    def condition(self, compare: Compare) -> sa.ColumnElement[bool] | None:
+        return None
+
+    def operand(self, ref: AttrRef) -> Operand:
+        attr = ref.attr
+        if ref.sub is not None or attr.type == "complex" or attr.multi_valued or ref.schema == "":
+            raise Unsupported(f"{ref.path} is not filterable here")
+        return Operand(self.view.column(attr.name), micros=attr.type == "dateTime")
+
+    def elements(self, ref: AttrRef, inner: Predicate | None, where: Where) -> sa.ColumnElement[bool]:
+        raise Unsupported(f"{ref.path} is not filterable here")
 
 
 def _order(
-    registry: Registry, rt: ResourceType, view: View, sort_by: str | None, sort_order: str | None
+    registry: Registry,
+    rt: ResourceType,
+    view: View,
+    sort_by: str | None,
+    sort_order: str | None,
+    dialect: str,
 ) -> list[Any]:
     key = view.table.c[view.key]
     descending = (sort_order or "ascending").lower() == "descending"
@@ -234,9 +221,7 @@ def _order(
         raise invalid_value(f"cannot sort by {sort_by!r}: no such attribute") from None
     if ref.sub is not None or ref.attr.type == "complex" or ref.attr.multi_valued or ref.schema == "":
         raise invalid_value(f"cannot sort by {sort_by!r}")
-    column: Any = view.column(ref.attr.name)
-    if ref.attr.type == "string" and not ref.attr.case_exact:
-        column = sa.func.lower(column)
+    column = sortable(Operand(view.column(ref.attr.name)), ref.attr, dialect)  # as filters compare
     # SCIM sorts absent values last whatever the direction (RFC 7644 §3.4.2.3)
     nulls = sa.case((view.column(ref.attr.name).is_(None), 1), else_=0)
     return [nulls, column.desc() if descending else column.asc(), key.desc() if descending else key.asc()]

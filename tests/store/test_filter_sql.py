@@ -14,8 +14,9 @@ from scimjit.clock import to_micros
 from scimjit.scim.errors import ScimError
 from scimjit.scim.filter import parse_filter
 from scimjit.scim.schema import Registry
+from scimjit.store.compile import prefix_successor
 from scimjit.store.db import Database
-from scimjit.store.filters import compile_filter, prefix_successor, table_of
+from scimjit.store.filters import compile_filter, table_of
 from scimjit.store.query import SearchParams, search
 from tests.seed import TEST_URN, add_member, insert_group, insert_user, types_registry
 
