@@ -91,7 +91,8 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 def cmd_token_list(args: argparse.Namespace) -> int:
     from scimjit.clock import from_micros, isoformat
 
-    rows = context.services().tokens.list()
+    # The store's rows are keyed by SQLAlchemy's `quoted_name` (a str subclass orjson refuses as a key).
+    rows = [{str(k): v for k, v in r.items()} for r in context.services().tokens.list()]
     if args.json:
         print_json(rows)
         return 0
