@@ -31,7 +31,7 @@ def free_port() -> int:
 
 
 def uvicorn_argv(app: str, port: int, workers: int) -> list[str]:
-    """What `scimjit serve` runs (scimjit/cli.py), for any other ASGI app: same loop, parser and limits."""
+    """What `scimjit serve` runs (scimjit/cli/server.py), for any other ASGI app: same loop, parser and limits."""
     return [
         sys.executable, "-m", "uvicorn", app,
         "--host", HOST, "--port", str(port), "--workers", str(workers),

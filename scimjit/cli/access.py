@@ -1,4 +1,4 @@
-"""`scimjit sweep | grants ... | requests ...`. `register(subparsers)` is called by scimjit/cli.py.
+"""`scimjit sweep | grants create|extend|revoke | requests create|approve|deny`: time-bound access.
 
     scimjit sweep [--once]
     scimjit grants create --user alice --group prod-admins --duration 2h [--starts-at T] [--justification TEXT]
@@ -7,97 +7,70 @@
     scimjit requests create --user alice --group prod-admins --duration 1h --justification TEXT
     scimjit requests approve|deny REQUEST_ID --approver bob [--comment TEXT]
 
-`grants list` and `requests list` (SCIM filters) are the admin views' commands (scimjit/cli/admin.py),
-registered after these under the same `grants` / `requests` commands. The actor recorded in the audit trail is
+`grants list` and `requests list` (SCIM filters) are admin views (scimjit/cli/admin.py); scimjit/cli/main.py
+puts them under the same `grants` / `requests` commands. The actor recorded in the audit trail is
 `cli:<login name>`.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import logging
-import sys
 from collections.abc import Callable
-from typing import Any
-
-import orjson
+from typing import TYPE_CHECKING, Any
 
 from scimjit.access.grants import AccessError
+from scimjit.cli import context
+from scimjit.cli.output import LOG_FORMAT, fail, print_json
 from scimjit.config import ConfigError
 
-
-def _access() -> Any:
+if TYPE_CHECKING:
     from scimjit.access.service import Access
-    from scimjit.config import Settings
-    from scimjit.engine import JitEngine
-    from scimjit.store.db import Database
 
-    settings = Settings.load()
-    return Access(JitEngine(settings, Database(settings.database_url)))
+Action = Callable[["Access", argparse.Namespace], int]
 
 
 def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # no login name in some containers
-        return "cli"
+    name = context.login_name()
+    return f"cli:{name}" if name else "cli"
 
 
-def _print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
-    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _run(action: Callable[[Any, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def _run(action: Action) -> Callable[[argparse.Namespace], int]:
     """Build the service, run the action; configuration and refusal errors become a message and exit 2."""
 
     def command(args: argparse.Namespace) -> int:
         try:
-            return action(_access(), args)
+            return action(context.access(), args)
         except (ConfigError, AccessError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return fail(str(exc))
 
     return command
 
 
 def _show(doc: dict[str, Any], args: argparse.Namespace) -> int:
+    """The grant or request as `key: value` lines, or as JSON with --json."""
     if getattr(args, "json", False):
-        _print_json(doc)
+        print_json(doc)
     else:
         for key, value in doc.items():
             print(f"{key}: {value}")
     return 0
 
 
-# ---------------------------------------------------------------- commands
-
-
-def sweep(access: Any, args: argparse.Namespace) -> int:
+def sweep(access: Access, args: argparse.Namespace) -> int:
     from scimjit.access.sweeper import run_sweeper
     from scimjit.config import Settings
 
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO), format=LOG_FORMAT)
     if args.once:
-        _print_json(access.sweeper.sweep_once().to_json())
+        print_json(access.sweeper.sweep_once().to_json())
         return 0
     interval = args.interval if args.interval is not None else Settings.load().sweep_interval
     run_sweeper(access.sweeper, interval)
     return 0
 
 
-def grants_create(access: Any, args: argparse.Namespace) -> int:
+def grants_create(access: Access, args: argparse.Namespace) -> int:
     doc = access.create_grant(
         user=args.user,
         group=args.group,
@@ -110,16 +83,16 @@ def grants_create(access: Any, args: argparse.Namespace) -> int:
     return _show(doc, args)
 
 
-def grants_extend(access: Any, args: argparse.Namespace) -> int:
+def grants_extend(access: Access, args: argparse.Namespace) -> int:
     doc = access.extend_grant(args.id, duration=args.duration, expires_at=args.expires_at, actor=_actor())
     return _show(doc, args)
 
 
-def grants_revoke(access: Any, args: argparse.Namespace) -> int:
+def grants_revoke(access: Access, args: argparse.Namespace) -> int:
     return _show(access.revoke_grant(args.id, actor=_actor(), reason=args.reason), args)
 
 
-def requests_create(access: Any, args: argparse.Namespace) -> int:
+def requests_create(access: Access, args: argparse.Namespace) -> int:
     doc = access.create_request(
         user=args.user,
         group=args.group,
@@ -131,24 +104,24 @@ def requests_create(access: Any, args: argparse.Namespace) -> int:
     return _show(doc, args)
 
 
-def requests_decide(access: Any, args: argparse.Namespace) -> int:
+def requests_decide(access: Access, args: argparse.Namespace) -> int:
     doc = access.decide(
         args.id, approver=args.approver, decision=args.decision, comment=args.comment, actor=_actor()
     )
     return _show(doc, args)
 
 
-def register(sub: Any) -> None:
-    """Add `sweep`, `grants` and `requests` to the `scimjit` parser's subparsers."""
+def register_sweep(sub: Any) -> None:
+    """Add `sweep` to the `scimjit` parser's subparsers."""
     s = sub.add_parser("sweep", help="expire memberships, grants and requests; send the revokes (run many)")
     s.add_argument("--once", action="store_true", help="one sweep, print what it did, exit")
     s.add_argument("--interval", type=float, default=None, help="seconds between sweeps (default: config)")
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=_run(sweep))
 
-    g = sub.add_parser("grants", help="time-bound group memberships").add_subparsers(
-        dest="grants_command", required=True
-    )
+
+def register_grants(g: Any) -> None:
+    """Add `create`, `extend` and `revoke` to the subparsers of `scimjit grants`."""
     gc = g.add_parser("create", help="grant a user a group for a while")
     gc.add_argument("--user", required=True, help="user id or userName")
     gc.add_argument("--group", required=True, help="group id or displayName")
@@ -172,9 +145,9 @@ def register(sub: Any) -> None:
     gr.add_argument("--json", action="store_true")
     gr.set_defaults(func=_run(grants_revoke))
 
-    r = sub.add_parser("requests", help="access requests").add_subparsers(
-        dest="requests_command", required=True
-    )
+
+def register_requests(r: Any) -> None:
+    """Add `create`, `approve` and `deny` to the subparsers of `scimjit requests`."""
     rc = r.add_parser("create", help="request a group for a user (policy rules apply)")
     rc.add_argument("--user", required=True, help="user id or userName")
     rc.add_argument("--group", required=True, help="group id or displayName")

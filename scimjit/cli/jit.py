@@ -1,40 +1,18 @@
-"""`scimjit apps | worker | outbox | accounts | reconcile` commands. `register(subparsers)` is called by scimjit/cli.py."""
+"""`scimjit apps list | worker | outbox list|retry`: the JIT applications and the delivery of their events.
+
+`accounts list` (the ledger) is an admin view (scimjit/cli/admin.py); `reconcile` has its own module
+(scimjit/cli/reconcile.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import Any
 
-import orjson
-
+from scimjit.cli import context
+from scimjit.cli.output import LOG_FORMAT, fail, print_json, print_table
 from scimjit.config import ConfigError, Settings
-
-
-def _engine() -> Any:
-    from scimjit.engine import JitEngine
-    from scimjit.store.db import Database
-
-    settings = Settings.load()
-    return JitEngine(settings, Database(settings.database_url))
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
-    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 def apps_list(args: argparse.Namespace) -> int:
@@ -49,10 +27,10 @@ def apps_list(args: argparse.Namespace) -> int:
     except ConfigError:
         raise  # main() prints it as one `config error:` line
     except (OSError, ValueError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     summaries = [a.summary() for a in apps.values()]
     if args.json:
-        _print_json(summaries)
+        print_json(summaries)
         return 0
     if not summaries:
         print("no applications configured (add [[applications]] tables to the file named by SCIMJIT_CONFIG)")
@@ -69,18 +47,15 @@ def apps_list(args: argparse.Namespace) -> int:
         }
         for s in summaries
     ]
-    _table(rows, list(rows[0]))
+    print_table(rows, rows[0], rule=False)
     return 0
 
 
 def worker(args: argparse.Namespace) -> int:
     from scimjit.delivery.worker import run_worker
 
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    engine = _engine()  # a ConfigError is printed by main() as one `config error:` line
+    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO), format=LOG_FORMAT)
+    engine = context.engine()  # a ConfigError is printed by main() as one `config error:` line
     attempts = run_worker(engine, once=args.once)
     if args.once:
         print(f"{attempts} delivery attempt(s)")
@@ -89,10 +64,8 @@ def worker(args: argparse.Namespace) -> int:
 
 def outbox_list(args: argparse.Namespace) -> int:
     from scimjit.delivery import outbox
-    from scimjit.store.db import Database
 
-    db = Database(Settings.load().database_url)
-    with db.read() as conn:
+    with context.database().read() as conn:
         events = outbox.list_events(
             conn,
             status=args.status,
@@ -103,12 +76,10 @@ def outbox_list(args: argparse.Namespace) -> int:
             with_payload=args.json,
         )
     if args.json:
-        _print_json(events)
+        print_json(events)
     elif events:
-        _table(
-            events,
-            ["id", "type", "application", "userId", "status", "attempts", "nextAttemptAt", "lastError"],
-        )
+        columns = ["id", "type", "application", "userId", "status", "attempts", "nextAttemptAt", "lastError"]
+        print_table(events, columns, rule=False)
     else:
         print("no events")
     return 0
@@ -117,99 +88,16 @@ def outbox_list(args: argparse.Namespace) -> int:
 def outbox_retry(args: argparse.Namespace) -> int:
     from scimjit.clock import SystemClock
     from scimjit.delivery.deliverer import retry_dead
-    from scimjit.store.db import Database
 
     if not args.all_dead and not args.ids:
-        return _fail("name the dead event id(s) to retry, or pass --all-dead")
-    db = Database(Settings.load().database_url)
-    rows = retry_dead(db, SystemClock().now(), ids=args.ids, all_dead=args.all_dead)
+        return fail("name the dead event id(s) to retry, or pass --all-dead")
+    rows = retry_dead(context.database(), SystemClock().now(), ids=args.ids, all_dead=args.all_dead)
     print(f"re-armed {len(rows)} event(s)" + (": " + ", ".join(str(r.id) for r in rows) if rows else ""))
     return 0
 
 
-def accounts_list(args: argparse.Namespace) -> int:
-    from scimjit.entitlement import ledger
-    from scimjit.store.db import Database
-
-    db = Database(Settings.load().database_url)
-    with db.read() as conn:
-        rows = ledger.list_accounts(
-            conn, application=args.application, user_id=args.user, status=args.status, limit=args.limit
-        )
-    if args.json:
-        _print_json(rows)
-    elif rows:
-        _table(rows, ["application", "userName", "userId", "status", "downstreamId", "roles", "lastLoginAt"])
-    else:
-        print("no accounts")
-    return 0
-
-
-def reconcile(args: argparse.Namespace) -> int:
-    """One reconcile pass now (see scimjit/provisioning/reconcile.py): progress per batch on stderr, a summary (or,
-    with --dry-run, the repairs that would be made) on stdout, or everything as JSON with --json."""
-    import asyncio
-
-    from scimjit.access.service import Access
-    from scimjit.provisioning.reconcile import ReconcileError, ReconcileReport
-
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        access = Access(_engine())
-    except (ConfigError, OSError, ValueError) as exc:
-        return _fail(str(exc))
-
-    def progress(report: ReconcileReport) -> None:
-        if not args.quiet:
-            print(
-                f"reconciled {report.accounts:,}/{report.total:,} accounts, {report.repairs:,} repairs",
-                file=sys.stderr,
-            )
-
-    async def main() -> ReconcileReport:
-        try:
-            return await access.reconciler.run(
-                application=args.application, dry_run=args.dry_run, progress=progress
-            )
-        finally:
-            await access.engine.aclose()
-
-    try:
-        report = asyncio.run(main())
-    except ReconcileError as exc:
-        return _fail(str(exc))
-    if args.json:
-        _print_json(report.to_json())
-        return 0
-    if not report.ran:
-        print("another process is running the reconcile pass; nothing done")
-        return 0
-    if report.items:
-        rows = [
-            {
-                "application": r.application,
-                "userName": r.user_name,
-                "userId": r.user_id,
-                "source": r.source,
-                "events": ",".join(e["type"] + (f"({e['role']})" if "role" in e else "") for e in r.events),
-                "differences": "; ".join(r.differences),
-            }
-            for r in report.items
-        ]
-        _table(rows, list(rows[0]))
-    verb = "would repair" if report.dry_run else "repaired"
-    more = f" (first {len(report.items):,} listed)" if len(report.items) < report.repairs else ""
-    print(
-        f"{report.accounts:,} account(s) checked, {verb} {report.repairs:,}{more} with {report.events:,} "
-        f"event(s); {report.downstream_checked:,} compared downstream, {report.downstream_errors:,} "
-        f"downstream error(s), {report.skipped:,} skipped (busy); {report.seconds:.1f}s"
-        + (" [dry run: nothing written]" if report.dry_run else "")
-    )
-    return 0
-
-
 def register(sub: Any) -> None:
-    """Add the JIT commands to the `scimjit` parser's subparsers."""
+    """Add `apps`, `worker` and `outbox` to the `scimjit` parser's subparsers."""
     apps = sub.add_parser("apps", help="JIT applications").add_subparsers(dest="apps_command", required=True)
     alist = apps.add_parser("list", help="list configured applications (and validate the configuration)")
     alist.add_argument("--json", action="store_true")
@@ -233,25 +121,3 @@ def register(sub: Any) -> None:
     oretry.add_argument("ids", nargs="*", type=int, metavar="ID")
     oretry.add_argument("--all-dead", action="store_true")
     oretry.set_defaults(func=outbox_retry)
-
-    acc = sub.add_parser("accounts", help="the account ledger").add_subparsers(
-        dest="accounts_command", required=True
-    )
-    acl = acc.add_parser("list", help="accounts created or linked by JIT logins")
-    acl.add_argument("--application", default=None)
-    acl.add_argument("--user", default=None, help="SCIM user id")
-    acl.add_argument("--status", default=None)
-    acl.add_argument("--limit", type=int, default=100)
-    acl.add_argument("--json", action="store_true")
-    acl.set_defaults(func=accounts_list)
-
-    rec = sub.add_parser(
-        "reconcile",
-        help="repair drift now: compare every account with SCIM, the grants and the downstream (run by the "
-        "sweeper every [jit] reconcile_interval)",
-    )
-    rec.add_argument("--application", default=None, help="only this application")
-    rec.add_argument("--dry-run", action="store_true", help="list what would be repaired, write nothing")
-    rec.add_argument("--json", action="store_true", help="the report as JSON (with the repairs)")
-    rec.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    rec.set_defaults(func=reconcile)
