@@ -17,6 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,18 +26,30 @@ from scimjit.clock import from_micros, isoformat, to_micros
 from scimjit.config import parse_duration
 from scimjit.delivery import outbox
 from scimjit.delivery.connectors.base import ACCESS_EXPIRING
-from scimjit.provisioning.deprovision import LIVE_STATUSES, Deprovisioner, chunks, user_document
+from scimjit.entitlement import ledger
+from scimjit.provisioning.deprovision import Deprovisioner, chunks, user_document
 from scimjit.scim.resource import parse_datetime
-from scimjit.store import admin, audit
+from scimjit.store import admin, audit, memberships
+from scimjit.store import groups as group_store
 from scimjit.store import users as user_store
-from scimjit.store.db import insert_ignoring_conflicts
-from scimjit.store.tables import accounts, grants, groups, memberships, users
+from scimjit.store.tables import Row, grants
 
-SCHEDULED = "scheduled"
-ACTIVE = "active"
-EXPIRED = "expired"
-REVOKED = "revoked"
+
+class GrantStatus(StrEnum):
+    """A grant's `status` column (stored, rendered and compared as the plain string)."""
+
+    SCHEDULED = "scheduled"
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+SCHEDULED = GrantStatus.SCHEDULED
+ACTIVE = GrantStatus.ACTIVE
+EXPIRED = GrantStatus.EXPIRED
+REVOKED = GrantStatus.REVOKED
 OPEN = (SCHEDULED, ACTIVE)
+Grant = Row  # a whole `grants` row
 SOURCE_PREFIX = "grant:"
 
 
@@ -61,28 +74,21 @@ def source(grant_id: str) -> str:
 # ---------------------------------------------------------------- lookups and input
 
 
-def find_user(conn: sa.Connection, ref: Any) -> Any:
+def find_user(conn: sa.Connection, ref: Any) -> Row:
     """A SCIM user by id, or else by userName (case-insensitively)."""
     if not isinstance(ref, str) or not ref:
         raise AccessError(400, "invalid_request", "`user` must be a user's id or userName")
-    cols = (users.c.id, users.c.user_name, users.c.active, users.c.data)
-    row = conn.execute(sa.select(*cols).where(users.c.id == ref)).first()
-    if row is None:
-        row = conn.execute(sa.select(*cols).where(users.c.user_name_ci == ref.lower())).first()
+    row = user_store.find_profile(conn, ref)
     if row is None:
         raise AccessError(404, "unknown_user", f"no user has the id or userName {ref!r}")
     return row
 
 
-def find_group(conn: sa.Connection, ref: Any) -> Any:
+def find_group(conn: sa.Connection, ref: Any) -> Row:
     """A group by id, or else by displayName (case-insensitively; two groups of that name: refused)."""
     if not isinstance(ref, str) or not ref:
         raise AccessError(400, "invalid_request", "`group` must be a group's id or displayName")
-    cols = (groups.c.pk, groups.c.id, groups.c.display_name, groups.c.display_name_ci)
-    row = conn.execute(sa.select(*cols).where(groups.c.id == ref)).first()
-    if row is not None:
-        return row
-    found = conn.execute(sa.select(*cols).where(groups.c.display_name_ci == ref.lower()).limit(2)).all()
+    found = group_store.find_by_ref(conn, ref)
     if not found:
         raise AccessError(404, "unknown_group", f"no group has the id or displayName {ref!r}")
     if len(found) > 1:
@@ -232,11 +238,7 @@ def extend(
         .values(expires_at=expires_at, notified_at=None, updated_at=now_us, version=grants.c.version + 1)
         .returning(*grants.c)
     ).one()
-    conn.execute(
-        memberships.update()
-        .where(memberships.c.source == source(grant_id), memberships.c.member_id == row.user_id)
-        .values(expires_at=expires_at)
-    )
+    memberships.set_expiry(conn, row.user_id, source(grant_id), expires_at)
     _audit(
         conn,
         "grant.extend",
@@ -303,6 +305,18 @@ def fix_status(doc: dict[str, Any], now_us: int) -> dict[str, Any]:
     return doc
 
 
+def revoke_open(conn: sa.Connection, *, user_id: str | None, group_id: str | None, now_us: int) -> list[str]:
+    """Revoke the open grants of this user or in this group (set-based); returns their ids."""
+    cond = grants.c.user_id == user_id if user_id is not None else grants.c.group_id == group_id
+    ended = conn.execute(
+        grants.update()
+        .where(cond, grants.c.status.in_(OPEN))
+        .values(status=REVOKED, updated_at=now_us, version=grants.c.version + 1)
+        .returning(grants.c.id)
+    ).all()
+    return [grant_id for (grant_id,) in ended]
+
+
 # ---------------------------------------------------------------- sweeper steps
 
 
@@ -328,14 +342,7 @@ def activate_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limi
     due = _due(batch, conn)
     if not due:
         return 0
-    group_rows = {
-        g.id: g
-        for g in conn.execute(
-            sa.select(groups.c.pk, groups.c.id, groups.c.display_name).where(
-                groups.c.id.in_({r.group_id for r in due})
-            )
-        )
-    }
+    group_rows = {g.id: g for g in group_store.names(conn, ids={r.group_id for r in due})}
     opening: list[tuple[Any, Any]] = []
     for row in due:
         late = row.expires_at <= now_us or row.group_id not in group_rows
@@ -399,28 +406,9 @@ def notify_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit:
     )
     if not due:
         return 0
-    user_rows = {
-        u.id: u
-        for u in conn.execute(
-            sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data).where(
-                users.c.id.in_({r.user_id for r in due})
-            )
-        )
-    }
-    group_rows = {
-        g.id: g
-        for g in conn.execute(
-            sa.select(groups.c.id, groups.c.display_name).where(groups.c.id.in_({r.group_id for r in due}))
-        )
-    }
-    held: dict[tuple[str, str], list[str]] = {
-        (a.application, a.user_id): list(a.roles or ())
-        for a in conn.execute(
-            sa.select(accounts.c.application, accounts.c.user_id, accounts.c.roles).where(
-                accounts.c.user_id.in_({r.user_id for r in due}), accounts.c.status.in_(LIVE_STATUSES)
-            )
-        )
-    }
+    user_rows = user_store.profiles(conn, {r.user_id for r in due})
+    group_rows = {g.id: g for g in group_store.names(conn, ids={r.group_id for r in due})}
+    held = ledger.roles_held(conn, {r.user_id for r in due})
     items: list[tuple[Mapping[str, Any], str | None]] = []
     for row in due:
         person, group = user_rows.get(row.user_id), group_rows.get(row.group_id)
@@ -472,8 +460,8 @@ def _open(
         return
     now_us = to_micros(now)
     user_store.lock(conn, [row.user_id for row, _ in opening])  # before membership rows: store.users.lock
-    conn.execute(
-        insert_ignoring_conflicts(conn, memberships),
+    memberships.add_sourced(
+        conn,
         [
             {
                 "group_pk": group.pk,
@@ -494,20 +482,9 @@ def _open(
 def _close(conn: sa.Connection, deprov: Deprovisioner, closing: list[Any], now: datetime) -> None:
     """Remove the membership rows of grants that end early, then revoke downstream what they gave."""
     user_store.lock(conn, [r.user_id for r in closing])  # before membership rows: store.users.lock
-    for r in closing:  # by member first: the (member_id, group_pk) index, not a scan for the source
-        conn.execute(
-            memberships.delete().where(
-                memberships.c.member_id == r.user_id, memberships.c.source == source(r.id)
-            )
-        )
-    names = {
-        g.id: g.display_name
-        for g in conn.execute(
-            sa.select(groups.c.id, groups.c.display_name).where(
-                groups.c.id.in_({r.group_id for r in closing})
-            )
-        )
-    }
+    for r in closing:
+        memberships.remove_sourced(conn, r.user_id, source(r.id))
+    names = {g.id: g.display_name for g in group_store.names(conn, ids={r.group_id for r in closing})}
     _reconcile(
         conn,
         deprov,

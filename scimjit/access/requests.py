@@ -17,6 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,16 +27,28 @@ from scimjit.access.grants import AccessError
 from scimjit.clock import isoformat, to_micros
 from scimjit.entitlement.policies import Policy
 from scimjit.provisioning.deprovision import Deprovisioner
-from scimjit.store import admin
+from scimjit.store import admin, audit, memberships
+from scimjit.store import groups as group_store
 from scimjit.store import users as user_store
-from scimjit.store.memberships import live
-from scimjit.store.tables import access_requests, groups, memberships
+from scimjit.store.tables import Row, access_requests
 
-PENDING = "pending"
-APPROVED = "approved"
-DENIED = "denied"
-EXPIRED = "expired"
-CANCELLED = "cancelled"
+
+class RequestStatus(StrEnum):
+    """An access request's `status` column (stored, rendered and compared as the plain string)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+PENDING = RequestStatus.PENDING
+APPROVED = RequestStatus.APPROVED
+DENIED = RequestStatus.DENIED
+EXPIRED = RequestStatus.EXPIRED
+CANCELLED = RequestStatus.CANCELLED
+AccessRequest = Row  # a whole `access_requests` row
 AUTO_APPROVER = "policy:auto-approve"
 
 
@@ -43,17 +56,8 @@ def is_member(conn: sa.Connection, user_id: str, refs: Sequence[str], now_us: in
     """Whether the user is a live member of any group named by `refs` (ids, or displayNames in any case)."""
     if not refs:
         return False
-    stmt = (
-        sa.select(sa.literal(1))
-        .select_from(memberships.join(groups, groups.c.pk == memberships.c.group_pk))
-        .where(
-            memberships.c.member_id == user_id,
-            live(now_us),
-            sa.or_(groups.c.id.in_(list(refs)), groups.c.display_name_ci.in_([r.lower() for r in refs])),
-        )
-        .limit(1)
-    )
-    return conn.execute(stmt).first() is not None
+    stmt = memberships.live_groups(user_id, now_us, group_ids=refs, names_ci={r.lower() for r in refs})
+    return conn.execute(stmt.limit(1)).first() is not None
 
 
 def policy_of(deprov: Deprovisioner, group: Any) -> Policy:
@@ -169,9 +173,8 @@ def decide(
         raise AccessError(409, "not_pending", f"request {request_id} is expired")
     if approver.id == row.user_id:
         raise AccessError(403, "self_approval", "nobody may decide their own request")
-    group = conn.execute(
-        sa.select(groups.c.pk, groups.c.id, groups.c.display_name).where(groups.c.id == row.group_id)
-    ).first()
+    found = group_store.names(conn, ids={row.group_id})
+    group = found[0] if found else None
     if group is None:
         raise AccessError(409, "unknown_group", f"the group of request {request_id} no longer exists")
     policy = policy_of(deprov, group)
@@ -320,6 +323,54 @@ def _update(conn: sa.Connection, row: Any, **values: Any) -> Any:
     if updated is None:
         raise AccessError(409, "conflict", f"request {row.id} changed meanwhile; try again")
     return updated
+
+
+def cancel_pending(
+    conn: sa.Connection, *, user_id: str | None, group_id: str | None, now_us: int
+) -> list[str]:
+    """Cancel the pending requests of this user or for this group (set-based); returns their ids."""
+    cond = (
+        access_requests.c.user_id == user_id
+        if user_id is not None
+        else access_requests.c.group_id == group_id
+    )
+    cancelled = conn.execute(
+        access_requests.update()
+        .where(cond, access_requests.c.status == PENDING)
+        .values(status=CANCELLED, decided_at=now_us, version=access_requests.c.version + 1)
+        .returning(access_requests.c.id)
+    ).all()
+    return [request_id for (request_id,) in cancelled]
+
+
+def end_access(conn: sa.Connection, user_id: str | None, group_id: str | None, now_us: int) -> None:
+    """The user or group is gone (the deprovisioner's `end_access` hook): its open grants are revoked and its
+    pending requests cancelled (their membership rows go with the user or group). Set-based; one audit
+    record each."""
+    ended = grants.revoke_open(conn, user_id=user_id, group_id=group_id, now_us=now_us)
+    cancelled = cancel_pending(conn, user_id=user_id, group_id=group_id, now_us=now_us)
+    for grant_id in ended:
+        audit.record(
+            conn,
+            actor="scim",
+            action="grant.revoke",
+            outcome="success",
+            resource_type="Grant",
+            resource_id=grant_id,
+            details={"reason": "user or group deleted"},
+            at_micros=now_us,
+        )
+    for request_id in cancelled:
+        audit.record(
+            conn,
+            actor="scim",
+            action="request.cancel",
+            outcome="success",
+            resource_type="AccessRequest",
+            resource_id=request_id,
+            details={"reason": "user or group deleted"},
+            at_micros=now_us,
+        )
 
 
 def _decision(approver: str, decision: str, now: datetime, comment: str | None) -> dict[str, Any]:

@@ -12,10 +12,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from scimjit.entitlement import ledger
 from scimjit.entitlement.apps import Application
 from scimjit.scim.schema import USER_URN
-from scimjit.store.memberships import live
-from scimjit.store.tables import accounts, groups, memberships, user_values, users
+from scimjit.store.memberships import live_groups
+from scimjit.store.tables import Row, user_values, users
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,17 +41,6 @@ class Subject:
     account: Account | None
 
 
-_ACCOUNT_COLUMNS = (
-    accounts.c.id.label("a_id"),
-    accounts.c.status.label("a_status"),
-    accounts.c.downstream_id.label("a_downstream_id"),
-    accounts.c.roles.label("a_roles"),
-    accounts.c.profile_hash.label("a_profile_hash"),
-    accounts.c.last_login_at.label("a_last_login_at"),
-    accounts.c.version.label("a_version"),
-)
-
-
 def match_condition(attribute: str, value: Any) -> sa.ColumnElement[bool]:
     """The WHERE clause of the app's match rule, on indexed columns. `value` is a literal (lower-cased by the
     caller for case-insensitive attributes, see `match_value`) or a bind parameter."""
@@ -73,12 +63,6 @@ def match_value(attribute: str, value: str) -> str:
     return value.lower() if attribute in ("userName", "emails.value") else value
 
 
-def _joined(app: Application) -> sa.FromClause:
-    return users.outerjoin(
-        accounts, sa.and_(accounts.c.user_id == users.c.id, accounts.c.application == app.name)
-    )
-
-
 class Lookups:
     """The login's two reads for one application, built once: a statement built per call costs more in
     SQLAlchemy's expression machinery than SQLite spends answering it."""
@@ -86,26 +70,18 @@ class Lookups:
     def __init__(self, app: Application) -> None:
         self.app = app
         self._find = (
-            sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data, *_ACCOUNT_COLUMNS)
-            .select_from(_joined(app))
+            sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data, *ledger.SUBJECT_COLUMNS)
+            .select_from(ledger.outerjoin_accounts(users, users.c.id, app.name))
             .where(match_condition(app.match.attribute, sa.bindparam("value")))
             .limit(2)
         )
-        self._members: sa.Select[Any] | None = None
+        self._members: sa.Select[str, str, str] | None = None
         if app.group_refs:
-            self._members = (
-                sa.select(groups.c.id, groups.c.display_name_ci)
-                .join(memberships, memberships.c.group_pk == groups.c.pk)
-                .where(
-                    memberships.c.member_id == sa.bindparam("member_id"),
-                    live(sa.bindparam("now")),
-                    sa.or_(
-                        groups.c.display_name_ci.in_(
-                            sorted(app.group_refs)
-                        ),  # displayNames, case-insensitively
-                        groups.c.id.in_(sorted({*app.groups, *app.roles})),  # ids, exactly
-                    ),
-                )
+            self._members = live_groups(
+                sa.bindparam("member_id"),
+                sa.bindparam("now"),
+                group_ids={*app.groups, *app.roles},  # ids, exactly
+                names_ci=app.group_refs,  # displayNames, case-insensitively
             )
 
     def find_subjects(self, conn: sa.Connection, value: str) -> list[Subject]:
@@ -119,7 +95,7 @@ class Lookups:
         if self._members is None:
             return set()
         out: set[str] = set()
-        for group_id, name_ci in conn.execute(self._members, {"member_id": user_id, "now": now_us}):
+        for _member, group_id, name_ci in conn.execute(self._members, {"member_id": user_id, "now": now_us}):
             out.add(group_id.lower())
             out.add(name_ci)
         return out
@@ -135,17 +111,7 @@ def member_refs(conn: sa.Connection, app: Application, user_id: str, now_us: int
     return Lookups(app).member_refs(conn, user_id, now_us)
 
 
-def subjects_where(conn: sa.Connection, app: Application, cond: sa.ColumnElement[bool]) -> list[Subject]:
-    """Users (with their account in `app`) matching any condition: for the listener's bulk checks."""
-    stmt = (
-        sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data, *_ACCOUNT_COLUMNS)
-        .select_from(_joined(app))
-        .where(cond)
-    )
-    return [_subject(r) for r in conn.execute(stmt)]
-
-
-def _subject(r: Any) -> Subject:
+def _subject(r: Row) -> Subject:
     account = None
     if r.a_id is not None:
         account = Account(

@@ -14,7 +14,7 @@ from scimjit.scim.errors import ScimError, uniqueness
 from scimjit.scim.schema import USER_URN, Registry, ResourceType
 from scimjit.store.memberships import live
 from scimjit.store.promoted import user_columns, user_value_rows
-from scimjit.store.tables import groups, memberships, user_values, users
+from scimjit.store.tables import Row, groups, memberships, user_values, users
 
 _TEXT_ARRAY = ARRAY(sa.Text)
 KEEP = object()  # "leave the stored password hash as it is"
@@ -73,6 +73,35 @@ def lock(conn: sa.Connection, user_ids: Iterable[str], *, members_of: int | None
         sa.select(users.c.pk).where(sa.or_(*conds)).order_by(users.c.id).with_for_update(of=users).subquery()
     )
     conn.execute(sa.select(sa.func.count()).select_from(locked))
+
+
+# ------------------------------------------------------------------------ the JIT concerns' reads
+
+_PROFILE = (users.c.id, users.c.user_name, users.c.active, users.c.data)
+
+
+def find_profile(conn: sa.Connection, ref: str) -> Row | None:
+    """(id, user_name, active, data) of the user with id `ref`, or else userName `ref` (case-insensitively):
+    what events carry and what a grant needs."""
+    row = conn.execute(sa.select(*_PROFILE).where(users.c.id == ref)).first()
+    if row is None:
+        row = conn.execute(sa.select(*_PROFILE).where(users.c.user_name_ci == ref.lower())).first()
+    return row
+
+
+def profiles(conn: sa.Connection, user_ids: Iterable[str]) -> dict[str, Row]:
+    """(id, user_name, active, data) of each of these users that exists, by id, in one query."""
+    return {p.id: p for p in conn.execute(sa.select(*_PROFILE).where(users.c.id.in_(set(user_ids))))}
+
+
+def join_profile(
+    left: sa.FromClause, user_id: sa.ColumnElement[str], prefix: str, *, outer: bool = False
+) -> tuple[sa.Join, tuple[sa.Label[Any], ...]]:
+    """`left` joined to the user each row names (an outer join keeps rows whose user is gone), and that
+    user's columns labelled `prefix` + id / user_name / active / data."""
+    on = users.c.id == user_id
+    joined = left.outerjoin(users, on) if outer else left.join(users, on)
+    return joined, tuple(c.label(f"{prefix}{c.name}") for c in _PROFILE)
 
 
 def _check_user_name_free(conn: sa.Connection, user_name: str, own_pk: int | None) -> None:
