@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -144,8 +144,8 @@ def create(
     conn: sa.Connection,
     deprov: Deprovisioner,
     *,
-    user: Any,
-    group: Any,
+    user: Row,
+    group: Row,
     starts_at: int,
     expires_at: int,
     justification: str | None,
@@ -153,7 +153,7 @@ def create(
     now: datetime,
     request_id: str | None = None,
     http_request_id: str | None = None,
-) -> Any:
+) -> Grant:
     """Create a grant for the `user` row in the `group` row (from `find_user` / `find_group`); active at
     once unless `starts_at` is in the future. Returns the grants row."""
     if not user.active:
@@ -198,11 +198,11 @@ def create(
     return row
 
 
-def get(conn: sa.Connection, grant_id: str, *, for_update: bool = False) -> Any:
+def get(conn: sa.Connection, grant_id: str, *, for_update: bool = False) -> Grant:
     return load(conn, grants, grant_id, "grant", for_update=for_update)
 
 
-def load(conn: sa.Connection, table: sa.Table, row_id: str, what: str, *, for_update: bool = False) -> Any:
+def load(conn: sa.Connection, table: sa.Table, row_id: str, what: str, *, for_update: bool = False) -> Grant:
     """The row of `table` with this id (locked for update if asked), or 404 `not_found` naming `what`."""
     stmt = sa.select(table).where(table.c.id == row_id)
     if for_update:
@@ -222,7 +222,7 @@ def extend(
     actor: str,
     now: datetime,
     http_request_id: str | None = None,
-) -> Any:
+) -> Grant:
     """Move the end of an open grant (later, or earlier but after now); its membership row follows."""
     now_us = to_micros(now)
     # The user's row before the grant's, the order a user DELETE takes them in (store.users.lock)
@@ -261,7 +261,7 @@ def revoke(
     now: datetime,
     reason: str | None = None,
     http_request_id: str | None = None,
-) -> Any:
+) -> Grant:
     """End an open grant now: its membership row goes, and downstream roles with it (if no other source)."""
     now_us = to_micros(now)
     # The user's row before the grant's, the order a user DELETE takes them in (store.users.lock)
@@ -281,18 +281,20 @@ def revoke(
     return updated
 
 
-def effective_status(row: Any, now_us: int) -> str:
+def effective_status(row: Grant, now_us: int) -> str:
     """The status as of now: an active grant past its end is expired, whether or not the sweeper said so."""
     if row.status in OPEN and row.expires_at <= now_us:
         return EXPIRED
     return str(row.status)
 
 
-def render(row: Any, now_us: int) -> dict[str, Any]:
+def render(row: Grant, now_us: int) -> dict[str, Any]:
     """A grants row as the admin API shows it (the `Grant` admin resource type)."""
     registry = admin.admin_registry()
     view = admin.VIEWS["grants"]
-    doc = admin.render(registry, registry.resource_type(view.resource_type), view, row._mapping)
+    doc = admin.render(
+        registry, registry.resource_type(view.resource_type), view, cast("Mapping[str, Any]", row._mapping)
+    )
     return fix_status(doc, now_us)
 
 
@@ -320,7 +322,7 @@ def revoke_open(conn: sa.Connection, *, user_id: str | None, group_id: str | Non
 # ---------------------------------------------------------------- sweeper steps
 
 
-def _due(stmt: sa.Select[Any], conn: sa.Connection) -> list[Any]:
+def _due(stmt: sa.Select[*tuple[Any, ...]], conn: sa.Connection) -> list[Row]:
     if conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True, of=grants)
     return list(conn.execute(stmt))
@@ -343,7 +345,7 @@ def activate_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limi
     if not due:
         return 0
     group_rows = {g.id: g for g in group_store.names(conn, ids={r.group_id for r in due})}
-    opening: list[tuple[Any, Any]] = []
+    opening: list[tuple[Grant, Row]] = []
     for row in due:
         late = row.expires_at <= now_us or row.group_id not in group_rows
         status = EXPIRED if late else ACTIVE
@@ -451,7 +453,7 @@ def notify_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit:
 def _open(
     conn: sa.Connection,
     deprov: Deprovisioner,
-    opening: list[tuple[Any, Any]],
+    opening: list[tuple[Grant, Row]],
     now: datetime,
     actor: str = "jit",
 ) -> None:
@@ -479,7 +481,7 @@ def _open(
     )
 
 
-def _close(conn: sa.Connection, deprov: Deprovisioner, closing: list[Any], now: datetime) -> None:
+def _close(conn: sa.Connection, deprov: Deprovisioner, closing: list[Grant], now: datetime) -> None:
     """Remove the membership rows of grants that end early, then revoke downstream what they gave."""
     user_store.lock(conn, [r.user_id for r in closing])  # before membership rows: store.users.lock
     for r in closing:
@@ -517,7 +519,7 @@ def _audit(
     conn: sa.Connection,
     action: str,
     actor: str,
-    row: Any,
+    row: Row,
     now_us: int,
     http_request_id: str | None,
     **details: Any,
@@ -530,7 +532,7 @@ def record_access(
     resource_type: str,
     action: str,
     actor: str,
-    row: Any,
+    row: Row,
     now_us: int,
     http_request_id: str | None,
     **details: Any,

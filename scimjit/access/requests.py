@@ -15,10 +15,10 @@ group was deleted). Audit: `request.create|approve|deny|expire|cancel`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -60,7 +60,7 @@ def is_member(conn: sa.Connection, user_id: str, refs: Sequence[str], now_us: in
     return conn.execute(stmt.limit(1)).first() is not None
 
 
-def policy_of(deprov: Deprovisioner, group: Any) -> Policy:
+def policy_of(deprov: Deprovisioner, group: Row) -> Policy:
     policy = deprov.settings.policy_for(group.id, group.display_name)
     if policy is None:
         raise AccessError(403, "not_requestable", f"group {group.display_name!r} has no access policy")
@@ -71,15 +71,15 @@ def create(
     conn: sa.Connection,
     deprov: Deprovisioner,
     *,
-    user: Any,
-    group: Any,
+    user: Row,
+    group: Row,
     duration: float,
     starts_at: int | None,
     justification: Any,
     requested_by: str,
     now: datetime,
     http_request_id: str | None = None,
-) -> Any:
+) -> AccessRequest:
     """File a request of `user` (a row from `grants.find_user`) for `group`; approved at once when the
     policy's `auto_approve` covers it. Returns the access_requests row."""
     now_us = to_micros(now)
@@ -154,13 +154,13 @@ def decide(
     deprov: Deprovisioner,
     request_id: str,
     *,
-    approver: Any,
+    approver: Row,
     decision: str,
     comment: Any,
     actor: str,
     now: datetime,
     http_request_id: str | None = None,
-) -> Any:
+) -> AccessRequest:
     """An approver's `approve` or `deny`. One denial ends the request; `approvals_required` distinct
     approvals approve it and create its grant. The requester can never decide their own request."""
     now_us = to_micros(now)
@@ -224,7 +224,7 @@ def decide(
     )
 
 
-def get(conn: sa.Connection, request_id: str, *, for_update: bool = False) -> Any:
+def get(conn: sa.Connection, request_id: str, *, for_update: bool = False) -> AccessRequest:
     return grants.load(conn, access_requests, request_id, "access request", for_update=for_update)
 
 
@@ -252,10 +252,12 @@ def expire_due(conn: sa.Connection, now: datetime, limit: int) -> int:
     return len(due)
 
 
-def render(row: Any, now_us: int) -> dict[str, Any]:
+def render(row: AccessRequest, now_us: int) -> dict[str, Any]:
     registry = admin.admin_registry()
     view = admin.VIEWS["requests"]
-    doc = admin.render(registry, registry.resource_type(view.resource_type), view, row._mapping)
+    doc = admin.render(
+        registry, registry.resource_type(view.resource_type), view, cast("Mapping[str, Any]", row._mapping)
+    )
     return fix_status(doc, now_us)
 
 
@@ -274,15 +276,15 @@ def fix_status(doc: dict[str, Any], now_us: int) -> dict[str, Any]:
 def _approve(
     conn: sa.Connection,
     deprov: Deprovisioner,
-    row: Any,
-    user: Any,
-    group: Any,
+    row: Row,
+    user: Row,
+    group: Row,
     actor: str,
     approvals: list[dict[str, Any]],
     now: datetime,
     http_request_id: str | None,
     approver_name: str | None = None,
-) -> Any:
+) -> AccessRequest:
     now_us = to_micros(now)
     start = max(now_us, row.starts_at or now_us)
     grant = grants.create(
@@ -313,7 +315,7 @@ def _approve(
     return updated
 
 
-def _update(conn: sa.Connection, row: Any, **values: Any) -> Any:
+def _update(conn: sa.Connection, row: Any, **values: Any) -> AccessRequest:
     updated = conn.execute(
         access_requests.update()
         .where(access_requests.c.id == row.id, access_requests.c.version == row.version)
@@ -384,7 +386,7 @@ def _audit(
     conn: sa.Connection,
     action: str,
     actor: str,
-    row: Any,
+    row: Row,
     now_us: int,
     http_request_id: str | None,
     **details: Any,

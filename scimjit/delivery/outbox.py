@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from scimjit.clock import from_micros, isoformat, to_micros
-from scimjit.store.tables import outbox
+from scimjit.store.tables import Row, outbox
 
 
 class OutboxStatus(StrEnum):
@@ -389,7 +389,7 @@ def counts(conn: sa.Connection) -> dict[str, int]:
     return {status: n for status, n in rows}
 
 
-def render(row: Any, *, with_payload: bool = False) -> dict[str, Any]:
+def render(row: Row, *, with_payload: bool = False) -> dict[str, Any]:
     def when(us: int | None) -> str | None:
         return isoformat(from_micros(us)) if us is not None else None
 

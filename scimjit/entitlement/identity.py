@@ -75,13 +75,14 @@ class Lookups:
             .where(match_condition(app.match.attribute, sa.bindparam("value")))
             .limit(2)
         )
-        self._members: sa.Select[str, str, str] | None = None
+        self._members: sa.Select[*tuple[Any, ...]] | None = None
         if app.group_refs:
             self._members = live_groups(
                 sa.bindparam("member_id"),
                 sa.bindparam("now"),
                 group_ids={*app.groups, *app.roles},  # ids, exactly
                 names_ci=app.group_refs,  # displayNames, case-insensitively
+                with_member=False,  # one member: the login reads only what identifies the group
             )
 
     def find_subjects(self, conn: sa.Connection, value: str) -> list[Subject]:
@@ -95,7 +96,7 @@ class Lookups:
         if self._members is None:
             return set()
         out: set[str] = set()
-        for _member, group_id, name_ci in conn.execute(self._members, {"member_id": user_id, "now": now_us}):
+        for group_id, name_ci in conn.execute(self._members, {"member_id": user_id, "now": now_us}):
             out.add(group_id.lower())
             out.add(name_ci)
         return out

@@ -43,6 +43,7 @@ from scimjit.entitlement import identity, ledger
 from scimjit.entitlement.apps import Application
 from scimjit.entitlement.policies import AccessSettings, refs_match
 from scimjit.store import audit, memberships
+from scimjit.store.tables import Row
 
 # Accounts that exist downstream (or are being created there): the ones deprovisioning talks to.
 LIVE_STATUSES = ledger.LIVE_STATUSES
@@ -79,7 +80,7 @@ def chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[list[str]]:
         yield list(items[start : start + size])
 
 
-def user_document(row: Any) -> dict[str, Any]:
+def user_document(row: Row) -> dict[str, Any]:
     """The SCIM user (a `users` row) as events carry it (the same shape as the login's events)."""
     return render_user(row.id, row.user_name, row.active, row.data)
 
@@ -111,7 +112,7 @@ class Deprovisioner:
 
     # ------------------------------------------------------------------------------------ ChangeListener
 
-    def user_changed(self, conn: sa.Connection, before: Any, after: Any) -> None:
+    def user_changed(self, conn: sa.Connection, before: Row, after: Row) -> None:
         if bool(before.active) == bool(after.active):
             return
         now = self.clock.now()
@@ -135,7 +136,7 @@ class Deprovisioner:
                     ledger.set_status(conn, app.name, after.id, ledger.ACTIVE, now, unentitled_since=None)
         outbox.enqueue_many(conn, items, now=now)
 
-    def user_deleted(self, conn: sa.Connection, before: Any) -> None:
+    def user_deleted(self, conn: sa.Connection, before: Row) -> None:
         now = self.clock.now()
         now_us = to_micros(now)
         doc = user_document(before)
@@ -160,7 +161,7 @@ class Deprovisioner:
         self._end_access(conn, before.id, None, now_us)
 
     def members_changed(
-        self, conn: sa.Connection, group: Any, added: Sequence[str], removed: Sequence[str]
+        self, conn: sa.Connection, group: Row, added: Sequence[str], removed: Sequence[str]
     ) -> None:
         apps = self.apps_for_group(group.id, group.display_name)
         if not apps:
@@ -174,13 +175,13 @@ class Deprovisioner:
             else:
                 self.reconcile(conn, app, ids, now)
 
-    def group_deleted(self, conn: sa.Connection, group: Any) -> None:
+    def group_deleted(self, conn: sa.Connection, group: Row) -> None:
         now_us = to_micros(self.clock.now())
         for app in self.apps_for_group(group.id, group.display_name):
             ledger.mark_recheck(conn, app.name, memberships.live_member_ids(group.pk, now_us), now_us)
         self._end_access(conn, None, group.id, now_us)
 
-    def group_renamed(self, conn: sa.Connection, before: Any, after: Any) -> None:
+    def group_renamed(self, conn: sa.Connection, before: Row, after: Row) -> None:
         """Apps may name groups by displayName: members are rechecked for apps that knew either name."""
         now_us = to_micros(self.clock.now())
         apps = {a.name: a for a in self.apps_for_group(before.id, before.display_name)}
@@ -188,10 +189,10 @@ class Deprovisioner:
         for app in apps.values():
             ledger.mark_recheck(conn, app.name, memberships.live_member_ids(after.pk, now_us), now_us)
 
-    def decides_access(self, group: Any) -> bool:
+    def decides_access(self, group: Row) -> bool:
         return bool(self.apps_for_group(group.id, group.display_name))
 
-    def membership_ttl(self, group: Any) -> int | None:
+    def membership_ttl(self, group: Row) -> int | None:
         return self.settings.ttl_for(group.id, group.display_name)
 
     # ------------------------------------------------------------------------------------ shared steps

@@ -427,7 +427,7 @@ class LoginService:
         otherwise 503 with Retry-After (a later login, or the worker, finishes it)."""
         headers = {"Retry-After": str(retry_in)}
         if at.app.async_create:
-            account = {"status": "pending", "downstreamId": None, "application": at.app.name}
+            account = {"status": ledger.PENDING, "downstreamId": None, "application": at.app.name}
             return LoginResult(202, {"account": account, "user": at.user, "roles": at.roles}, headers)
         raise LoginRefused(
             503, "downstream_unavailable", f"the account in {at.app.name!r} is not ready: {why}", headers

@@ -29,18 +29,20 @@ def live_groups(
     *,
     group_ids: Collection[str],
     names_ci: Collection[str],
-) -> sa.Select[str, str, str]:
+    with_member: bool = True,
+) -> sa.Select[*tuple[Any, ...]]:
     """THE live-membership query: (member id, group id, lower-cased displayName) of the live direct
     memberships of `members` (one id, a list, or a bind parameter for statements built once) in the groups
     named by id (exactly) or by displayName (lower-cased). Login, deprovisioning and request checks all
-    ask this; callers pick the columns they need from it."""
+    ask this. Without `with_member`, only (group id, lower-cased displayName)."""
     member_cond = (
         memberships.c.member_id.in_(list(members))
         if isinstance(members, (list, tuple))
         else memberships.c.member_id == members
     )
+    columns = (memberships.c.member_id,) if with_member else ()
     return (
-        sa.select(memberships.c.member_id, groups.c.id, groups.c.display_name_ci)
+        sa.select(*columns, groups.c.id, groups.c.display_name_ci)
         .join(groups, groups.c.pk == memberships.c.group_pk)
         .where(
             member_cond,
