@@ -2,7 +2,9 @@
 
 These are the login's hot-path reads, so each is one indexed query: the user (by the app's match rule) with
 their account in that app joined on, then their live memberships among the groups the app cares about
-(entitlement groups and role-mapped groups, by id or displayName).
+(entitlement groups and role-mapped groups, by id or displayName). The SQL of each lives with its table's
+owner (`store.users.select_matching`, `ledger.outerjoin_accounts`, `store.memberships.live_groups`); this
+module builds the two statements once per application and turns their rows into `Subject`s.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import sqlalchemy as sa
 from scimjit.entitlement import ledger
 from scimjit.entitlement.apps import Application
 from scimjit.scim.schema import USER_URN
+from scimjit.store import users as user_rows
 from scimjit.store.memberships import live_groups
-from scimjit.store.tables import Row, user_values, users
+from scimjit.store.tables import Row
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,23 +44,6 @@ class Subject:
     account: Account | None
 
 
-def match_condition(attribute: str, value: Any) -> sa.ColumnElement[bool]:
-    """The WHERE clause of the app's match rule, on indexed columns. `value` is a literal (lower-cased by the
-    caller for case-insensitive attributes, see `match_value`) or a bind parameter."""
-    if attribute == "userName":
-        return users.c.user_name_ci == value
-    if attribute == "externalId":
-        return users.c.external_id == value
-    if attribute == "id":
-        return users.c.id == value
-    if attribute == "emails.value":
-        emails = sa.select(user_values.c.user_pk).where(
-            user_values.c.attr == "emails", user_values.c.value_ci == value
-        )
-        return users.c.pk.in_(emails)
-    raise ValueError(f"unsupported match attribute {attribute!r}")
-
-
 def match_value(attribute: str, value: str) -> str:
     """userName and emails are caseExact=false: compared on their lower-cased columns."""
     return value.lower() if attribute in ("userName", "emails.value") else value
@@ -69,12 +55,12 @@ class Lookups:
 
     def __init__(self, app: Application) -> None:
         self.app = app
-        self._find = (
-            sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data, *ledger.SUBJECT_COLUMNS)
-            .select_from(ledger.outerjoin_accounts(users, users.c.id, app.name))
-            .where(match_condition(app.match.attribute, sa.bindparam("value")))
-            .limit(2)
-        )
+        self._find = user_rows.select_matching(
+            app.match.attribute,
+            sa.bindparam("value"),
+            extra_columns=ledger.SUBJECT_COLUMNS,
+            join=lambda left, user_id: ledger.outerjoin_accounts(left, user_id, app.name),
+        ).limit(2)
         self._members: sa.Select[*tuple[Any, ...]] | None = None
         if app.group_refs:
             self._members = live_groups(

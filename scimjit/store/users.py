@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -87,6 +87,36 @@ def find_profile(conn: sa.Connection, ref: str) -> Row | None:
     if row is None:
         row = conn.execute(sa.select(*_PROFILE).where(users.c.user_name_ci == ref.lower())).first()
     return row
+
+
+def match_condition(attribute: str, value: Any) -> sa.ColumnElement[bool]:
+    """The WHERE clause of the app's match rule, on indexed columns. `value` is a literal (lower-cased by the
+    caller for case-insensitive attributes, see `match_value`) or a bind parameter."""
+    if attribute == "userName":
+        return users.c.user_name_ci == value
+    if attribute == "externalId":
+        return users.c.external_id == value
+    if attribute == "id":
+        return users.c.id == value
+    if attribute == "emails.value":
+        emails = sa.select(user_values.c.user_pk).where(
+            user_values.c.attr == "emails", user_values.c.value_ci == value
+        )
+        return users.c.pk.in_(emails)
+    raise ValueError(f"unsupported match attribute {attribute!r}")
+
+
+def select_matching(
+    attribute: str,
+    value: Any,
+    *,
+    extra_columns: Sequence[sa.ColumnElement[Any]] = (),
+    join: Callable[[sa.FromClause, sa.ColumnElement[str]], sa.FromClause] | None = None,
+) -> sa.Select[*tuple[Any, ...]]:
+    """(id, user_name, active, data, *extra_columns) of the users matching `match_condition`; `join(users,
+    users.c.id)` extends the FROM (the login reads each user's account in the same statement)."""
+    left: sa.FromClause = users if join is None else join(users, users.c.id)
+    return sa.select(*_PROFILE, *extra_columns).select_from(left).where(match_condition(attribute, value))
 
 
 def profiles(conn: sa.Connection, user_ids: Iterable[str]) -> dict[str, Row]:
