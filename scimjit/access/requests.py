@@ -315,7 +315,7 @@ def _approve(
     return updated
 
 
-def _update(conn: sa.Connection, row: Any, **values: Any) -> AccessRequest:
+def _update(conn: sa.Connection, row: AccessRequest, **values: Any) -> AccessRequest:
     updated = conn.execute(
         access_requests.update()
         .where(access_requests.c.id == row.id, access_requests.c.version == row.version)
