@@ -17,7 +17,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -25,18 +26,30 @@ from scimjit.clock import from_micros, isoformat, to_micros
 from scimjit.config import parse_duration
 from scimjit.delivery import outbox
 from scimjit.delivery.connectors.base import ACCESS_EXPIRING
-from scimjit.provisioning.deprovision import LIVE_STATUSES, Deprovisioner, chunks, user_document
+from scimjit.entitlement import ledger
+from scimjit.provisioning.deprovision import Deprovisioner, chunks, user_document
 from scimjit.scim.resource import parse_datetime
-from scimjit.store import admin, audit
+from scimjit.store import admin, audit, memberships
+from scimjit.store import groups as group_store
 from scimjit.store import users as user_store
-from scimjit.store.db import insert_ignoring_conflicts
-from scimjit.store.tables import accounts, grants, groups, memberships, users
+from scimjit.store.tables import Row, grants
 
-SCHEDULED = "scheduled"
-ACTIVE = "active"
-EXPIRED = "expired"
-REVOKED = "revoked"
+
+class GrantStatus(StrEnum):
+    """A grant's `status` column (stored, rendered and compared as the plain string)."""
+
+    SCHEDULED = "scheduled"
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+SCHEDULED = GrantStatus.SCHEDULED
+ACTIVE = GrantStatus.ACTIVE
+EXPIRED = GrantStatus.EXPIRED
+REVOKED = GrantStatus.REVOKED
 OPEN = (SCHEDULED, ACTIVE)
+Grant = Row  # a whole `grants` row
 SOURCE_PREFIX = "grant:"
 
 
@@ -61,28 +74,21 @@ def source(grant_id: str) -> str:
 # ---------------------------------------------------------------- lookups and input
 
 
-def find_user(conn: sa.Connection, ref: Any) -> Any:
+def find_user(conn: sa.Connection, ref: Any) -> Row:
     """A SCIM user by id, or else by userName (case-insensitively)."""
     if not isinstance(ref, str) or not ref:
         raise AccessError(400, "invalid_request", "`user` must be a user's id or userName")
-    cols = (users.c.id, users.c.user_name, users.c.active, users.c.data)
-    row = conn.execute(sa.select(*cols).where(users.c.id == ref)).first()
-    if row is None:
-        row = conn.execute(sa.select(*cols).where(users.c.user_name_ci == ref.lower())).first()
+    row = user_store.find_profile(conn, ref)
     if row is None:
         raise AccessError(404, "unknown_user", f"no user has the id or userName {ref!r}")
     return row
 
 
-def find_group(conn: sa.Connection, ref: Any) -> Any:
+def find_group(conn: sa.Connection, ref: Any) -> Row:
     """A group by id, or else by displayName (case-insensitively; two groups of that name: refused)."""
     if not isinstance(ref, str) or not ref:
         raise AccessError(400, "invalid_request", "`group` must be a group's id or displayName")
-    cols = (groups.c.pk, groups.c.id, groups.c.display_name, groups.c.display_name_ci)
-    row = conn.execute(sa.select(*cols).where(groups.c.id == ref)).first()
-    if row is not None:
-        return row
-    found = conn.execute(sa.select(*cols).where(groups.c.display_name_ci == ref.lower()).limit(2)).all()
+    found = group_store.find_by_ref(conn, ref)
     if not found:
         raise AccessError(404, "unknown_group", f"no group has the id or displayName {ref!r}")
     if len(found) > 1:
@@ -138,8 +144,8 @@ def create(
     conn: sa.Connection,
     deprov: Deprovisioner,
     *,
-    user: Any,
-    group: Any,
+    user: Row,
+    group: Row,
     starts_at: int,
     expires_at: int,
     justification: str | None,
@@ -147,7 +153,7 @@ def create(
     now: datetime,
     request_id: str | None = None,
     http_request_id: str | None = None,
-) -> Any:
+) -> Grant:
     """Create a grant for the `user` row in the `group` row (from `find_user` / `find_group`); active at
     once unless `starts_at` is in the future. Returns the grants row."""
     if not user.active:
@@ -192,11 +198,11 @@ def create(
     return row
 
 
-def get(conn: sa.Connection, grant_id: str, *, for_update: bool = False) -> Any:
+def get(conn: sa.Connection, grant_id: str, *, for_update: bool = False) -> Grant:
     return load(conn, grants, grant_id, "grant", for_update=for_update)
 
 
-def load(conn: sa.Connection, table: sa.Table, row_id: str, what: str, *, for_update: bool = False) -> Any:
+def load(conn: sa.Connection, table: sa.Table, row_id: str, what: str, *, for_update: bool = False) -> Grant:
     """The row of `table` with this id (locked for update if asked), or 404 `not_found` naming `what`."""
     stmt = sa.select(table).where(table.c.id == row_id)
     if for_update:
@@ -216,7 +222,7 @@ def extend(
     actor: str,
     now: datetime,
     http_request_id: str | None = None,
-) -> Any:
+) -> Grant:
     """Move the end of an open grant (later, or earlier but after now); its membership row follows."""
     now_us = to_micros(now)
     # The user's row before the grant's, the order a user DELETE takes them in (store.users.lock)
@@ -232,11 +238,7 @@ def extend(
         .values(expires_at=expires_at, notified_at=None, updated_at=now_us, version=grants.c.version + 1)
         .returning(*grants.c)
     ).one()
-    conn.execute(
-        memberships.update()
-        .where(memberships.c.source == source(grant_id), memberships.c.member_id == row.user_id)
-        .values(expires_at=expires_at)
-    )
+    memberships.set_expiry(conn, row.user_id, source(grant_id), expires_at)
     _audit(
         conn,
         "grant.extend",
@@ -259,7 +261,7 @@ def revoke(
     now: datetime,
     reason: str | None = None,
     http_request_id: str | None = None,
-) -> Any:
+) -> Grant:
     """End an open grant now: its membership row goes, and downstream roles with it (if no other source)."""
     now_us = to_micros(now)
     # The user's row before the grant's, the order a user DELETE takes them in (store.users.lock)
@@ -279,18 +281,20 @@ def revoke(
     return updated
 
 
-def effective_status(row: Any, now_us: int) -> str:
+def effective_status(row: Grant, now_us: int) -> str:
     """The status as of now: an active grant past its end is expired, whether or not the sweeper said so."""
     if row.status in OPEN and row.expires_at <= now_us:
         return EXPIRED
     return str(row.status)
 
 
-def render(row: Any, now_us: int) -> dict[str, Any]:
+def render(row: Grant, now_us: int) -> dict[str, Any]:
     """A grants row as the admin API shows it (the `Grant` admin resource type)."""
     registry = admin.admin_registry()
     view = admin.VIEWS["grants"]
-    doc = admin.render(registry, registry.resource_type(view.resource_type), view, row._mapping)
+    doc = admin.render(
+        registry, registry.resource_type(view.resource_type), view, cast("Mapping[str, Any]", row._mapping)
+    )
     return fix_status(doc, now_us)
 
 
@@ -303,10 +307,22 @@ def fix_status(doc: dict[str, Any], now_us: int) -> dict[str, Any]:
     return doc
 
 
+def revoke_open(conn: sa.Connection, *, user_id: str | None, group_id: str | None, now_us: int) -> list[str]:
+    """Revoke the open grants of this user or in this group (set-based); returns their ids."""
+    cond = grants.c.user_id == user_id if user_id is not None else grants.c.group_id == group_id
+    ended = conn.execute(
+        grants.update()
+        .where(cond, grants.c.status.in_(OPEN))
+        .values(status=REVOKED, updated_at=now_us, version=grants.c.version + 1)
+        .returning(grants.c.id)
+    ).all()
+    return [grant_id for (grant_id,) in ended]
+
+
 # ---------------------------------------------------------------- sweeper steps
 
 
-def _due(stmt: sa.Select[Any], conn: sa.Connection) -> list[Any]:
+def _due(stmt: sa.Select[*tuple[Any, ...]], conn: sa.Connection) -> list[Row]:
     if conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True, of=grants)
     return list(conn.execute(stmt))
@@ -328,15 +344,8 @@ def activate_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limi
     due = _due(batch, conn)
     if not due:
         return 0
-    group_rows = {
-        g.id: g
-        for g in conn.execute(
-            sa.select(groups.c.pk, groups.c.id, groups.c.display_name).where(
-                groups.c.id.in_({r.group_id for r in due})
-            )
-        )
-    }
-    opening: list[tuple[Any, Any]] = []
+    group_rows = {g.id: g for g in group_store.names(conn, ids={r.group_id for r in due})}
+    opening: list[tuple[Grant, Row]] = []
     for row in due:
         late = row.expires_at <= now_us or row.group_id not in group_rows
         status = EXPIRED if late else ACTIVE
@@ -399,28 +408,9 @@ def notify_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit:
     )
     if not due:
         return 0
-    user_rows = {
-        u.id: u
-        for u in conn.execute(
-            sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data).where(
-                users.c.id.in_({r.user_id for r in due})
-            )
-        )
-    }
-    group_rows = {
-        g.id: g
-        for g in conn.execute(
-            sa.select(groups.c.id, groups.c.display_name).where(groups.c.id.in_({r.group_id for r in due}))
-        )
-    }
-    held: dict[tuple[str, str], list[str]] = {
-        (a.application, a.user_id): list(a.roles or ())
-        for a in conn.execute(
-            sa.select(accounts.c.application, accounts.c.user_id, accounts.c.roles).where(
-                accounts.c.user_id.in_({r.user_id for r in due}), accounts.c.status.in_(LIVE_STATUSES)
-            )
-        )
-    }
+    user_rows = user_store.profiles(conn, {r.user_id for r in due})
+    group_rows = {g.id: g for g in group_store.names(conn, ids={r.group_id for r in due})}
+    held = ledger.roles_held(conn, {r.user_id for r in due})
     items: list[tuple[Mapping[str, Any], str | None]] = []
     for row in due:
         person, group = user_rows.get(row.user_id), group_rows.get(row.group_id)
@@ -463,7 +453,7 @@ def notify_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit:
 def _open(
     conn: sa.Connection,
     deprov: Deprovisioner,
-    opening: list[tuple[Any, Any]],
+    opening: list[tuple[Grant, Row]],
     now: datetime,
     actor: str = "jit",
 ) -> None:
@@ -472,8 +462,8 @@ def _open(
         return
     now_us = to_micros(now)
     user_store.lock(conn, [row.user_id for row, _ in opening])  # before membership rows: store.users.lock
-    conn.execute(
-        insert_ignoring_conflicts(conn, memberships),
+    memberships.add_sourced(
+        conn,
         [
             {
                 "group_pk": group.pk,
@@ -491,23 +481,12 @@ def _open(
     )
 
 
-def _close(conn: sa.Connection, deprov: Deprovisioner, closing: list[Any], now: datetime) -> None:
+def _close(conn: sa.Connection, deprov: Deprovisioner, closing: list[Grant], now: datetime) -> None:
     """Remove the membership rows of grants that end early, then revoke downstream what they gave."""
     user_store.lock(conn, [r.user_id for r in closing])  # before membership rows: store.users.lock
-    for r in closing:  # by member first: the (member_id, group_pk) index, not a scan for the source
-        conn.execute(
-            memberships.delete().where(
-                memberships.c.member_id == r.user_id, memberships.c.source == source(r.id)
-            )
-        )
-    names = {
-        g.id: g.display_name
-        for g in conn.execute(
-            sa.select(groups.c.id, groups.c.display_name).where(
-                groups.c.id.in_({r.group_id for r in closing})
-            )
-        )
-    }
+    for r in closing:
+        memberships.remove_sourced(conn, r.user_id, source(r.id))
+    names = {g.id: g.display_name for g in group_store.names(conn, ids={r.group_id for r in closing})}
     _reconcile(
         conn,
         deprov,
@@ -540,7 +519,7 @@ def _audit(
     conn: sa.Connection,
     action: str,
     actor: str,
-    row: Any,
+    row: Row,
     now_us: int,
     http_request_id: str | None,
     **details: Any,
@@ -553,7 +532,7 @@ def record_access(
     resource_type: str,
     action: str,
     actor: str,
-    row: Any,
+    row: Row,
     now_us: int,
     http_request_id: str | None,
     **details: Any,

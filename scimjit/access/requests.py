@@ -15,9 +15,10 @@ group was deleted). Audit: `request.create|approve|deny|expire|cancel`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -26,16 +27,28 @@ from scimjit.access.grants import AccessError
 from scimjit.clock import isoformat, to_micros
 from scimjit.entitlement.policies import Policy
 from scimjit.provisioning.deprovision import Deprovisioner
-from scimjit.store import admin
+from scimjit.store import admin, audit, memberships
+from scimjit.store import groups as group_store
 from scimjit.store import users as user_store
-from scimjit.store.memberships import live
-from scimjit.store.tables import access_requests, groups, memberships
+from scimjit.store.tables import Row, access_requests
 
-PENDING = "pending"
-APPROVED = "approved"
-DENIED = "denied"
-EXPIRED = "expired"
-CANCELLED = "cancelled"
+
+class RequestStatus(StrEnum):
+    """An access request's `status` column (stored, rendered and compared as the plain string)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+PENDING = RequestStatus.PENDING
+APPROVED = RequestStatus.APPROVED
+DENIED = RequestStatus.DENIED
+EXPIRED = RequestStatus.EXPIRED
+CANCELLED = RequestStatus.CANCELLED
+AccessRequest = Row  # a whole `access_requests` row
 AUTO_APPROVER = "policy:auto-approve"
 
 
@@ -43,20 +56,11 @@ def is_member(conn: sa.Connection, user_id: str, refs: Sequence[str], now_us: in
     """Whether the user is a live member of any group named by `refs` (ids, or displayNames in any case)."""
     if not refs:
         return False
-    stmt = (
-        sa.select(sa.literal(1))
-        .select_from(memberships.join(groups, groups.c.pk == memberships.c.group_pk))
-        .where(
-            memberships.c.member_id == user_id,
-            live(now_us),
-            sa.or_(groups.c.id.in_(list(refs)), groups.c.display_name_ci.in_([r.lower() for r in refs])),
-        )
-        .limit(1)
-    )
-    return conn.execute(stmt).first() is not None
+    stmt = memberships.live_groups(user_id, now_us, group_ids=refs, names_ci={r.lower() for r in refs})
+    return conn.execute(stmt.limit(1)).first() is not None
 
 
-def policy_of(deprov: Deprovisioner, group: Any) -> Policy:
+def policy_of(deprov: Deprovisioner, group: Row) -> Policy:
     policy = deprov.settings.policy_for(group.id, group.display_name)
     if policy is None:
         raise AccessError(403, "not_requestable", f"group {group.display_name!r} has no access policy")
@@ -67,15 +71,15 @@ def create(
     conn: sa.Connection,
     deprov: Deprovisioner,
     *,
-    user: Any,
-    group: Any,
+    user: Row,
+    group: Row,
     duration: float,
     starts_at: int | None,
     justification: Any,
     requested_by: str,
     now: datetime,
     http_request_id: str | None = None,
-) -> Any:
+) -> AccessRequest:
     """File a request of `user` (a row from `grants.find_user`) for `group`; approved at once when the
     policy's `auto_approve` covers it. Returns the access_requests row."""
     now_us = to_micros(now)
@@ -150,13 +154,13 @@ def decide(
     deprov: Deprovisioner,
     request_id: str,
     *,
-    approver: Any,
+    approver: Row,
     decision: str,
     comment: Any,
     actor: str,
     now: datetime,
     http_request_id: str | None = None,
-) -> Any:
+) -> AccessRequest:
     """An approver's `approve` or `deny`. One denial ends the request; `approvals_required` distinct
     approvals approve it and create its grant. The requester can never decide their own request."""
     now_us = to_micros(now)
@@ -169,9 +173,8 @@ def decide(
         raise AccessError(409, "not_pending", f"request {request_id} is expired")
     if approver.id == row.user_id:
         raise AccessError(403, "self_approval", "nobody may decide their own request")
-    group = conn.execute(
-        sa.select(groups.c.pk, groups.c.id, groups.c.display_name).where(groups.c.id == row.group_id)
-    ).first()
+    found = group_store.names(conn, ids={row.group_id})
+    group = found[0] if found else None
     if group is None:
         raise AccessError(409, "unknown_group", f"the group of request {request_id} no longer exists")
     policy = policy_of(deprov, group)
@@ -221,7 +224,7 @@ def decide(
     )
 
 
-def get(conn: sa.Connection, request_id: str, *, for_update: bool = False) -> Any:
+def get(conn: sa.Connection, request_id: str, *, for_update: bool = False) -> AccessRequest:
     return grants.load(conn, access_requests, request_id, "access request", for_update=for_update)
 
 
@@ -249,10 +252,12 @@ def expire_due(conn: sa.Connection, now: datetime, limit: int) -> int:
     return len(due)
 
 
-def render(row: Any, now_us: int) -> dict[str, Any]:
+def render(row: AccessRequest, now_us: int) -> dict[str, Any]:
     registry = admin.admin_registry()
     view = admin.VIEWS["requests"]
-    doc = admin.render(registry, registry.resource_type(view.resource_type), view, row._mapping)
+    doc = admin.render(
+        registry, registry.resource_type(view.resource_type), view, cast("Mapping[str, Any]", row._mapping)
+    )
     return fix_status(doc, now_us)
 
 
@@ -271,15 +276,15 @@ def fix_status(doc: dict[str, Any], now_us: int) -> dict[str, Any]:
 def _approve(
     conn: sa.Connection,
     deprov: Deprovisioner,
-    row: Any,
-    user: Any,
-    group: Any,
+    row: Row,
+    user: Row,
+    group: Row,
     actor: str,
     approvals: list[dict[str, Any]],
     now: datetime,
     http_request_id: str | None,
     approver_name: str | None = None,
-) -> Any:
+) -> AccessRequest:
     now_us = to_micros(now)
     start = max(now_us, row.starts_at or now_us)
     grant = grants.create(
@@ -310,7 +315,7 @@ def _approve(
     return updated
 
 
-def _update(conn: sa.Connection, row: Any, **values: Any) -> Any:
+def _update(conn: sa.Connection, row: AccessRequest, **values: Any) -> AccessRequest:
     updated = conn.execute(
         access_requests.update()
         .where(access_requests.c.id == row.id, access_requests.c.version == row.version)
@@ -320,6 +325,54 @@ def _update(conn: sa.Connection, row: Any, **values: Any) -> Any:
     if updated is None:
         raise AccessError(409, "conflict", f"request {row.id} changed meanwhile; try again")
     return updated
+
+
+def cancel_pending(
+    conn: sa.Connection, *, user_id: str | None, group_id: str | None, now_us: int
+) -> list[str]:
+    """Cancel the pending requests of this user or for this group (set-based); returns their ids."""
+    cond = (
+        access_requests.c.user_id == user_id
+        if user_id is not None
+        else access_requests.c.group_id == group_id
+    )
+    cancelled = conn.execute(
+        access_requests.update()
+        .where(cond, access_requests.c.status == PENDING)
+        .values(status=CANCELLED, decided_at=now_us, version=access_requests.c.version + 1)
+        .returning(access_requests.c.id)
+    ).all()
+    return [request_id for (request_id,) in cancelled]
+
+
+def end_access(conn: sa.Connection, user_id: str | None, group_id: str | None, now_us: int) -> None:
+    """The user or group is gone (the deprovisioner's `end_access` hook): its open grants are revoked and its
+    pending requests cancelled (their membership rows go with the user or group). Set-based; one audit
+    record each."""
+    ended = grants.revoke_open(conn, user_id=user_id, group_id=group_id, now_us=now_us)
+    cancelled = cancel_pending(conn, user_id=user_id, group_id=group_id, now_us=now_us)
+    for grant_id in ended:
+        audit.record(
+            conn,
+            actor="scim",
+            action="grant.revoke",
+            outcome="success",
+            resource_type="Grant",
+            resource_id=grant_id,
+            details={"reason": "user or group deleted"},
+            at_micros=now_us,
+        )
+    for request_id in cancelled:
+        audit.record(
+            conn,
+            actor="scim",
+            action="request.cancel",
+            outcome="success",
+            resource_type="AccessRequest",
+            resource_id=request_id,
+            details={"reason": "user or group deleted"},
+            at_micros=now_us,
+        )
 
 
 def _decision(approver: str, decision: str, now: datetime, comment: str | None) -> dict[str, Any]:
@@ -333,7 +386,7 @@ def _audit(
     conn: sa.Connection,
     action: str,
     actor: str,
-    row: Any,
+    row: Row,
     now_us: int,
     http_request_id: str | None,
     **details: Any,

@@ -37,7 +37,9 @@ class Access:
         self.db = engine.db
         self.clock = engine.clock
         self.settings = AccessSettings.from_config(engine.settings.jit, engine.apps)
-        self.deprovisioner = Deprovisioner(engine.apps, engine.clock, self.settings)
+        self.deprovisioner = Deprovisioner(
+            engine.apps, engine.clock, self.settings, end_access=requests.end_access
+        )
         self.sweeper = Sweeper(
             engine.db, self.deprovisioner, engine.clock, audit_retention=engine.settings.audit_retention
         )

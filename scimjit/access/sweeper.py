@@ -35,14 +35,15 @@ import sqlalchemy as sa
 
 from scimjit.access import grants, requests
 from scimjit.clock import Clock, to_micros
+from scimjit.entitlement import ledger
 from scimjit.metrics import EXPIRATIONS
 from scimjit.provisioning import reconcile
 from scimjit.provisioning.deprovision import Deprovisioner, Outcome, chunks
 from scimjit.provisioning.reconcile import Schedule
-from scimjit.store import audit
+from scimjit.store import audit, memberships
+from scimjit.store import groups as group_rows
 from scimjit.store import users as user_rows
 from scimjit.store.db import Database
-from scimjit.store.tables import accounts, groups, memberships
 
 log = logging.getLogger("scimjit.access.sweeper")
 
@@ -150,27 +151,20 @@ class Sweeper:
     def expire_memberships(self, conn: sa.Connection, now: datetime, report: SweepReport) -> int:
         """Delete one batch of expired membership rows and reconcile their members' accounts."""
         now_us = to_micros(now)
-        m = memberships
-        batch = sa.select(m.c.group_pk, m.c.member_id, m.c.source).where(m.c.expires_at <= now_us)
-        batch = batch.order_by(m.c.expires_at).limit(self.batch_size)
+        batch = memberships.expired_batch(now_us, self.batch_size)
         if conn.dialect.name == "postgresql":
             # The members' user rows first, as every membership writer does (store.users.lock); only rows of
             # users locked here are deleted in this batch.
             locked = sorted({r.member_id for r in conn.execute(batch)})
             user_rows.lock(conn, locked)
-            batch = batch.where(m.c.member_id.in_(locked)).with_for_update(skip_locked=True)
-        key = sa.tuple_(m.c.group_pk, m.c.member_id, m.c.source)
-        gone = conn.execute(
-            m.delete().where(key.in_(batch)).returning(m.c.group_pk, m.c.member_id, m.c.source)
-        ).all()
+            batch = memberships.narrow_to_members(batch, locked).with_for_update(skip_locked=True)
+        gone = memberships.delete_keys(conn, batch)
         if not gone:
             return 0
         by_group: dict[int, list[str]] = {}
         for group_pk, member_id, _source in gone:
             by_group.setdefault(group_pk, []).append(member_id)
-        rows = conn.execute(
-            sa.select(groups.c.pk, groups.c.id, groups.c.display_name).where(groups.c.pk.in_(list(by_group)))
-        ).all()
+        rows = group_rows.names(conn, pks=by_group)
         by_app: dict[str, set[str]] = {}
         for g in rows:
             for app in self.deprov.apps_for_group(g.id, g.display_name):
@@ -197,15 +191,7 @@ class Sweeper:
     def recheck_accounts(self, conn: sa.Connection, now: datetime, report: SweepReport) -> int:
         """Reconcile one batch of accounts marked for a re-check whose time has come."""
         now_us = to_micros(now)
-        stmt = (
-            sa.select(accounts.c.id, accounts.c.application, accounts.c.user_id)
-            .where(accounts.c.recheck_at <= now_us)
-            .order_by(accounts.c.recheck_at, accounts.c.id)
-            .limit(self.batch_size)
-        )
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True, of=accounts)
-        due = conn.execute(stmt).all()
+        due = ledger.due_rechecks(conn, now_us, self.batch_size)
         if not due:
             return 0
         by_app: dict[str, list[str]] = {}
@@ -216,11 +202,7 @@ class Sweeper:
             if app is not None:
                 report._count(self.deprov.reconcile(conn, app, user_ids, now, "sweeper"))
         # whatever reconcile did not re-arm (a grace period still running) is done
-        conn.execute(
-            accounts.update()
-            .where(accounts.c.id.in_([r.id for r in due]), accounts.c.recheck_at <= now_us)
-            .values(recheck_at=None)
-        )
+        ledger.clear_rechecks(conn, [r.id for r in due], now_us)
         return len(due)
 
 

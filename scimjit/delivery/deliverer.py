@@ -39,7 +39,6 @@ from scimjit.entitlement import ledger
 from scimjit.metrics import CONNECTOR_ERRORS, CONNECTOR_LATENCY, DEAD_LETTERED, DELIVERIES
 from scimjit.store import audit
 from scimjit.store.db import Database
-from scimjit.store.tables import accounts
 
 log = logging.getLogger("scimjit.delivery.deliverer")
 
@@ -287,12 +286,4 @@ def _apply(conn: sa.Connection, claimed: outbox.Claimed, result: Result, now: da
             # link found nothing: record no account, so a later login tries linking again
             ledger.remove(conn, app, user_id, only_from=[ledger.PENDING])
     elif result.downstream_id is not None:
-        conn.execute(
-            accounts.update()
-            .where(
-                accounts.c.application == app,
-                accounts.c.user_id == user_id,
-                accounts.c.downstream_id.is_(None),
-            )
-            .values(downstream_id=result.downstream_id)
-        )
+        ledger.record_downstream_id(conn, app, user_id, result.downstream_id)

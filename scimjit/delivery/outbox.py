@@ -22,17 +22,27 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 
 from scimjit.clock import from_micros, isoformat, to_micros
-from scimjit.store.tables import outbox
+from scimjit.store.tables import Row, outbox
 
-PENDING = "pending"
-DONE = "done"
-DEAD = "dead"
-STATUSES = (PENDING, DONE, DEAD)
+
+class OutboxStatus(StrEnum):
+    """An event's `status` column (stored, rendered and compared as the plain string)."""
+
+    PENDING = "pending"
+    DONE = "done"
+    DEAD = "dead"
+
+
+PENDING = OutboxStatus.PENDING
+DONE = OutboxStatus.DONE
+DEAD = OutboxStatus.DEAD
+STATUSES = tuple(OutboxStatus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +121,53 @@ def has_pending(conn: sa.Connection, application: str | None, user_id: str | Non
         .limit(1)
     )
     return conn.execute(stmt).first() is not None
+
+
+def latest_pending(conn: sa.Connection, application: str, user_id: str, type_: str) -> str | None:
+    """The event id of the newest pending event of this type for (application, user), if any."""
+    event_id: str | None = conn.execute(
+        sa.select(outbox.c.event_id)
+        .where(
+            outbox.c.ordering_key == ordering_key(application, user_id),
+            outbox.c.type == type_,
+            outbox.c.status == PENDING,
+        )
+        .order_by(outbox.c.id.desc())
+        .limit(1)
+    ).scalar()
+    return event_id
+
+
+def _pending_by_key() -> sa.ColumnElement[bool]:
+    """`status = 'pending'` in a form no index serves, so SQLite looks events up by their ordering key (a few
+    rows each) rather than walking every pending event (100,000s during a downstream outage)."""
+    return sa.func.coalesce(outbox.c.status, "") == PENDING
+
+
+def pending_keys(conn: sa.Connection, keys: Sequence[str]) -> set[str]:
+    """Which of these ordering keys have pending events."""
+    stmt = (
+        sa.select(outbox.c.ordering_key)
+        .where(outbox.c.ordering_key.in_(list(keys)), _pending_by_key())
+        .distinct()
+    )
+    return set(conn.execute(stmt).scalars())
+
+
+def pending_ids(conn: sa.Connection, keys: Sequence[str]) -> set[int]:
+    """Row ids of the pending events of these ordering keys."""
+    stmt = sa.select(outbox.c.id).where(outbox.c.ordering_key.in_(list(keys)), _pending_by_key())
+    return set(conn.execute(stmt).scalars())
+
+
+def pending_of(conn: sa.Connection, keys: Sequence[str]) -> list[sa.Row[int, str | None, Any]]:
+    """(id, user_id, payload) of the pending events of these ordering keys, in queue order."""
+    stmt = (
+        sa.select(outbox.c.id, outbox.c.user_id, outbox.c.payload)
+        .where(outbox.c.ordering_key.in_(list(keys)), _pending_by_key())
+        .order_by(outbox.c.id)
+    )
+    return list(conn.execute(stmt))
 
 
 def enqueue_many(
@@ -332,7 +389,7 @@ def counts(conn: sa.Connection) -> dict[str, int]:
     return {status: n for status, n in rows}
 
 
-def render(row: Any, *, with_payload: bool = False) -> dict[str, Any]:
+def render(row: Row, *, with_payload: bool = False) -> dict[str, Any]:
     def when(us: int | None) -> str | None:
         return isoformat(from_micros(us)) if us is not None else None
 

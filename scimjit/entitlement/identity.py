@@ -2,7 +2,9 @@
 
 These are the login's hot-path reads, so each is one indexed query: the user (by the app's match rule) with
 their account in that app joined on, then their live memberships among the groups the app cares about
-(entitlement groups and role-mapped groups, by id or displayName).
+(entitlement groups and role-mapped groups, by id or displayName). The SQL of each lives with its table's
+owner (`store.users.select_matching`, `ledger.outerjoin_accounts`, `store.memberships.live_groups`); this
+module builds the two statements once per application and turns their rows into `Subject`s.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from scimjit.entitlement import ledger
 from scimjit.entitlement.apps import Application
 from scimjit.scim.schema import USER_URN
-from scimjit.store.memberships import live
-from scimjit.store.tables import accounts, groups, memberships, user_values, users
+from scimjit.store import users as user_rows
+from scimjit.store.memberships import live_groups
+from scimjit.store.tables import Row
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,43 +44,9 @@ class Subject:
     account: Account | None
 
 
-_ACCOUNT_COLUMNS = (
-    accounts.c.id.label("a_id"),
-    accounts.c.status.label("a_status"),
-    accounts.c.downstream_id.label("a_downstream_id"),
-    accounts.c.roles.label("a_roles"),
-    accounts.c.profile_hash.label("a_profile_hash"),
-    accounts.c.last_login_at.label("a_last_login_at"),
-    accounts.c.version.label("a_version"),
-)
-
-
-def match_condition(attribute: str, value: Any) -> sa.ColumnElement[bool]:
-    """The WHERE clause of the app's match rule, on indexed columns. `value` is a literal (lower-cased by the
-    caller for case-insensitive attributes, see `match_value`) or a bind parameter."""
-    if attribute == "userName":
-        return users.c.user_name_ci == value
-    if attribute == "externalId":
-        return users.c.external_id == value
-    if attribute == "id":
-        return users.c.id == value
-    if attribute == "emails.value":
-        emails = sa.select(user_values.c.user_pk).where(
-            user_values.c.attr == "emails", user_values.c.value_ci == value
-        )
-        return users.c.pk.in_(emails)
-    raise ValueError(f"unsupported match attribute {attribute!r}")
-
-
 def match_value(attribute: str, value: str) -> str:
     """userName and emails are caseExact=false: compared on their lower-cased columns."""
     return value.lower() if attribute in ("userName", "emails.value") else value
-
-
-def _joined(app: Application) -> sa.FromClause:
-    return users.outerjoin(
-        accounts, sa.and_(accounts.c.user_id == users.c.id, accounts.c.application == app.name)
-    )
 
 
 class Lookups:
@@ -85,27 +55,20 @@ class Lookups:
 
     def __init__(self, app: Application) -> None:
         self.app = app
-        self._find = (
-            sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data, *_ACCOUNT_COLUMNS)
-            .select_from(_joined(app))
-            .where(match_condition(app.match.attribute, sa.bindparam("value")))
-            .limit(2)
-        )
-        self._members: sa.Select[Any] | None = None
+        self._find = user_rows.select_matching(
+            app.match.attribute,
+            sa.bindparam("value"),
+            extra_columns=ledger.SUBJECT_COLUMNS,
+            join=lambda left, user_id: ledger.outerjoin_accounts(left, user_id, app.name),
+        ).limit(2)
+        self._members: sa.Select[*tuple[Any, ...]] | None = None
         if app.group_refs:
-            self._members = (
-                sa.select(groups.c.id, groups.c.display_name_ci)
-                .join(memberships, memberships.c.group_pk == groups.c.pk)
-                .where(
-                    memberships.c.member_id == sa.bindparam("member_id"),
-                    live(sa.bindparam("now")),
-                    sa.or_(
-                        groups.c.display_name_ci.in_(
-                            sorted(app.group_refs)
-                        ),  # displayNames, case-insensitively
-                        groups.c.id.in_(sorted({*app.groups, *app.roles})),  # ids, exactly
-                    ),
-                )
+            self._members = live_groups(
+                sa.bindparam("member_id"),
+                sa.bindparam("now"),
+                group_ids={*app.groups, *app.roles},  # ids, exactly
+                names_ci=app.group_refs,  # displayNames, case-insensitively
+                with_member=False,  # one member: the login reads only what identifies the group
             )
 
     def find_subjects(self, conn: sa.Connection, value: str) -> list[Subject]:
@@ -135,17 +98,7 @@ def member_refs(conn: sa.Connection, app: Application, user_id: str, now_us: int
     return Lookups(app).member_refs(conn, user_id, now_us)
 
 
-def subjects_where(conn: sa.Connection, app: Application, cond: sa.ColumnElement[bool]) -> list[Subject]:
-    """Users (with their account in `app`) matching any condition: for the listener's bulk checks."""
-    stmt = (
-        sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data, *_ACCOUNT_COLUMNS)
-        .select_from(_joined(app))
-        .where(cond)
-    )
-    return [_subject(r) for r in conn.execute(stmt)]
-
-
-def _subject(r: Any) -> Subject:
+def _subject(r: Row) -> Subject:
     account = None
     if r.a_id is not None:
         account = Account(

@@ -12,21 +12,56 @@ permanent error; its event is dead and can be retried).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
 from scimjit.clock import from_micros, isoformat, to_micros
-from scimjit.store.tables import accounts
+from scimjit.store import users as user_rows
+from scimjit.store.tables import Row, accounts
 
-PENDING = "pending"
-ACTIVE = "active"
-DISABLED = "disabled"
-DELETED = "deleted"
-FAILED = "failed"
+
+class AccountStatus(StrEnum):
+    """An account's `status` column (stored, rendered and compared as the plain string)."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    DISABLED = "disabled"
+    DELETED = "deleted"
+    FAILED = "failed"
+
+
+PENDING = AccountStatus.PENDING
+ACTIVE = AccountStatus.ACTIVE
+DISABLED = AccountStatus.DISABLED
+DELETED = AccountStatus.DELETED
+FAILED = AccountStatus.FAILED
+LIVE_STATUSES = (ACTIVE, PENDING, DISABLED)  # an account downstream may still hold
+
+Account = Row  # a whole `accounts` row
+
+
+# The login's view of an account, read in the same statement as the user (see `identity.Lookups`).
+SUBJECT_COLUMNS = (
+    accounts.c.id.label("a_id"),
+    accounts.c.status.label("a_status"),
+    accounts.c.downstream_id.label("a_downstream_id"),
+    accounts.c.roles.label("a_roles"),
+    accounts.c.profile_hash.label("a_profile_hash"),
+    accounts.c.last_login_at.label("a_last_login_at"),
+    accounts.c.version.label("a_version"),
+)
+
+
+def outerjoin_accounts(left: sa.FromClause, user_id: sa.ColumnElement[str], application: str) -> sa.Join:
+    """`left` joined to each row's account in `application` (if any): the login's single read."""
+    return left.outerjoin(
+        accounts, sa.and_(accounts.c.user_id == user_id, accounts.c.application == application)
+    )
 
 
 def profile_hash(user: Mapping[str, Any]) -> str:
@@ -34,7 +69,7 @@ def profile_hash(user: Mapping[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(user, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def get(conn: sa.Connection, application: str, user_id: str) -> Any:
+def get(conn: sa.Connection, application: str, user_id: str) -> Account | None:
     stmt = sa.select(accounts).where(accounts.c.application == application, accounts.c.user_id == user_id)
     return conn.execute(stmt).first()
 
@@ -71,7 +106,7 @@ def insert_pending(
     return account_id
 
 
-def update(conn: sa.Connection, current: Any, now: datetime, **values: Any) -> bool:
+def update(conn: sa.Connection, current: Account, now: datetime, **values: Any) -> bool:
     """Compare-and-set on `version`; False if a concurrent writer changed the row first."""
     done = conn.execute(
         accounts.update()
@@ -114,6 +149,165 @@ def remove(conn: sa.Connection, application: str, user_id: str, *, only_from: Se
     )
 
 
+# ------------------------------------------------------------------------ deprovisioning and sweeps
+
+
+def _lock(conn: sa.Connection, stmt: sa.Select[Any], *, skip_locked: bool = False) -> sa.Select[Any]:
+    """Row locks on PostgreSQL (SQLite serialises writers anyway)."""
+    if conn.dialect.name == "postgresql":
+        return stmt.with_for_update(skip_locked=skip_locked, of=accounts)
+    return stmt
+
+
+def of_user(conn: sa.Connection, user_id: str, statuses: Sequence[str]) -> list[Account]:
+    """The user's accounts in these statuses, locked, in the lock order of `for_reconcile` (application,
+    then id)."""
+    stmt = (
+        sa.select(accounts)
+        .where(accounts.c.user_id == user_id, accounts.c.status.in_(list(statuses)))
+        .order_by(accounts.c.application, accounts.c.id)
+    )
+    return list(conn.execute(_lock(conn, stmt)))
+
+
+def for_reconcile(conn: sa.Connection, application: str, user_ids: Sequence[str]) -> list[Account]:
+    """The live accounts of these users in `application`, locked, each with its user's `p_user_name`,
+    `p_active`, `p_data` (an account of a deleted user is not returned: it is not reconciled)."""
+    joined, person = user_rows.join_profile(accounts, accounts.c.user_id, "p_")
+    stmt = (
+        sa.select(accounts, *person)
+        .select_from(joined)
+        .where(
+            accounts.c.application == application,
+            accounts.c.user_id.in_(list(user_ids)),
+            accounts.c.status.in_(LIVE_STATUSES),
+        )
+        # Lock order everywhere: application name, then account id (callers take applications in name
+        # order), so sweepers, SCIM writes and grants never wait on each other in a cycle.
+        .order_by(accounts.c.id)
+    )
+    return list(conn.execute(_lock(conn, stmt)).all())
+
+
+def set_many(conn: sa.Connection, ids: Sequence[int], now_us: int, **values: Any) -> None:
+    """One set-based UPDATE of these accounts (bumping `version`): a reconcile outcome shared by many."""
+    conn.execute(
+        accounts.update()
+        .where(accounts.c.id.in_(list(ids)))
+        .values(version=accounts.c.version + 1, updated_at=now_us, **values)
+    )
+
+
+def mark_recheck(
+    conn: sa.Connection, application: str, user_ids: Sequence[str] | sa.Select[Any], now_us: int
+) -> int:
+    """Ask the sweeper to reconcile the live accounts of these users (a list, or a subquery of ids) in
+    `application`, never later than already asked."""
+    return conn.execute(
+        accounts.update()
+        .where(
+            accounts.c.application == application,
+            accounts.c.status.in_(LIVE_STATUSES),
+            accounts.c.user_id.in_(user_ids if isinstance(user_ids, sa.Select) else list(user_ids)),
+            sa.or_(accounts.c.recheck_at.is_(None), accounts.c.recheck_at > now_us),
+        )
+        .values(recheck_at=now_us)
+    ).rowcount
+
+
+def due_rechecks(conn: sa.Connection, now_us: int, limit: int) -> list[sa.Row[int, str, str]]:
+    """(id, application, user_id) of up to `limit` accounts whose re-check is due, locked (skipping rows
+    another sweeper holds)."""
+    stmt = (
+        sa.select(accounts.c.id, accounts.c.application, accounts.c.user_id)
+        .where(accounts.c.recheck_at <= now_us)
+        .order_by(accounts.c.recheck_at, accounts.c.id)
+        .limit(limit)
+    )
+    return list(conn.execute(_lock(conn, stmt, skip_locked=True)).all())
+
+
+def clear_rechecks(conn: sa.Connection, ids: Sequence[int], now_us: int) -> None:
+    """Re-checks done: cleared unless reconcile re-armed them for later (a grace period still running)."""
+    conn.execute(
+        accounts.update()
+        .where(accounts.c.id.in_(list(ids)), accounts.c.recheck_at <= now_us)
+        .values(recheck_at=None)
+    )
+
+
+def roles_held(conn: sa.Connection, user_ids: Iterable[str]) -> dict[tuple[str, str], list[str]]:
+    """(application, user id) -> roles, of these users' live accounts, in one query."""
+    stmt = sa.select(accounts.c.application, accounts.c.user_id, accounts.c.roles).where(
+        accounts.c.user_id.in_(set(user_ids)), accounts.c.status.in_(LIVE_STATUSES)
+    )
+    return {(a.application, a.user_id): list(a.roles or ()) for a in conn.execute(stmt)}
+
+
+def record_downstream_id(conn: sa.Connection, application: str, user_id: str, downstream_id: str) -> None:
+    """Remember the downstream id a delivery reported, if the ledger has none yet."""
+    conn.execute(
+        accounts.update()
+        .where(
+            accounts.c.application == application,
+            accounts.c.user_id == user_id,
+            accounts.c.downstream_id.is_(None),
+        )
+        .values(downstream_id=downstream_id)
+    )
+
+
+# ------------------------------------------------------------------------ the reconciler's pages
+
+
+def count(conn: sa.Connection, applications: Sequence[str]) -> int:
+    stmt = sa.select(sa.func.count()).select_from(accounts).where(accounts.c.application.in_(applications))
+    return int(conn.execute(stmt).scalar_one())
+
+
+def page(conn: sa.Connection, applications: Sequence[str], after: int, limit: int) -> list[Row]:
+    """The next `limit` accounts (by id) of these applications, unlocked, with their user's `u_id`,
+    `u_user_name`, `u_active`, `u_data` (None when the user is gone). The application test is wrapped in
+    coalesce() so SQLite walks the primary key (`id > after ... LIMIT n`) instead of the (application,
+    user_id) index plus a sort of the whole application per batch). The batch is chosen first and joined to
+    users after, so no planner joins the rest of the table before applying the LIMIT."""
+    batch = (
+        sa.select(accounts.c.id)
+        .where(sa.func.coalesce(accounts.c.application, "").in_(list(applications)), accounts.c.id > after)
+        .order_by(accounts.c.id)
+        .limit(limit)
+        .subquery("batch")
+    )
+    joined, person = user_rows.join_profile(
+        accounts.join(batch, batch.c.id == accounts.c.id), accounts.c.user_id, "u_", outer=True
+    )
+    stmt = (
+        sa.select(
+            accounts.c.id,
+            accounts.c.application,
+            accounts.c.user_id,
+            accounts.c.user_name,
+            accounts.c.downstream_id,
+            accounts.c.status,
+            accounts.c.roles,
+            accounts.c.version,
+            *person,
+        )
+        .select_from(joined)
+        .order_by(accounts.c.id)
+    )
+    return list(conn.execute(stmt).all())
+
+
+def by_ids(conn: sa.Connection, ids: Sequence[int], *, lock: bool = False) -> list[Account]:
+    """These accounts in id order (the lock order of deprovisioning); locked, skipping rows another writer
+    holds, if asked."""
+    stmt = sa.select(accounts).where(accounts.c.id.in_(list(ids))).order_by(accounts.c.id)
+    if lock and conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list(conn.execute(stmt).all())
+
+
 def list_accounts(
     conn: sa.Connection,
     *,
@@ -133,7 +327,7 @@ def list_accounts(
     return [render(r) for r in conn.execute(stmt)]
 
 
-def render(row: Any) -> dict[str, Any]:
+def render(row: Row) -> dict[str, Any]:
     def when(us: int | None) -> str | None:
         return isoformat(from_micros(us)) if us is not None else None
 

@@ -23,7 +23,7 @@ sweepers, SCIM writes and logins touch one user at once, each revoke is written 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,12 +42,13 @@ from scimjit.delivery.connectors.base import (
 from scimjit.entitlement import identity, ledger
 from scimjit.entitlement.apps import Application
 from scimjit.entitlement.policies import AccessSettings, refs_match
-from scimjit.store import audit
-from scimjit.store.memberships import live
-from scimjit.store.tables import access_requests, accounts, grants, groups, memberships, users
+from scimjit.store import audit, memberships
+from scimjit.store.tables import Row
 
 # Accounts that exist downstream (or are being created there): the ones deprovisioning talks to.
-LIVE_STATUSES = (ledger.ACTIVE, ledger.PENDING, ledger.DISABLED)
+LIVE_STATUSES = ledger.LIVE_STATUSES
+# (conn, user id or None, group id or None, now in micros): what ends when a user or group is deleted
+EndAccess = Callable[[sa.Connection, str | None, str | None, int], None]
 CHUNK = 500  # ids per IN list
 INLINE_LIMIT = 1000  # membership changes touching more users than this are reconciled by the sweeper
 
@@ -79,7 +80,7 @@ def chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[list[str]]:
         yield list(items[start : start + size])
 
 
-def user_document(row: Any) -> dict[str, Any]:
+def user_document(row: Row) -> dict[str, Any]:
     """The SCIM user (a `users` row) as events carry it (the same shape as the login's events)."""
     return render_user(row.id, row.user_name, row.active, row.data)
 
@@ -101,21 +102,23 @@ class Deprovisioner:
         settings: AccessSettings | None = None,
         *,
         inline_limit: int = INLINE_LIMIT,
+        end_access: EndAccess | None = None,
     ) -> None:
         self.apps = apps
+        self.end_access = end_access
         self.clock = clock
         self.settings = settings or AccessSettings()
         self.inline_limit = inline_limit
 
     # ------------------------------------------------------------------------------------ ChangeListener
 
-    def user_changed(self, conn: sa.Connection, before: Any, after: Any) -> None:
+    def user_changed(self, conn: sa.Connection, before: Row, after: Row) -> None:
         if bool(before.active) == bool(after.active):
             return
         now = self.clock.now()
         items: list[tuple[dict[str, Any], str | None]] = []
         doc = user_document(after)
-        for acc in self._accounts_of(conn, after.id, LIVE_STATUSES):
+        for acc in ledger.of_user(conn, after.id, LIVE_STATUSES):
             app = self.apps.get(acc.application)
             if app is None:
                 continue
@@ -133,12 +136,12 @@ class Deprovisioner:
                     ledger.set_status(conn, app.name, after.id, ledger.ACTIVE, now, unentitled_since=None)
         outbox.enqueue_many(conn, items, now=now)
 
-    def user_deleted(self, conn: sa.Connection, before: Any) -> None:
+    def user_deleted(self, conn: sa.Connection, before: Row) -> None:
         now = self.clock.now()
         now_us = to_micros(now)
         doc = user_document(before)
         items: list[tuple[dict[str, Any], str | None]] = []
-        for acc in self._accounts_of(conn, before.id, (*LIVE_STATUSES, ledger.FAILED)):
+        for acc in ledger.of_user(conn, before.id, (*LIVE_STATUSES, ledger.FAILED)):
             app = self.apps.get(acc.application)
             if app is None:
                 continue
@@ -155,10 +158,10 @@ class Deprovisioner:
                 recheck_at=None,
             )
         outbox.enqueue_many(conn, items, now=now)
-        self._end_access(conn, grants.c.user_id == before.id, access_requests.c.user_id == before.id, now_us)
+        self._end_access(conn, before.id, None, now_us)
 
     def members_changed(
-        self, conn: sa.Connection, group: Any, added: Sequence[str], removed: Sequence[str]
+        self, conn: sa.Connection, group: Row, added: Sequence[str], removed: Sequence[str]
     ) -> None:
         apps = self.apps_for_group(group.id, group.display_name)
         if not apps:
@@ -168,34 +171,28 @@ class Deprovisioner:
         for app in apps:
             if len(ids) > self.inline_limit:  # a huge PUT: mark, and let the sweeper work through them
                 for chunk in chunks(ids):
-                    self.mark_recheck(conn, app, accounts.c.user_id.in_(chunk), to_micros(now))
+                    ledger.mark_recheck(conn, app.name, chunk, to_micros(now))
             else:
                 self.reconcile(conn, app, ids, now)
 
-    def group_deleted(self, conn: sa.Connection, group: Any) -> None:
+    def group_deleted(self, conn: sa.Connection, group: Row) -> None:
         now_us = to_micros(self.clock.now())
         for app in self.apps_for_group(group.id, group.display_name):
-            members = sa.select(memberships.c.member_id).where(
-                memberships.c.group_pk == group.pk, live(now_us)
-            )
-            self.mark_recheck(conn, app, accounts.c.user_id.in_(members), now_us)
-        self._end_access(conn, grants.c.group_id == group.id, access_requests.c.group_id == group.id, now_us)
+            ledger.mark_recheck(conn, app.name, memberships.live_member_ids(group.pk, now_us), now_us)
+        self._end_access(conn, None, group.id, now_us)
 
-    def group_renamed(self, conn: sa.Connection, before: Any, after: Any) -> None:
+    def group_renamed(self, conn: sa.Connection, before: Row, after: Row) -> None:
         """Apps may name groups by displayName: members are rechecked for apps that knew either name."""
         now_us = to_micros(self.clock.now())
         apps = {a.name: a for a in self.apps_for_group(before.id, before.display_name)}
         apps.update((a.name, a) for a in self.apps_for_group(after.id, after.display_name))
         for app in apps.values():
-            members = sa.select(memberships.c.member_id).where(
-                memberships.c.group_pk == after.pk, live(now_us)
-            )
-            self.mark_recheck(conn, app, accounts.c.user_id.in_(members), now_us)
+            ledger.mark_recheck(conn, app.name, memberships.live_member_ids(after.pk, now_us), now_us)
 
-    def decides_access(self, group: Any) -> bool:
+    def decides_access(self, group: Row) -> bool:
         return bool(self.apps_for_group(group.id, group.display_name))
 
-    def membership_ttl(self, group: Any) -> int | None:
+    def membership_ttl(self, group: Row) -> int | None:
         return self.settings.ttl_for(group.id, group.display_name)
 
     # ------------------------------------------------------------------------------------ shared steps
@@ -216,34 +213,12 @@ class Deprovisioner:
         out: dict[str, set[str]] = {u: set() for u in user_ids}
         if not app.group_refs or not user_ids:
             return out
-        raw = [*app.groups, *app.roles]
-        stmt = (
-            sa.select(memberships.c.member_id, groups.c.id, groups.c.display_name_ci)
-            .join(groups, groups.c.pk == memberships.c.group_pk)
-            .where(
-                memberships.c.member_id.in_(list(user_ids)),
-                live(now_us),
-                sa.or_(groups.c.display_name_ci.in_(list(app.group_refs)), groups.c.id.in_(raw)),
-            )
+        stmt = memberships.live_groups(
+            list(user_ids), now_us, group_ids=[*app.groups, *app.roles], names_ci=app.group_refs
         )
         for member_id, group_id, name_ci in conn.execute(stmt):
             out[member_id].update((group_id.lower(), name_ci))
         return out
-
-    def mark_recheck(
-        self, conn: sa.Connection, app: Application, which: sa.ColumnElement[bool], now_us: int
-    ) -> int:
-        """Ask the sweeper to reconcile these accounts of `app` (never later than already asked)."""
-        return conn.execute(
-            accounts.update()
-            .where(
-                accounts.c.application == app.name,
-                accounts.c.status.in_(LIVE_STATUSES),
-                which,
-                sa.or_(accounts.c.recheck_at.is_(None), accounts.c.recheck_at > now_us),
-            )
-            .values(recheck_at=now_us)
-        ).rowcount
 
     def reconcile(
         self,
@@ -259,26 +234,7 @@ class Deprovisioner:
         if not user_ids:
             return result
         now_us = to_micros(now)
-        person = (
-            users.c.user_name.label("p_user_name"),
-            users.c.active.label("p_active"),
-            users.c.data.label("p_data"),
-        )
-        stmt = (
-            sa.select(accounts, *person)
-            .join(users, users.c.id == accounts.c.user_id)  # an account of a deleted user is not reconciled
-            .where(
-                accounts.c.application == app.name,
-                accounts.c.user_id.in_(list(user_ids)),
-                accounts.c.status.in_(LIVE_STATUSES),
-            )
-            # Lock order everywhere: application name, then account id (callers take applications in name
-            # order), so sweepers, SCIM writes and grants never wait on each other in a cycle.
-            .order_by(accounts.c.id)
-        )
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(of=accounts)
-        rows = conn.execute(stmt).all()
+        rows = ledger.for_reconcile(conn, app.name, user_ids)
         if not rows:
             return result
         ids = [r.user_id for r in rows]
@@ -332,17 +288,14 @@ class Deprovisioner:
         result.events = outbox.enqueue_many(conn, items, now=now)
         # set-based: one UPDATE per distinct outcome (an expiry batch has one or two), not one per account
         for (roles, status, since, recheck), ids in updates.items():
-            conn.execute(
-                accounts.update()
-                .where(accounts.c.id.in_(ids))
-                .values(
-                    roles=list(roles),
-                    status=status,
-                    unentitled_since=since,
-                    recheck_at=recheck,
-                    version=accounts.c.version + 1,
-                    updated_at=now_us,
-                )
+            ledger.set_many(
+                conn,
+                ids,
+                now_us,
+                roles=list(roles),
+                status=status,
+                unentitled_since=since,
+                recheck_at=recheck,
             )
         if result.user_ids:
             audit.record(
@@ -364,56 +317,10 @@ class Deprovisioner:
 
     # ------------------------------------------------------------------------------------ helpers
 
-    def _accounts_of(self, conn: sa.Connection, user_id: str, statuses: Sequence[str]) -> list[Any]:
-        stmt = (
-            sa.select(accounts)
-            .where(accounts.c.user_id == user_id, accounts.c.status.in_(list(statuses)))
-            .order_by(accounts.c.application, accounts.c.id)  # the lock order of reconcile too
-        )
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(of=accounts)
-        return list(conn.execute(stmt))
-
     def _end_access(
-        self,
-        conn: sa.Connection,
-        grant_cond: sa.ColumnElement[bool],
-        request_cond: sa.ColumnElement[bool],
-        now_us: int,
+        self, conn: sa.Connection, user_id: str | None, group_id: str | None, now_us: int
     ) -> None:
-        """The user or group is gone: its open grants are revoked and its pending requests cancelled (their
-        membership rows go with the user or group). Set-based; one audit record each."""
-        ended = conn.execute(
-            grants.update()
-            .where(grant_cond, grants.c.status.in_(("scheduled", "active")))
-            .values(status="revoked", updated_at=now_us, version=grants.c.version + 1)
-            .returning(grants.c.id)
-        ).all()
-        cancelled = conn.execute(
-            access_requests.update()
-            .where(request_cond, access_requests.c.status == "pending")
-            .values(status="cancelled", decided_at=now_us, version=access_requests.c.version + 1)
-            .returning(access_requests.c.id)
-        ).all()
-        for (grant_id,) in ended:
-            audit.record(
-                conn,
-                actor="scim",
-                action="grant.revoke",
-                outcome="success",
-                resource_type="Grant",
-                resource_id=grant_id,
-                details={"reason": "user or group deleted"},
-                at_micros=now_us,
-            )
-        for (request_id,) in cancelled:
-            audit.record(
-                conn,
-                actor="scim",
-                action="request.cancel",
-                outcome="success",
-                resource_type="AccessRequest",
-                resource_id=request_id,
-                details={"reason": "user or group deleted"},
-                at_micros=now_us,
-            )
+        """The user or group is gone: time-bound access ends with it. Grants and requests belong to the
+        access concern above this one, which hands its step in as `end_access`."""
+        if self.end_access is not None:
+            self.end_access(conn, user_id, group_id, now_us)

@@ -55,7 +55,6 @@ from scimjit.provisioning.oidc import OidcVerifier, TokenRejected
 from scimjit.store import audit
 from scimjit.store import users as user_rows
 from scimjit.store.db import Database
-from scimjit.store.tables import outbox as outbox_table
 
 log = logging.getLogger("scimjit.provisioning.login")
 
@@ -220,19 +219,9 @@ class LoginService:
 
     def _pending_create(self, app: Application, user_id: str) -> str | None:
         with self.db.read() as conn:
-            event_id: str | None = conn.execute(
-                sa.select(outbox_table.c.event_id)
-                .where(
-                    outbox_table.c.ordering_key == outbox.ordering_key(app.name, user_id),
-                    outbox_table.c.type == ACCOUNT_CREATE,
-                    outbox_table.c.status == outbox.PENDING,
-                )
-                .order_by(outbox_table.c.id.desc())
-                .limit(1)
-            ).scalar()
-        return event_id
+            return outbox.latest_pending(conn, app.name, user_id, ACCOUNT_CREATE)
 
-    def _account(self, application: str, user_id: str) -> Any:
+    def _account(self, application: str, user_id: str) -> ledger.Account | None:
         with self.db.read() as conn:
             return ledger.get(conn, application, user_id)
 
@@ -438,7 +427,7 @@ class LoginService:
         otherwise 503 with Retry-After (a later login, or the worker, finishes it)."""
         headers = {"Retry-After": str(retry_in)}
         if at.app.async_create:
-            account = {"status": "pending", "downstreamId": None, "application": at.app.name}
+            account = {"status": ledger.PENDING, "downstreamId": None, "application": at.app.name}
             return LoginResult(202, {"account": account, "user": at.user, "roles": at.roles}, headers)
         raise LoginRefused(
             503, "downstream_unavailable", f"the account in {at.app.name!r} is not ready: {why}", headers

@@ -51,8 +51,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -76,9 +75,9 @@ from scimjit.metrics import RECONCILE_REPAIRS
 from scimjit.provisioning.deprovision import LIVE_STATUSES, Deprovisioner, render_user
 from scimjit.scim.schema import USER_URN
 from scimjit.store import audit
+from scimjit.store import users as user_rows
 from scimjit.store.db import Database
-from scimjit.store.tables import accounts, audit_log, users
-from scimjit.store.tables import outbox as outbox_table
+from scimjit.store.tables import Row, audit_log
 
 log = logging.getLogger("scimjit.provisioning.reconcile")
 
@@ -136,6 +135,54 @@ class ReconcileReport:
         out = asdict(self)
         out["items"] = [r.to_json() for r in self.items]
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Visited:
+    """A locked ledger row as the repair step compares it, with its user's columns (`u_*` None when the
+    user is gone)."""
+
+    id: int
+    application: str
+    user_id: str
+    user_name: str | None
+    downstream_id: str | None
+    status: str
+    roles: list[str]
+    profile_hash: str | None
+    version: int
+    u_id: str | None
+    u_user_name: str | None
+    u_active: bool | None
+    u_data: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, account: Row, person: Row | Visited | None) -> Visited:
+        """`account` (a ledger row) with `person`: a `users` row (id, user_name, active, data), or the user
+        columns of an earlier `Visited` of the same account."""
+        if isinstance(person, Visited):
+            user: tuple[Any, Any, Any, Any] = (
+                person.u_id,
+                person.u_user_name,
+                person.u_active,
+                person.u_data,
+            )
+        elif person is not None:
+            user = (person.id, person.user_name, person.active, person.data)
+        else:
+            user = (None, None, None, None)
+        return cls(
+            account.id,
+            account.application,
+            account.user_id,
+            account.user_name,
+            account.downstream_id,
+            account.status,
+            list(account.roles or ()),
+            account.profile_hash,
+            account.version,
+            *user,
+        )
 
 
 class _Rollback(Exception):
@@ -214,7 +261,7 @@ class Reconciler:
             if not page:
                 return
             after = page[-1].id
-            by_app: dict[str, list[Any]] = {}
+            by_app: dict[str, list[Row]] = {}
             for row in page:
                 by_app.setdefault(row.application, []).append(row)
             states: dict[int, tuple[int, Mapping[str, Any]]] = {}
@@ -249,55 +296,25 @@ class Reconciler:
 
     def _count(self, names: Sequence[str]) -> int:
         with self.db.read() as conn:
-            stmt = sa.select(sa.func.count()).select_from(accounts).where(accounts.c.application.in_(names))
-            return int(conn.execute(stmt).scalar_one())
+            return ledger.count(conn, names)
 
-    def _page(self, names: Sequence[str], after: int) -> tuple[list[Any], set[str]]:
+    def _page(self, names: Sequence[str], after: int) -> tuple[list[Row], set[str]]:
         """The next batch of ledger rows (by id) of these applications, with their user if it still exists,
         and the ordering keys among them with pending events: what the downstream comparison needs, read
         without locks. The application test is wrapped in coalesce() so SQLite walks the primary key
         (`id > after ... LIMIT n`) instead of the (application, user_id) index plus a sort of the whole
         application per batch). The batch is chosen first and joined to users after, so no planner joins
         the rest of the table before applying the LIMIT."""
-        batch = (
-            sa.select(accounts.c.id)
-            .where(sa.func.coalesce(accounts.c.application, "").in_(list(names)), accounts.c.id > after)
-            .order_by(accounts.c.id)
-            .limit(self.batch_size)
-            .subquery("batch")
-        )
-        stmt = (
-            sa.select(
-                accounts.c.id,
-                accounts.c.application,
-                accounts.c.user_id,
-                accounts.c.user_name,
-                accounts.c.downstream_id,
-                accounts.c.status,
-                accounts.c.roles,
-                accounts.c.version,
-                users.c.id.label("u_id"),
-                users.c.user_name.label("u_user_name"),
-                users.c.active.label("u_active"),
-                users.c.data.label("u_data"),
-            )
-            .select_from(
-                accounts.join(batch, batch.c.id == accounts.c.id).outerjoin(
-                    users, users.c.id == accounts.c.user_id
-                )
-            )
-            .order_by(accounts.c.id)
-        )
         with self.db.read() as conn:
-            rows = list(conn.execute(stmt).all())
-            busy = self._pending_keys(conn, [outbox.ordering_key(r.application, r.user_id) for r in rows])
+            rows = ledger.page(conn, names, after, self.batch_size)
+            busy = outbox.pending_keys(conn, [outbox.ordering_key(r.application, r.user_id) for r in rows])
         return rows, busy
 
     async def _downstream(
         self,
         app: Application,
         ask: Callable[[Call], Coroutine[Any, Any, Any]],
-        page: Sequence[Any],
+        page: Sequence[Row],
         busy: set[str],
         report: ReconcileReport,
     ) -> tuple[dict[int, tuple[int, Mapping[str, Any]]], bool]:
@@ -316,7 +333,7 @@ class Reconciler:
         gate = asyncio.Semaphore(self.concurrency)
         now = self.clock.now()
 
-        async def one(row: Any) -> tuple[Any, Any]:
+        async def one(row: Row) -> tuple[Row, Any]:
             event = outbox.new_event(RECONCILE_CALL, app.name, _document(row), list(row.roles or ()), now)
             async with gate:
                 try:
@@ -380,10 +397,10 @@ class Reconciler:
         if not rows:
             return [], skipped
         keys = [outbox.ordering_key(app.name, r.user_id) for r in rows]
-        busy = self._pending_keys(conn, keys)
+        busy = outbox.pending_keys(conn, keys)
         repairs: dict[int, Repair] = {}
 
-        def repair(row: Any, source: str, difference: str) -> Repair:
+        def repair(row: Visited, source: str, difference: str) -> Repair:
             found = repairs.get(row.id)
             if found is None or found.source != source:
                 found = Repair(app.name, row.user_id, row.user_name, row.id, source, [], [])
@@ -421,7 +438,7 @@ class Reconciler:
         # 2. roles and entitlement: the deprovisioner's reconcile, the one definition of both
         present = [r for r in rows if r.u_id is not None and r.status in LIVE_STATUSES]
         if present:
-            before = self._pending_ids(conn, [outbox.ordering_key(app.name, r.user_id) for r in present])
+            before = outbox.pending_ids(conn, [outbox.ordering_key(app.name, r.user_id) for r in present])
             self.deprov.reconcile(conn, app, [r.user_id for r in present], now, ACTOR)
             by_user = {r.user_id: r for r in present}
             for event in self._new_events(conn, app.name, list(by_user), before):
@@ -447,11 +464,7 @@ class Reconciler:
             event = outbox.new_event(ACCOUNT_UPDATE, app.name, doc, now_row.roles or [], now)
             items.append((event, row.user_id))
             repair(row, "scim", "profile changed since it was last sent").events.append(_summary(event))
-            conn.execute(
-                accounts.update()
-                .where(accounts.c.id == row.id)
-                .values(profile_hash=phash, version=accounts.c.version + 1, updated_at=now_us)
-            )
+            ledger.set_many(conn, [row.id], now_us, profile_hash=phash)
         outbox.enqueue_many(conn, items, now=now)
 
         # 4. the downstream's report, for settled accounts only
@@ -496,73 +509,27 @@ class Reconciler:
             )
         return list(repairs.values()), skipped
 
-    def _lock_rows(self, conn: sa.Connection, ids: Sequence[int]) -> list[Any]:
+    def _lock_rows(self, conn: sa.Connection, ids: Sequence[int]) -> list[Visited]:
         """The ledger rows (in id order, the lock order of deprovisioning), each with its user's columns
         (`u_id` None when the user is gone). Two primary-key lookups rather than one outer join, so the
         plan cannot turn into a scan of both tables."""
-        stmt = sa.select(accounts).where(accounts.c.id.in_(list(ids))).order_by(accounts.c.id)
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        rows = conn.execute(stmt).all()
-        people = {
-            p.id: p
-            for p in conn.execute(
-                sa.select(users.c.id, users.c.user_name, users.c.active, users.c.data).where(
-                    users.c.id.in_([r.user_id for r in rows])
-                )
-            )
-        }
-        out = []
-        for row in rows:
-            person = people.get(row.user_id)
-            out.append(
-                SimpleNamespace(
-                    **row._mapping,
-                    u_id=person.id if person is not None else None,
-                    u_user_name=person.user_name if person is not None else None,
-                    u_active=person.active if person is not None else None,
-                    u_data=person.data if person is not None else None,
-                )
-            )
-        return out
+        rows = ledger.by_ids(conn, ids, lock=True)
+        people = user_rows.profiles(conn, [r.user_id for r in rows])
+        return [Visited.of(row, people.get(row.user_id)) for row in rows]
 
-    def _reload(self, conn: sa.Connection, rows: Sequence[Any]) -> dict[int, Any]:
+    def _reload(self, conn: sa.Connection, rows: Sequence[Visited]) -> dict[int, Visited]:
         """The locked rows as they are now (after this transaction's own changes), with the same user."""
-        fresh = conn.execute(sa.select(accounts).where(accounts.c.id.in_([r.id for r in rows])))
-        person = {r.id: r for r in rows}
-        out: dict[int, Any] = {}
-        for row in fresh:
-            p = person[row.id]
-            out[row.id] = SimpleNamespace(
-                **row._mapping, u_id=p.u_id, u_user_name=p.u_user_name, u_active=p.u_active, u_data=p.u_data
-            )
-        return out
-
-    def _pending_keys(self, conn: sa.Connection, keys: Sequence[str]) -> set[str]:
-        stmt = (
-            sa.select(outbox_table.c.ordering_key)
-            .where(outbox_table.c.ordering_key.in_(list(keys)), _pending())
-            .distinct()
-        )
-        return set(conn.execute(stmt).scalars())
-
-    def _pending_ids(self, conn: sa.Connection, keys: Sequence[str]) -> set[int]:
-        stmt = sa.select(outbox_table.c.id).where(outbox_table.c.ordering_key.in_(list(keys)), _pending())
-        return set(conn.execute(stmt).scalars())
+        before = {r.id: r for r in rows}
+        return {row.id: Visited.of(row, before[row.id]) for row in ledger.by_ids(conn, [r.id for r in rows])}
 
     def _new_events(
         self, conn: sa.Connection, application: str, user_ids: Sequence[str], before: set[int]
     ) -> list[dict[str, Any]]:
         """The events the deprovisioner's reconcile just queued for these users (in this transaction)."""
         keys = [outbox.ordering_key(application, u) for u in user_ids]
-        stmt = (
-            sa.select(outbox_table.c.id, outbox_table.c.user_id, outbox_table.c.payload)
-            .where(outbox_table.c.ordering_key.in_(keys), _pending())
-            .order_by(outbox_table.c.id)
-        )
         return [
             {"user_id": r.user_id, "summary": _summary(r.payload), "payload": r.payload}
-            for r in conn.execute(stmt)
+            for r in outbox.pending_of(conn, keys)
             if r.id not in before
         ]
 
@@ -621,16 +588,12 @@ _TRY_LOCK = sa.text(f"SELECT pg_try_advisory_lock({_LOCK_KEY})")
 _UNLOCK = sa.text(f"SELECT pg_advisory_unlock({_LOCK_KEY})")
 
 
-def _pending() -> sa.ColumnElement[bool]:
-    """`status = 'pending'` in a form no index serves, so SQLite looks events up by their ordering key (a few
-    rows each) rather than walking every pending event (100,000s during a downstream outage)."""
-    return sa.func.coalesce(outbox_table.c.status, "") == outbox.PENDING
-
-
-def _document(row: Any) -> dict[str, Any]:
+def _document(row: Row | Visited) -> dict[str, Any]:
     """The user as events carry it; for a user who is gone, what the ledger still knows (id, userName)."""
-    if row.u_id is not None:
-        return render_user(row.u_id, row.u_user_name, row.u_active, row.u_data)
+    if row.u_id is not None:  # the user exists: all of its columns are there
+        return render_user(
+            row.u_id, cast(str, row.u_user_name), cast(bool, row.u_active), cast(dict[str, Any], row.u_data)
+        )
     return {"schemas": [USER_URN], "id": row.user_id, "userName": row.user_name}
 
 
@@ -651,7 +614,7 @@ def _why(event: Mapping[str, Any], app: Application) -> str:
 
 
 def _downstream_diff(
-    row: Any, details: Mapping[str, Any], managed: set[str]
+    row: Visited, details: Mapping[str, Any], managed: set[str]
 ) -> list[tuple[str, str | None, str]]:
     """(event type, role, what differed) for a settled account and the connector's report of it."""
     exists, active = details.get("exists"), details.get("active")

@@ -14,7 +14,7 @@ from scimjit.scim.schema import GROUP_URN, JIT_GROUP_URN
 from scimjit.store.db import dialect_insert
 from scimjit.store.memberships import SCIM_SOURCE, live
 from scimjit.store.promoted import group_columns
-from scimjit.store.tables import groups, memberships
+from scimjit.store.tables import Row, groups, memberships
 from scimjit.store.users import ConcurrentUpdate, meta
 
 # Hot statements are built once: constructing a statement and its cache key costs more than SQLite's answer.
@@ -77,6 +77,22 @@ def _add_statement(conn: sa.Connection) -> Any:
 
 def get(conn: sa.Connection, group_id: str, *, for_update: bool = False) -> Any:
     return conn.execute(_GET_FOR_UPDATE if for_update else _GET, {"id": group_id}).first()
+
+
+def find_by_ref(conn: sa.Connection, ref: str) -> list[Row]:
+    """(pk, id, display_name, display_name_ci) of the group with id `ref`, or else of up to two groups with
+    displayName `ref` (case-insensitively; two mean the name is ambiguous)."""
+    cols = (groups.c.pk, groups.c.id, groups.c.display_name, groups.c.display_name_ci)
+    row = conn.execute(sa.select(*cols).where(groups.c.id == ref)).first()
+    if row is not None:
+        return [row]
+    return list(conn.execute(sa.select(*cols).where(groups.c.display_name_ci == ref.lower()).limit(2)).all())
+
+
+def names(conn: sa.Connection, *, ids: Iterable[str] = (), pks: Iterable[int] = ()) -> list[Row]:
+    """(pk, id, display_name) of the groups with these ids or these pks, in one query."""
+    cond = groups.c.id.in_(set(ids)) if ids else groups.c.pk.in_(list(pks))
+    return list(conn.execute(sa.select(groups.c.pk, groups.c.id, groups.c.display_name).where(cond)))
 
 
 def insert(conn: sa.Connection, doc: Mapping[str, Any], now_micros: int) -> Any:

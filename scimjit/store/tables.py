@@ -9,6 +9,8 @@ Group membership is its own table, with a `source` per row, so memberships chang
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -207,3 +209,8 @@ audit_log = sa.Table(
     sa.Column("request_id", sa.String(64), nullable=True),
     sa.Column("details", Json, nullable=False),
 )
+
+
+# A row of any of these tables (or of a join of them): what the store and the JIT concerns hand each other.
+# Columns are read by name (`row.user_id`); a module that builds a row of its own uses a frozen dataclass.
+Row: TypeAlias = sa.Row[*tuple[Any, ...]]

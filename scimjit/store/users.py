@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +14,7 @@ from scimjit.scim.errors import ScimError, uniqueness
 from scimjit.scim.schema import USER_URN, Registry, ResourceType
 from scimjit.store.memberships import live
 from scimjit.store.promoted import user_columns, user_value_rows
-from scimjit.store.tables import groups, memberships, user_values, users
+from scimjit.store.tables import Row, groups, memberships, user_values, users
 
 _TEXT_ARRAY = ARRAY(sa.Text)
 KEEP = object()  # "leave the stored password hash as it is"
@@ -73,6 +73,65 @@ def lock(conn: sa.Connection, user_ids: Iterable[str], *, members_of: int | None
         sa.select(users.c.pk).where(sa.or_(*conds)).order_by(users.c.id).with_for_update(of=users).subquery()
     )
     conn.execute(sa.select(sa.func.count()).select_from(locked))
+
+
+# ------------------------------------------------------------------------ the JIT concerns' reads
+
+_PROFILE = (users.c.id, users.c.user_name, users.c.active, users.c.data)
+
+
+def find_profile(conn: sa.Connection, ref: str) -> Row | None:
+    """(id, user_name, active, data) of the user with id `ref`, or else userName `ref` (case-insensitively):
+    what events carry and what a grant needs."""
+    row = conn.execute(sa.select(*_PROFILE).where(users.c.id == ref)).first()
+    if row is None:
+        row = conn.execute(sa.select(*_PROFILE).where(users.c.user_name_ci == ref.lower())).first()
+    return row
+
+
+def match_condition(attribute: str, value: Any) -> sa.ColumnElement[bool]:
+    """The WHERE clause of the app's match rule, on indexed columns. `value` is a literal (lower-cased by the
+    caller for case-insensitive attributes, see `match_value`) or a bind parameter."""
+    if attribute == "userName":
+        return users.c.user_name_ci == value
+    if attribute == "externalId":
+        return users.c.external_id == value
+    if attribute == "id":
+        return users.c.id == value
+    if attribute == "emails.value":
+        emails = sa.select(user_values.c.user_pk).where(
+            user_values.c.attr == "emails", user_values.c.value_ci == value
+        )
+        return users.c.pk.in_(emails)
+    raise ValueError(f"unsupported match attribute {attribute!r}")
+
+
+def select_matching(
+    attribute: str,
+    value: Any,
+    *,
+    extra_columns: Sequence[sa.ColumnElement[Any]] = (),
+    join: Callable[[sa.FromClause, sa.ColumnElement[str]], sa.FromClause] | None = None,
+) -> sa.Select[*tuple[Any, ...]]:
+    """(id, user_name, active, data, *extra_columns) of the users matching `match_condition`; `join(users,
+    users.c.id)` extends the FROM (the login reads each user's account in the same statement)."""
+    left: sa.FromClause = users if join is None else join(users, users.c.id)
+    return sa.select(*_PROFILE, *extra_columns).select_from(left).where(match_condition(attribute, value))
+
+
+def profiles(conn: sa.Connection, user_ids: Iterable[str]) -> dict[str, Row]:
+    """(id, user_name, active, data) of each of these users that exists, by id, in one query."""
+    return {p.id: p for p in conn.execute(sa.select(*_PROFILE).where(users.c.id.in_(set(user_ids))))}
+
+
+def join_profile(
+    left: sa.FromClause, user_id: sa.ColumnElement[str], prefix: str, *, outer: bool = False
+) -> tuple[sa.Join, tuple[sa.Label[Any], ...]]:
+    """`left` joined to the user each row names (an outer join keeps rows whose user is gone), and that
+    user's columns labelled `prefix` + id / user_name / active / data."""
+    on = users.c.id == user_id
+    joined = left.outerjoin(users, on) if outer else left.join(users, on)
+    return joined, tuple(c.label(f"{prefix}{c.name}") for c in _PROFILE)
 
 
 def _check_user_name_free(conn: sa.Connection, user_name: str, own_pk: int | None) -> None:

@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from scimjit.entitlement import ledger
-from scimjit.store.tables import accounts, audit_log, grants
+from scimjit.store.tables import access_requests, accounts, audit_log, grants
 from tests.access_helpers import (
     Directory,
     account,
@@ -83,6 +83,63 @@ def test_deleting_the_user_deletes_their_accounts_and_ends_their_grants(db, cloc
     assert account(db, "wiki", alice).status == ledger.DELETED
     with db.read() as conn:
         assert conn.execute(sa.select(grants.c.status)).scalar_one() == "revoked"
+
+
+def test_deleting_a_group_revokes_its_grants_and_cancels_its_pending_requests(db, directory, alice):
+    admins = _group_id(db, "wiki-admins")
+    row = {"user_id": alice, "group_id": admins, "starts_at": 0, "created_at": 0}
+    with db.write() as conn:
+        conn.execute(
+            grants.insert(),
+            [
+                {
+                    **row,
+                    "id": "open",
+                    "status": "active",
+                    "expires_at": 10**18,
+                    "updated_at": 0,
+                    "created_by": "t",
+                },
+                {
+                    **row,
+                    "id": "over",
+                    "status": "expired",
+                    "expires_at": 1,
+                    "updated_at": 0,
+                    "created_by": "t",
+                },
+            ],
+        )
+        conn.execute(
+            access_requests.insert(),
+            [
+                {
+                    **row,
+                    "id": rid,
+                    "status": status,
+                    "duration_seconds": 60,
+                    "justification": "j",
+                    "requested_by": "alice",
+                    "approvals": [],
+                    "expires_at": 10**18,
+                }
+                for rid, status in (("asked", "pending"), ("refused", "denied"))
+            ],
+        )
+    directory.delete_group(admins)
+    with db.read() as conn:
+        assert dict(conn.execute(sa.select(grants.c.id, grants.c.status)).all()) == {
+            "open": "revoked",
+            "over": "expired",
+        }
+        assert dict(conn.execute(sa.select(access_requests.c.id, access_requests.c.status)).all()) == {
+            "asked": "cancelled",
+            "refused": "denied",
+        }
+        audited = conn.execute(
+            sa.select(audit_log.c.action, audit_log.c.resource_id).where(audit_log.c.actor == "scim")
+        ).all()
+    assert sorted(audited) == [("grant.revoke", "open"), ("request.cancel", "asked")]
 
 
 def test_leaving_a_role_group_revokes_the_role_and_joining_grants_it(db, directory, alice):

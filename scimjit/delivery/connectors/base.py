@@ -23,16 +23,6 @@ ACCOUNT_DELETE = "account.delete"
 ROLE_GRANT = "role.grant"
 ROLE_REVOKE = "role.revoke"
 ACCESS_EXPIRING = "access.expiring"
-EVENT_TYPES = (
-    ACCOUNT_CREATE,
-    ACCOUNT_UPDATE,
-    ACCOUNT_DISABLE,
-    ACCOUNT_ENABLE,
-    ACCOUNT_DELETE,
-    ROLE_GRANT,
-    ROLE_REVOKE,
-    ACCESS_EXPIRING,
-)
 
 
 class Outcome(StrEnum):
