@@ -7,6 +7,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from scimjit.http.apidoc import AUTH_ERRORS, doc, errors, ref, resp
+from scimjit.http.apidoc import body as request_body
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
 from scimjit.http.context import context, services
@@ -17,6 +19,12 @@ from scimjit.scim.projection import apply, parse_projection
 from scimjit.store import resources as ops
 
 
+@doc(
+    "Search Users and Groups together",
+    "SCIM",
+    {"200": resp("ListResponse", ref("ListResponse")), **errors(400, 413, 415, *AUTH_ERRORS)},
+    body=request_body(ref("SearchRequest")),
+)
 async def root_search(request: Request) -> Response:
     require(request, "scim:read", "scim:write")
     body = await read_json_object(request)

@@ -12,6 +12,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from scimjit.http.apidoc import AUTH_ERRORS, doc, errors, ref, resp
+from scimjit.http.apidoc import body as request_body
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
 from scimjit.http.context import context, services
@@ -116,6 +118,12 @@ def _run_all(ctx: ops.Context, operations: list[Any], fail_on_errors: int | None
     return results
 
 
+@doc(
+    "Bulk operations (RFC 7644 §3.7)",
+    "SCIM",
+    {"200": resp("BulkResponse", ref("BulkResponse")), **errors(400, 413, 415, *AUTH_ERRORS)},
+    body=request_body(ref("BulkRequest")),
+)
 async def bulk(request: Request) -> Response:
     require(request, "scim:write")
     settings = services(request).settings
