@@ -90,9 +90,7 @@ class Access:
         """A new end: `expiresAt`, or `duration` more than the current end."""
         now = self.clock.now()
         if (duration is None) == (expires_at is None):
-            raise JitError(
-                400, "invalid_request", "give either `duration` (added to the end) or `expiresAt`"
-            )
+            raise JitError(400, "invalid_request", "give either `duration` (added to the end) or `expiresAt`")
         with self.db.write() as conn:
             if duration is not None:
                 current = grants.get(conn, grant_id)

@@ -348,7 +348,9 @@ def build(
     }
 
 
-@doc("This document", "Operations", {"200": resp("OpenAPI 3.1", {"type": "object"}, JSON_MEDIA)}, secure=False)
+@doc(
+    "This document", "Operations", {"200": resp("OpenAPI 3.1", {"type": "object"}, JSON_MEDIA)}, secure=False
+)
 async def openapi(request: Request) -> Response:
     svc = services(request)
     cached = getattr(request.app.state, "openapi", None)

@@ -63,7 +63,6 @@ log = logging.getLogger("scimjit.provisioning.login")
 POLL_INTERVAL = 0.05  # seconds between ledger checks while waiting for a concurrent first login
 
 
-
 class _Changed(Exception):
     """Raised inside the login's write transaction when the re-check under the user's lock says no (the
     transaction rolls back; the caller refuses with these)."""
@@ -124,9 +123,7 @@ class LoginService:
         """Run the login hook for `application`. Raises JitError with the status and reason code."""
         app = self.apps.get(application)
         if app is None:  # not counted: the metric label would take any string a caller sends
-            raise JitError(
-                404, "unknown_application", f"no application named {application!r} is configured"
-            )
+            raise JitError(404, "unknown_application", f"no application named {application!r} is configured")
         try:
             result = await self._login(app, id_token, caller, request_id)
         except JitError as exc:

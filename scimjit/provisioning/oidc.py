@@ -45,7 +45,6 @@ KTY_FOR_ALG = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 MAX_TOKEN_BYTES = 16 * 1024
 
 
-
 class JsonFetcher(Protocol):
     async def get_json(self, url: str) -> Any: ...
 
@@ -99,8 +98,10 @@ class OidcVerifier:
         header = _header(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in app.algorithms:
-            raise JitError(401,
-                "unsupported_algorithm", f"alg {alg!r} is not accepted; accepted: {', '.join(app.algorithms)}"
+            raise JitError(
+                401,
+                "unsupported_algorithm",
+                f"alg {alg!r} is not accepted; accepted: {', '.join(app.algorithms)}",
             )
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
@@ -112,12 +113,12 @@ class OidcVerifier:
         try:
             claims = dict(jwt.decode(token, key))
         except BadSignatureError:
-            raise JitError(401,
-                "invalid_signature", "the signature does not verify with the issuer's key"
+            raise JitError(
+                401, "invalid_signature", "the signature does not verify with the issuer's key"
             ) from None
         except (JoseError, ValueError, TypeError) as exc:
-            raise JitError(401,
-                "invalid_token", f"the token cannot be decoded ({type(exc).__name__})"
+            raise JitError(
+                401, "invalid_token", f"the token cannot be decoded ({type(exc).__name__})"
             ) from None
         self._check_claims(app, claims)
         return claims

@@ -29,7 +29,9 @@ class JitApi:
     def __init__(self, routes: list[BaseRoute]) -> None:
         self.router = Router(routes=routes)
         self.routes = self.router.routes
-        self._app = ExceptionMiddleware(self.router, handlers={**errors.HANDLERS, HTTPException: http_error_handler})
+        self._app = ExceptionMiddleware(
+            self.router, handlers={**errors.HANDLERS, HTTPException: http_error_handler}
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)

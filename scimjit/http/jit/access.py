@@ -42,7 +42,6 @@ REQUEST = resp("The access request", ref("AccessRequest"), JSON)
 WHO = "Either a token with the `requests` scope naming the user, or `application` + the user's `id_token`"
 
 
-
 def _access(request: Request) -> Access:
     return access_for(request.app.state.services)
 

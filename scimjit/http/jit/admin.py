@@ -179,4 +179,7 @@ async def apps_list(request: Request) -> Response:
     return json_response({"applications": [a.summary() for a in engine.apps.values()]})
 
 
-routes: list[BaseRoute] = [*(listing(name) for name in admin.VIEWS), Route("/apps", apps_list, methods=["GET"])]
+routes: list[BaseRoute] = [
+    *(listing(name) for name in admin.VIEWS),
+    Route("/apps", apps_list, methods=["GET"]),
+]

@@ -39,7 +39,10 @@ E = TypeVar("E", bound=Callable[..., Any])
 
 def json_response(content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(
-        orjson.dumps(content), status_code=status_code, headers=dict(headers or {}), media_type="application/json"
+        orjson.dumps(content),
+        status_code=status_code,
+        headers=dict(headers or {}),
+        media_type="application/json",
     )
 
 

@@ -50,7 +50,6 @@ _PROCESS_KEY = secrets.token_bytes(32)  # used when `session_secret` is not set
 _SAFE_CODE = re.compile(r"^[a-z_]{1,64}$")
 
 
-
 @dataclass(frozen=True, slots=True)
 class _Endpoints:
     authorization: str
@@ -260,12 +259,13 @@ async def _finish(request: Request, engine: JitEngine, app: Application) -> dict
         or not isinstance(saved.get("state"), str)
         or not hmac.compare_digest(saved["state"].encode(), state.encode())
     ):
-        raise JitError(400, "invalid_state", "the state does not match this browser's sign-in (or it expired)")
+        raise JitError(
+            400, "invalid_state", "the state does not match this browser's sign-in (or it expired)"
+        )
     idp_error = request.query_params.get("error")
     if idp_error is not None:
         raise JitError(
-            400,
-            idp_error if _SAFE_CODE.match(idp_error) else "authorization_failed", "the issuer said no"
+            400, idp_error if _SAFE_CODE.match(idp_error) else "authorization_failed", "the issuer said no"
         )
     code = request.query_params.get("code")
     if not code:
