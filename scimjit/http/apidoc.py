@@ -1,7 +1,8 @@
 """OpenAPI metadata declared next to each handler, and the building blocks to write it.
 
 A handler is described with `@doc(...)` (or `describe(endpoint, ...)` for handlers made by a factory): its
-summary, tag, parameters, request body, responses and whether it needs a token. openapi.py walks the route
+summary, tag, parameters, request body, responses, whether it needs a token, and the component schemas of its
+own request bodies. openapi.py walks the route
 table and reads these, so a route without a description fails the build, and a description cannot outlive
 its route. Settings-dependent parts (discovery and /metrics may be anonymous) are callables of Settings.
 """
@@ -9,7 +10,7 @@ its route. Settings-dependent parts (discovery and /metrics may be anonymous) ar
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from scimjit.config import Settings
@@ -35,6 +36,7 @@ class Operation:
     secure: bool | Callable[[Settings], bool] = True
     description: str | None = None
     operation_id: str | None = None
+    components: Mapping[str, Json] = field(default_factory=dict)  # the schemas its body refers to, by name
 
     def render(self, settings: Settings) -> Json:
         responses = self.responses(settings) if callable(self.responses) else self.responses

@@ -29,9 +29,6 @@ from scimjit.store.admin import VIEWS, admin_registry
 METHODS = ("get", "post", "put", "patch", "delete")
 _CONVERTER = re.compile(r"\{(\w+):\w+\}")
 LIST_RESPONSE_URN = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
-PATCH_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-BULK_REQUEST_URN = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
-SEARCH_URN = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
 # ---------------------------------------------------------------- JSON Schema from the SCIM registry
 
@@ -137,54 +134,27 @@ def _endpoints(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[
                     yield template, method.lower(), route.endpoint
 
 
-def paths(settings: Settings, routes: Sequence[BaseRoute]) -> dict[str, dict[str, Any]]:
-    """The `paths` object: one operation per route and method, from the metadata next to each handler."""
+def paths(
+    settings: Settings, routes: Sequence[BaseRoute]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The `paths` object, one operation per route and method from the metadata next to each handler, and
+    the component schemas those operations declare for their own bodies."""
     out: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {}
     for template, method, endpoint in _endpoints(routes):
         operation = operation_of(endpoint)
         if operation is None:
             raise LookupError(f"{method.upper()} {template} has no OpenAPI description (see http/apidoc.py)")
         out.setdefault(template, {})[method] = operation.render(settings)
+        for name, schema in operation.components.items():
+            if schemas.setdefault(name, schema) != schema:
+                raise ValueError(f"two handlers declare different schemas named {name!r}")
     _operation_ids(out)
-    return out
+    return out, schemas
 
 
-def _access_components() -> dict[str, Any]:
-    text, when = {"type": "string"}, {"type": "string", "format": "date-time"}
-    duration = {"type": ["string", "number"], "description": 'e.g. "8h", "90m", or seconds'}
-    oidc = {"application": text, "id_token": text}
-    return {
-        "GrantInput": {
-            "type": "object",
-            "properties": {
-                "user": {**text, "description": "user id or userName"},
-                "group": {**text, "description": "group id or displayName"},
-                "duration": duration,
-                "expiresAt": when,
-                "startsAt": when,
-                "justification": text,
-            },
-            "required": ["user", "group"],
-        },
-        "GrantExtension": {"type": "object", "properties": {"duration": duration, "expiresAt": when}},
-        "GrantRevocation": {"type": "object", "properties": {"reason": text}},
-        "AccessRequestInput": {
-            "type": "object",
-            "properties": {
-                "user": text,
-                "group": text,
-                "duration": duration,
-                "startsAt": when,
-                "justification": text,
-                **oidc,
-            },
-            "required": ["group", "duration", "justification"],
-        },
-        "Decision": {"type": "object", "properties": {"approver": text, "comment": text, **oidc}},
-    }
-
-
-def _components(registry: Registry) -> dict[str, Any]:
+def _components(registry: Registry, declared: dict[str, Any]) -> dict[str, Any]:
+    """The shared schemas (errors, list responses, the registries' resources) and the handlers' own."""
     admin = admin_registry()
     schemas: dict[str, Any] = {
         "Error": {
@@ -215,84 +185,8 @@ def _components(registry: Registry) -> dict[str, Any]:
             },
             "required": ["schemas", "totalResults"],
         },
-        "SearchRequest": {
-            "type": "object",
-            "properties": {
-                "schemas": {"type": "array", "items": {"type": "string", "enum": [SEARCH_URN]}},
-                "filter": {"type": "string"},
-                "sortBy": {"type": "string"},
-                "sortOrder": {"type": "string", "enum": ["ascending", "descending"]},
-                "startIndex": {"type": "integer"},
-                "count": {"type": "integer"},
-                "attributes": {"type": "array", "items": {"type": "string"}},
-                "excludedAttributes": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-        "PatchOp": {
-            "type": "object",
-            "properties": {
-                "schemas": {"type": "array", "items": {"type": "string", "enum": [PATCH_URN]}},
-                "Operations": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "op": {
-                                "type": "string",
-                                "enum": ["add", "remove", "replace", "Add", "Remove", "Replace"],
-                            },
-                            "path": {"type": "string"},
-                            "value": {},
-                        },
-                        "required": ["op"],
-                    },
-                },
-            },
-            "required": ["schemas", "Operations"],
-        },
-        "BulkRequest": {
-            "type": "object",
-            "properties": {
-                "schemas": {"type": "array", "items": {"type": "string", "enum": [BULK_REQUEST_URN]}},
-                "failOnErrors": {"type": "integer", "minimum": 1},
-                "Operations": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "method": {"type": "string", "enum": ["POST", "PUT", "PATCH", "DELETE"]},
-                            "bulkId": {"type": "string"},
-                            "version": {"type": "string"},
-                            "path": {"type": "string"},
-                            "data": {"type": "object"},
-                        },
-                        "required": ["method", "path"],
-                    },
-                },
-            },
-            "required": ["schemas", "Operations"],
-        },
-        "BulkResponse": {
-            "type": "object",
-            "properties": {
-                "schemas": {"type": "array", "items": {"type": "string"}},
-                "Operations": {"type": "array", "items": {"type": "object"}},
-            },
-        },
-        "LoginRequest": {
-            "type": "object",
-            "properties": {"application": {"type": "string"}, "id_token": {"type": "string"}},
-            "required": ["application", "id_token"],
-        },
-        **_access_components(),
-        "RetryRequest": {
-            "type": "object",
-            "properties": {
-                "allDead": {"type": "boolean"},
-                "ids": {"type": "array", "items": {"type": "integer"}},
-            },
-        },
     }
+    schemas.update(declared)
     for kind in ("User", "Group"):
         rt = registry.resource_type(kind)
         schemas[kind] = resource_schema(registry, rt, for_write=False)
@@ -335,6 +229,7 @@ def build(
         version = importlib.metadata.version("scimjit")
     except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
         version = "0.0.0"
+    described, declared = paths(settings, routes)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -343,8 +238,8 @@ def build(
             "description": "SCIM 2.0 server with just-in-time provisioning and time-bound access",
         },
         "servers": [{"url": server_url}],
-        "paths": paths(settings, routes),
-        "components": _components(registry),
+        "paths": described,
+        "components": _components(registry, declared),
     }
 
 

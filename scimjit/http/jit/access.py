@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from scimjit.access.service import Access, access_for
-from scimjit.http.apidoc import AUTH_ERRORS, JSON, body, doc, jit_errors, path, ref, resp
+from scimjit.http.apidoc import AUTH_ERRORS, JSON, Json, body, doc, jit_errors, path, ref, resp
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
 from scimjit.http.jit.errors import Endpoint, json_response
@@ -39,6 +39,44 @@ REQUESTS_SCOPE = "requests"
 ONE = [path("id")]
 GRANT = resp("The grant", ref("Grant"), JSON)
 REQUEST = resp("The access request", ref("AccessRequest"), JSON)
+_TEXT, _WHEN = {"type": "string"}, {"type": "string", "format": "date-time"}
+_DURATION = {"type": ["string", "number"], "description": 'e.g. "8h", "90m", or seconds'}
+_OIDC = {"application": _TEXT, "id_token": _TEXT}
+BODIES: dict[str, Json] = {
+    "GrantInput": {
+        "type": "object",
+        "properties": {
+            "user": {**_TEXT, "description": "user id or userName"},
+            "group": {**_TEXT, "description": "group id or displayName"},
+            "duration": _DURATION,
+            "expiresAt": _WHEN,
+            "startsAt": _WHEN,
+            "justification": _TEXT,
+        },
+        "required": ["user", "group"],
+    },
+    "GrantExtension": {"type": "object", "properties": {"duration": _DURATION, "expiresAt": _WHEN}},
+    "GrantRevocation": {"type": "object", "properties": {"reason": _TEXT}},
+    "AccessRequestInput": {
+        "type": "object",
+        "properties": {
+            "user": _TEXT,
+            "group": _TEXT,
+            "duration": _DURATION,
+            "startsAt": _WHEN,
+            "justification": _TEXT,
+            **_OIDC,
+        },
+        "required": ["group", "duration", "justification"],
+    },
+    "Decision": {"type": "object", "properties": {"approver": _TEXT, "comment": _TEXT, **_OIDC}},
+}
+
+
+def _bodies(*names: str) -> dict[str, Json]:
+    return {name: BODIES[name] for name in names}
+
+
 WHO = "Either a token with the `requests` scope naming the user, or `application` + the user's `id_token`"
 
 
@@ -84,6 +122,7 @@ async def _who(request: Request, body: dict[str, Any], field: str) -> tuple[Any,
     "Access",
     {"201": GRANT, **jit_errors(400, 404, 409, 413, 415, *AUTH_ERRORS)},
     body=body(ref("GrantInput"), JSON),
+    components=_bodies("GrantInput"),
 )
 async def grant_create(request: Request) -> Response:
     principal = require(request, "admin")
@@ -116,6 +155,7 @@ async def grant_get(request: Request) -> Response:
     {"200": GRANT, **jit_errors(400, 404, 409, 413, 415, *AUTH_ERRORS)},
     params=ONE,
     body=body(ref("GrantExtension"), JSON),
+    components=_bodies("GrantExtension"),
 )
 async def grant_extend(request: Request) -> Response:
     principal = require(request, "admin")
@@ -138,6 +178,7 @@ async def grant_extend(request: Request) -> Response:
     {"200": GRANT, **jit_errors(400, 404, 409, 413, 415, *AUTH_ERRORS)},
     params=ONE,
     body=body(ref("GrantRevocation"), JSON, required=False),
+    components=_bodies("GrantRevocation"),
 )
 async def grant_revoke(request: Request) -> Response:
     principal = require(request, "admin")
@@ -162,6 +203,7 @@ async def grant_revoke(request: Request) -> Response:
     {"201": REQUEST, **jit_errors(400, 401, 403, 404, 409, 413, 415, 429)},
     body=body(ref("AccessRequestInput"), JSON),
     description=WHO,
+    components=_bodies("AccessRequestInput"),
 )
 async def request_create(request: Request) -> Response:
     body = await _body(request)
@@ -200,6 +242,7 @@ def _decide(decision: str) -> Endpoint:
         params=ONE,
         body=body(ref("Decision"), JSON),
         description=WHO.replace("the user", "the approver"),
+        components=_bodies("Decision"),
     )
     async def endpoint(request: Request) -> Response:
         body = await _body(request, optional=True)

@@ -20,6 +20,11 @@ from scimjit.jiterrors import JitError
 from scimjit.store.tokens import Principal
 
 MAX_LOGIN_BODY = 64 * 1024
+LOGIN_REQUEST = {
+    "type": "object",
+    "properties": {"application": {"type": "string"}, "id_token": {"type": "string"}},
+    "required": ["application", "id_token"],
+}
 
 
 @doc(
@@ -31,6 +36,7 @@ MAX_LOGIN_BODY = 64 * 1024
         **jit_errors(400, 401, 403, 404, 413, 415, 429, 503),
     },
     body=body(ref("LoginRequest"), JSON),
+    components={"LoginRequest": LOGIN_REQUEST},
 )
 async def login(request: Request) -> Response:
     principal: Principal = require(request, "login")

@@ -19,6 +19,13 @@ from scimjit.http.jit.errors import error, json_response
 
 MAX_BODY = 64 * 1024
 EVENT_ID = path("id", {"type": "integer"})
+RETRY_REQUEST = {
+    "type": "object",
+    "properties": {
+        "allDead": {"type": "boolean"},
+        "ids": {"type": "array", "items": {"type": "integer"}},
+    },
+}
 
 
 def _event_id(request: Request) -> int:
@@ -72,6 +79,7 @@ async def outbox_retry_one(request: Request) -> Response:
     "JIT",
     {"200": resp("retried ids", {"type": "object"}, JSON), **jit_errors(400, 401, 403, 413, 415, 429)},
     body=body(ref("RetryRequest"), JSON),
+    components={"RetryRequest": RETRY_REQUEST},
 )
 async def outbox_retry(request: Request) -> Response:
     require(request, "admin")

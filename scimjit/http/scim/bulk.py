@@ -24,6 +24,35 @@ from scimjit.store import resources as ops
 
 BULK_REQUEST_URN = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 BULK_RESPONSE_URN = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
+BULK_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "schemas": {"type": "array", "items": {"type": "string", "enum": [BULK_REQUEST_URN]}},
+        "failOnErrors": {"type": "integer", "minimum": 1},
+        "Operations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "method": {"type": "string", "enum": ["POST", "PUT", "PATCH", "DELETE"]},
+                    "bulkId": {"type": "string"},
+                    "version": {"type": "string"},
+                    "path": {"type": "string"},
+                    "data": {"type": "object"},
+                },
+                "required": ["method", "path"],
+            },
+        },
+    },
+    "required": ["schemas", "Operations"],
+}
+BULK_RESPONSE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "schemas": {"type": "array", "items": {"type": "string"}},
+        "Operations": {"type": "array", "items": {"type": "object"}},
+    },
+}
 PATH = re.compile(r"^/(Users|Groups)(?:/([^/]+))?$")
 
 
@@ -123,6 +152,7 @@ def _run_all(ctx: ops.Context, operations: list[Any], fail_on_errors: int | None
     "SCIM",
     {"200": resp("BulkResponse", ref("BulkResponse")), **errors(400, 413, 415, *AUTH_ERRORS)},
     body=request_body(ref("BulkRequest")),
+    components={"BulkRequest": BULK_REQUEST, "BulkResponse": BULK_RESPONSE},
 )
 async def bulk(request: Request) -> Response:
     require(request, "scim:write")

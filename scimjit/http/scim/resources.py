@@ -60,6 +60,43 @@ def _names_attributes(request: Request) -> bool:
     return "attributes" in params or "excludedAttributes" in params
 
 
+PATCH_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+SEARCH_URN = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+SEARCH_REQUEST: Json = {
+    "type": "object",
+    "properties": {
+        "schemas": {"type": "array", "items": {"type": "string", "enum": [SEARCH_URN]}},
+        "filter": {"type": "string"},
+        "sortBy": {"type": "string"},
+        "sortOrder": {"type": "string", "enum": ["ascending", "descending"]},
+        "startIndex": {"type": "integer"},
+        "count": {"type": "integer"},
+        "attributes": {"type": "array", "items": {"type": "string"}},
+        "excludedAttributes": {"type": "array", "items": {"type": "string"}},
+    },
+}
+PATCH_OP: Json = {
+    "type": "object",
+    "properties": {
+        "schemas": {"type": "array", "items": {"type": "string", "enum": [PATCH_URN]}},
+        "Operations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "op": {
+                        "type": "string",
+                        "enum": ["add", "remove", "replace", "Add", "Remove", "Replace"],
+                    },
+                    "path": {"type": "string"},
+                    "value": {},
+                },
+                "required": ["op"],
+            },
+        },
+    },
+    "required": ["schemas", "Operations"],
+}
 IF_MATCH: Json = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}}
 ONE = path("id")
 
@@ -105,6 +142,7 @@ def _operations(kind: str) -> dict[str, Operation]:
             {"200": listed, **errors(400, 413, 415, *AUTH_ERRORS)},
             body=request_body(ref("SearchRequest")),
             operation_id=f"search{kind}s",
+            components={"SearchRequest": SEARCH_REQUEST},
         ),
         "get": Operation(
             f"Read a {kind}",
@@ -128,6 +166,7 @@ def _operations(kind: str) -> dict[str, Operation]:
             params=[ONE, IF_MATCH, *PROJECTION_PARAMS],
             body=request_body(ref("PatchOp")),
             operation_id=f"patch{kind}",
+            components={"PatchOp": PATCH_OP},
         ),
         "delete": Operation(
             f"Delete a {kind}",

@@ -14,6 +14,7 @@ from scimjit.http.body import read_json_object
 from scimjit.http.context import context, services
 from scimjit.http.listing import LIST_RESPONSE_URN, fetch_page, param_text, search_params
 from scimjit.http.responses import scim_response
+from scimjit.http.scim.resources import SEARCH_REQUEST
 from scimjit.scim.errors import ScimError, invalid_value
 from scimjit.scim.projection import apply, parse_projection
 from scimjit.store import resources as ops
@@ -24,6 +25,7 @@ from scimjit.store import resources as ops
     "SCIM",
     {"200": resp("ListResponse", ref("ListResponse")), **errors(400, 413, 415, *AUTH_ERRORS)},
     body=request_body(ref("SearchRequest")),
+    components={"SearchRequest": SEARCH_REQUEST},
 )
 async def root_search(request: Request) -> Response:
     require(request, "scim:read", "scim:write")
