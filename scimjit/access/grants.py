@@ -27,6 +27,7 @@ from scimjit.config import parse_duration
 from scimjit.delivery import outbox
 from scimjit.delivery.connectors.base import ACCESS_EXPIRING
 from scimjit.entitlement import ledger
+from scimjit.jiterrors import JitError
 from scimjit.provisioning.deprovision import Deprovisioner, chunks, user_document
 from scimjit.scim.resource import parse_datetime
 from scimjit.store import admin, audit, memberships
@@ -53,17 +54,7 @@ Grant = Row  # a whole `grants` row
 SOURCE_PREFIX = "grant:"
 
 
-class AccessError(Exception):
-    """A grant or request operation refused: HTTP status, stable reason code, human detail."""
-
-    def __init__(self, status: int, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.reason = reason
-        self.detail = detail
-
-    def to_json(self) -> dict[str, Any]:
-        return {"error": self.reason, "detail": self.detail}
+AccessError = JitError  # the former name, still imported by cli/access.py; raise JitError
 
 
 def source(grant_id: str) -> str:
@@ -77,22 +68,22 @@ def source(grant_id: str) -> str:
 def find_user(conn: sa.Connection, ref: Any) -> Row:
     """A SCIM user by id, or else by userName (case-insensitively)."""
     if not isinstance(ref, str) or not ref:
-        raise AccessError(400, "invalid_request", "`user` must be a user's id or userName")
+        raise JitError(400, "invalid_request", "`user` must be a user's id or userName")
     row = user_store.find_profile(conn, ref)
     if row is None:
-        raise AccessError(404, "unknown_user", f"no user has the id or userName {ref!r}")
+        raise JitError(404, "unknown_user", f"no user has the id or userName {ref!r}")
     return row
 
 
 def find_group(conn: sa.Connection, ref: Any) -> Row:
     """A group by id, or else by displayName (case-insensitively; two groups of that name: refused)."""
     if not isinstance(ref, str) or not ref:
-        raise AccessError(400, "invalid_request", "`group` must be a group's id or displayName")
+        raise JitError(400, "invalid_request", "`group` must be a group's id or displayName")
     found = group_store.find_by_ref(conn, ref)
     if not found:
-        raise AccessError(404, "unknown_group", f"no group has the id or displayName {ref!r}")
+        raise JitError(404, "unknown_group", f"no group has the id or displayName {ref!r}")
     if len(found) > 1:
-        raise AccessError(409, "ambiguous_group", f"several groups are named {ref!r}: use the group's id")
+        raise JitError(409, "ambiguous_group", f"several groups are named {ref!r}: use the group's id")
     return found[0]
 
 
@@ -100,7 +91,7 @@ def instant(value: Any, name: str) -> int:
     """An RFC 3339 date-time (or an aware datetime) as epoch microseconds."""
     parsed = parse_datetime(value)
     if parsed is None:
-        raise AccessError(
+        raise JitError(
             400, "invalid_request", f"`{name}` must be an RFC 3339 date-time, e.g. 2030-01-01T08:00:00Z"
         )
     return to_micros(parsed)
@@ -109,13 +100,13 @@ def instant(value: Any, name: str) -> int:
 def seconds(value: Any, name: str = "duration") -> float:
     """A duration: `"8h"`, `"90m"`, or a number of seconds."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise AccessError(400, "invalid_request", f'`{name}` must be a duration such as "8h" or seconds')
+        raise JitError(400, "invalid_request", f'`{name}` must be a duration such as "8h" or seconds')
     try:
         result = parse_duration(value)
     except ValueError as exc:
-        raise AccessError(400, "invalid_request", f"`{name}`: {exc}") from None
+        raise JitError(400, "invalid_request", f"`{name}`: {exc}") from None
     if result <= 0:
-        raise AccessError(400, "invalid_request", f"`{name}` must be positive")
+        raise JitError(400, "invalid_request", f"`{name}` must be positive")
     return result
 
 
@@ -127,13 +118,13 @@ def window(
     now_us = to_micros(now)
     start = max(now_us, instant(starts_at, "startsAt")) if starts_at is not None else now_us
     if (duration is None) == (expires_at is None):
-        raise AccessError(400, "invalid_request", "give either `duration` or `expiresAt`")
+        raise JitError(400, "invalid_request", "give either `duration` or `expiresAt`")
     if duration is not None:
         end = start + int(seconds(duration) * 1_000_000)
     else:
         end = instant(expires_at, "expiresAt")
     if end <= start:
-        raise AccessError(400, "invalid_request", "the grant must end after it starts (and after now)")
+        raise JitError(400, "invalid_request", "the grant must end after it starts (and after now)")
     return start, end
 
 
@@ -157,7 +148,7 @@ def create(
     """Create a grant for the `user` row in the `group` row (from `find_user` / `find_group`); active at
     once unless `starts_at` is in the future. Returns the grants row."""
     if not user.active:
-        raise AccessError(409, "inactive_user", f"user {user.user_name!r} is not active")
+        raise JitError(409, "inactive_user", f"user {user.user_name!r} is not active")
     now_us = to_micros(now)
     status = SCHEDULED if starts_at > now_us else ACTIVE
     row = conn.execute(
@@ -209,7 +200,7 @@ def load(conn: sa.Connection, table: sa.Table, row_id: str, what: str, *, for_up
         stmt = stmt.with_for_update()
     row = conn.execute(stmt).first()
     if row is None:
-        raise AccessError(404, "not_found", f"no {what} {row_id!r}")
+        raise JitError(404, "not_found", f"no {what} {row_id!r}")
     return row
 
 
@@ -229,9 +220,9 @@ def extend(
     user_store.lock(conn, [get(conn, grant_id).user_id])
     row = get(conn, grant_id, for_update=True)
     if row.status not in OPEN or row.expires_at <= now_us:
-        raise AccessError(409, "not_open", f"grant {grant_id} is {effective_status(row, now_us)}")
+        raise JitError(409, "not_open", f"grant {grant_id} is {effective_status(row, now_us)}")
     if expires_at <= max(now_us, row.starts_at):
-        raise AccessError(400, "invalid_request", "the new end must be after now and after the start")
+        raise JitError(400, "invalid_request", "the new end must be after now and after the start")
     updated = conn.execute(
         grants.update()
         .where(grants.c.id == grant_id)
@@ -268,7 +259,7 @@ def revoke(
     user_store.lock(conn, [get(conn, grant_id).user_id])
     row = get(conn, grant_id, for_update=True)
     if row.status not in OPEN or row.expires_at <= now_us:
-        raise AccessError(409, "not_open", f"grant {grant_id} is {effective_status(row, now_us)}")
+        raise JitError(409, "not_open", f"grant {grant_id} is {effective_status(row, now_us)}")
     updated = conn.execute(
         grants.update()
         .where(grants.c.id == grant_id)

@@ -23,9 +23,9 @@ from typing import Any, cast
 import sqlalchemy as sa
 
 from scimjit.access import grants
-from scimjit.access.grants import AccessError
 from scimjit.clock import isoformat, to_micros
 from scimjit.entitlement.policies import Policy
+from scimjit.jiterrors import JitError
 from scimjit.provisioning.deprovision import Deprovisioner
 from scimjit.store import admin, audit, memberships
 from scimjit.store import groups as group_store
@@ -63,7 +63,7 @@ def is_member(conn: sa.Connection, user_id: str, refs: Sequence[str], now_us: in
 def policy_of(deprov: Deprovisioner, group: Row) -> Policy:
     policy = deprov.settings.policy_for(group.id, group.display_name)
     if policy is None:
-        raise AccessError(403, "not_requestable", f"group {group.display_name!r} has no access policy")
+        raise JitError(403, "not_requestable", f"group {group.display_name!r} has no access policy")
     return policy
 
 
@@ -85,17 +85,17 @@ def create(
     now_us = to_micros(now)
     policy = policy_of(deprov, group)
     if not user.active:
-        raise AccessError(403, "inactive_user", f"user {user.user_name!r} is not active")
+        raise JitError(403, "inactive_user", f"user {user.user_name!r} is not active")
     if policy.eligible and not is_member(conn, user.id, policy.eligible, now_us):
-        raise AccessError(
+        raise JitError(
             403,
             "not_eligible",
             f"only members of {', '.join(policy.eligible)} may request {group.display_name!r}",
         )
     if not isinstance(justification, str) or not justification.strip():
-        raise AccessError(400, "invalid_request", "a `justification` is required")
+        raise JitError(400, "invalid_request", "a `justification` is required")
     if duration > policy.max_duration:
-        raise AccessError(
+        raise JitError(
             400, "too_long", f"{group.display_name!r} may be requested for at most {policy.max_duration:g}s"
         )
     if starts_at is not None and starts_at <= now_us:
@@ -168,27 +168,27 @@ def decide(
     user_store.lock(conn, [get(conn, request_id).user_id])
     row = get(conn, request_id, for_update=True)
     if row.status != PENDING:
-        raise AccessError(409, "not_pending", f"request {request_id} is {row.status}")
+        raise JitError(409, "not_pending", f"request {request_id} is {row.status}")
     if row.expires_at <= now_us:
-        raise AccessError(409, "not_pending", f"request {request_id} is expired")
+        raise JitError(409, "not_pending", f"request {request_id} is expired")
     if approver.id == row.user_id:
-        raise AccessError(403, "self_approval", "nobody may decide their own request")
+        raise JitError(403, "self_approval", "nobody may decide their own request")
     found = group_store.names(conn, ids={row.group_id})
     group = found[0] if found else None
     if group is None:
-        raise AccessError(409, "unknown_group", f"the group of request {request_id} no longer exists")
+        raise JitError(409, "unknown_group", f"the group of request {request_id} no longer exists")
     policy = policy_of(deprov, group)
     if not approver.active or not is_member(conn, approver.id, policy.approvers, now_us):
-        raise AccessError(
+        raise JitError(
             403,
             "not_an_approver",
             f"only active members of {', '.join(policy.approvers) or '(nobody)'} decide",
         )
     approvals = list(row.approvals or [])
     if any(a.get("approverId") == approver.id for a in approvals):
-        raise AccessError(409, "already_decided", f"{approver.user_name!r} has already decided this request")
+        raise JitError(409, "already_decided", f"{approver.user_name!r} has already decided this request")
     if not isinstance(comment, str | None):
-        raise AccessError(400, "invalid_request", "`comment` must be a string")
+        raise JitError(400, "invalid_request", "`comment` must be a string")
     approvals.append({**_decision(approver.user_name, decision, now, comment), "approverId": approver.id})
     if decision == "deny":
         updated = _update(conn, row, status=DENIED, approvals=approvals, decided_at=now_us)
@@ -323,7 +323,7 @@ def _update(conn: sa.Connection, row: AccessRequest, **values: Any) -> AccessReq
         .returning(*access_requests.c)
     ).first()
     if updated is None:
-        raise AccessError(409, "conflict", f"request {row.id} changed meanwhile; try again")
+        raise JitError(409, "conflict", f"request {row.id} changed meanwhile; try again")
     return updated
 
 

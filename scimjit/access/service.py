@@ -1,5 +1,5 @@
 """Just-in-time access as a service: grants, requests and the sweeper over one database, one clock and the
-JIT engine's applications. The HTTP routes (`scimjit.http.access_routes`) and the CLI
+JIT engine's applications. The HTTP routes (`scimjit.http.jit.access`) and the CLI
 (`scimjit.cli.access`) both call these methods; each is one transaction.
 
 Wiring (what `scimjit serve` and the app factory do): `install(services)` puts the `Deprovisioner` in
@@ -15,14 +15,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from scimjit.access import grants, requests
-from scimjit.access.grants import AccessError
 from scimjit.access.sweeper import Sweeper, background_task
 from scimjit.clock import to_micros
 from scimjit.engine import JitEngine, get_engine
 from scimjit.entitlement import identity
 from scimjit.entitlement.policies import AccessSettings
+from scimjit.jiterrors import JitError
 from scimjit.provisioning.deprovision import Deprovisioner
-from scimjit.provisioning.oidc import TokenRejected
 from scimjit.provisioning.reconcile import Reconciler, Schedule
 from scimjit.store import audit
 
@@ -64,7 +63,7 @@ class Access:
     ) -> dict[str, Any]:
         now = self.clock.now()
         if justification is not None and not isinstance(justification, str):
-            raise AccessError(400, "invalid_request", "`justification` must be a string")
+            raise JitError(400, "invalid_request", "`justification` must be a string")
         start, end = grants.window(now, duration=duration, expires_at=expires_at, starts_at=starts_at)
         with self.db.write() as conn:
             row = grants.create(
@@ -93,9 +92,7 @@ class Access:
         """A new end: `expiresAt`, or `duration` more than the current end."""
         now = self.clock.now()
         if (duration is None) == (expires_at is None):
-            raise AccessError(
-                400, "invalid_request", "give either `duration` (added to the end) or `expiresAt`"
-            )
+            raise JitError(400, "invalid_request", "give either `duration` (added to the end) or `expiresAt`")
         with self.db.write() as conn:
             if duration is not None:
                 current = grants.get(conn, grant_id)
@@ -118,7 +115,7 @@ class Access:
     ) -> dict[str, Any]:
         now = self.clock.now()
         if reason is not None and not isinstance(reason, str):
-            raise AccessError(400, "invalid_request", "`reason` must be a string")
+            raise JitError(400, "invalid_request", "`reason` must be a string")
         with self.db.write() as conn:
             row = grants.revoke(
                 conn,
@@ -151,7 +148,7 @@ class Access:
     ) -> dict[str, Any]:
         now = self.clock.now()
         if duration is None:
-            raise AccessError(400, "invalid_request", '`duration` is required, e.g. "2h"')
+            raise JitError(400, "invalid_request", '`duration` is required, e.g. "2h"')
         seconds = grants.seconds(duration)
         start = grants.instant(starts_at, "startsAt") if starts_at is not None else None
         with self.db.write() as conn:
@@ -199,7 +196,7 @@ class Access:
                     http_request_id=http_request_id,
                 )
                 return requests.render(row, to_micros(now))
-        except AccessError as exc:
+        except JitError as exc:
             if exc.status == 403:
                 audit.record_now(
                     self.db,
@@ -225,23 +222,23 @@ class Access:
         """The SCIM user an ID token (issued for `application`'s client) belongs to, and the actor name
         `oidc:<sub>`: how a user files or decides a request without a scimjit token."""
         if not isinstance(application, str) or not isinstance(id_token, str):
-            raise AccessError(400, "invalid_request", "send `application` with the user's `id_token`")
+            raise JitError(400, "invalid_request", "send `application` with the user's `id_token`")
         app = self.engine.apps.get(application)
         if app is None:
-            raise AccessError(404, "unknown_application", f"no application named {application!r}")
+            raise JitError(404, "unknown_application", f"no application named {application!r}")
         try:
             claims = await self.engine.verifier.verify(app, id_token)
-        except TokenRejected as exc:
-            raise AccessError(401, exc.reason, exc.detail) from None
+        except JitError as exc:  # a refused ID token (even an unreachable issuer) is a 401 here
+            raise JitError(401, exc.reason, exc.detail) from None
         value = claims.get(app.match.claim)
         if not isinstance(value, str) or not value:
-            raise AccessError(401, "missing_claim", f"the token has no {app.match.claim!r} claim")
+            raise JitError(401, "missing_claim", f"the token has no {app.match.claim!r} claim")
 
         def read() -> Any:
             with self.db.read() as conn:
                 found = identity.find_subjects(conn, app, value)
                 if len(found) != 1:
-                    raise AccessError(
+                    raise JitError(
                         403, "unknown_user", f"no single SCIM user has {app.match.attribute} = {value!r}"
                     )
                 return grants.find_user(conn, found[0].user_id)

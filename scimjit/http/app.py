@@ -1,4 +1,5 @@
-"""The ASGI application: routes under /scim/v2 and /jit/v1, error rendering, and background work."""
+"""The ASGI application: the SCIM routes under /scim/v2, the JIT sub-application at /jit/v1, operations
+endpoints, error rendering, and background work."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from scimjit.clock import Clock
 from scimjit.config import Settings
-from scimjit.http import access_routes, admin_routes, discovery, jit_routes, oidc_flow, resources
-from scimjit.http.bulk import bulk
+from scimjit.http.apidoc import JSON, doc, resp
+from scimjit.http.jit import PREFIX as JIT_PREFIX
+from scimjit.http.jit import jit_api
 from scimjit.http.metrics_route import metrics
 from scimjit.http.middleware import ObservabilityMiddleware
 from scimjit.http.openapi import openapi
@@ -29,7 +31,9 @@ from scimjit.http.responses import (
     scim_error_handler,
     unexpected_error_handler,
 )
-from scimjit.http.search import root_search
+from scimjit.http.scim import discovery, resources
+from scimjit.http.scim.bulk import bulk
+from scimjit.http.scim.search import root_search
 from scimjit.scim.errors import ScimError
 from scimjit.services import Services
 from scimjit.store.db import Database
@@ -40,10 +44,17 @@ log = logging.getLogger("scimjit")
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
 
 
+@doc("Liveness: the process is up", "Operations", {"200": resp("ok", {"type": "object"}, JSON)}, secure=False)
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+@doc(
+    "Readiness: database reachable and migrations current",
+    "Operations",
+    {"200": resp("ready", {"type": "object"}, JSON), "503": resp("not ready", {"type": "object"}, JSON)},
+    secure=False,
+)
 async def readyz(request: Request) -> Response:
     svc: Services = request.app.state.services
     try:
@@ -62,6 +73,18 @@ def scim_routes() -> list[BaseRoute]:
         *resources.endpoints("Group"),
         Route("/.search", root_search, methods=["POST"]),
         Route("/Bulk", bulk, methods=["POST"]),
+    ]
+
+
+def route_table() -> list[BaseRoute]:
+    """Every route the app serves; openapi.py documents exactly these."""
+    return [
+        Mount("/scim/v2", routes=scim_routes()),
+        Mount(JIT_PREFIX, app=jit_api()),  # its own error shape and exception handlers
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/openapi.json", openapi),
     ]
 
 
@@ -91,20 +114,8 @@ def create_app(
                 except Exception:  # a background task failing at shutdown must not block it
                     log.exception("background task did not stop cleanly")
 
-    routes: list[BaseRoute] = [
-        Mount("/scim/v2", routes=scim_routes()),
-        # one /jit/v1 mount; the admin lists come first, so GET /grants and /requests are theirs
-        Mount(
-            "/jit/v1",
-            routes=[*admin_routes.routes, *jit_routes.routes, *oidc_flow.routes, *access_routes.routes],
-        ),
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Route("/metrics", metrics),
-        Route("/openapi.json", openapi),
-    ]
     app = Starlette(
-        routes=routes,
+        routes=route_table(),
         exception_handlers={
             ScimError: scim_error_handler,
             HTTPException: http_error_handler,

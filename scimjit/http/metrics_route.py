@@ -12,11 +12,25 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from scimjit.clock import to_micros
+from scimjit.config import Settings
+from scimjit.http.apidoc import doc, errors, resp
 from scimjit.http.auth import require
 from scimjit.http.context import services
 from scimjit.metrics import OutboxCollector, exposition
 
 
+def _responses(settings: Settings) -> dict[str, object]:
+    return {
+        "200": resp("Prometheus text format", {"type": "string"}, "text/plain"),
+        **(errors(401, 403, 429) if settings.metrics_token_required else {}),
+    }
+
+
+def _secure(settings: Settings) -> bool:
+    return settings.metrics_token_required
+
+
+@doc("Prometheus metrics", "Operations", _responses, secure=_secure)
 async def metrics(request: Request) -> Response:
     svc = services(request)
     if svc.settings.metrics_token_required:

@@ -50,8 +50,9 @@ from scimjit.delivery.deliverer import Deliverer, Report, worker_id
 from scimjit.entitlement import identity, ledger
 from scimjit.entitlement.apps import Application
 from scimjit.entitlement.identity import Subject
+from scimjit.jiterrors import JitError
 from scimjit.metrics import LOGINS
-from scimjit.provisioning.oidc import OidcVerifier, TokenRejected
+from scimjit.provisioning.oidc import OidcVerifier
 from scimjit.store import audit
 from scimjit.store import users as user_rows
 from scimjit.store.db import Database
@@ -59,22 +60,6 @@ from scimjit.store.db import Database
 log = logging.getLogger("scimjit.provisioning.login")
 
 POLL_INTERVAL = 0.05  # seconds between ledger checks while waiting for a concurrent first login
-
-
-class LoginRefused(Exception):
-    """The login is refused (or cannot finish now): HTTP status, stable reason code, human detail."""
-
-    def __init__(
-        self, status: int, reason: str, detail: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.reason = reason
-        self.detail = detail
-        self.headers = dict(headers or {})
-
-    def to_json(self) -> dict[str, Any]:
-        return {"error": self.reason, "detail": self.detail}
 
 
 class _Changed(Exception):
@@ -134,15 +119,13 @@ class LoginService:
     async def login(
         self, application: str, id_token: str, *, caller: str | None = None, request_id: str | None = None
     ) -> LoginResult:
-        """Run the login hook for `application`. Raises LoginRefused with the status and reason code."""
+        """Run the login hook for `application`. Raises JitError with the status and reason code."""
         app = self.apps.get(application)
         if app is None:  # not counted: the metric label would take any string a caller sends
-            raise LoginRefused(
-                404, "unknown_application", f"no application named {application!r} is configured"
-            )
+            raise JitError(404, "unknown_application", f"no application named {application!r} is configured")
         try:
             result = await self._login(app, id_token, caller, request_id)
-        except LoginRefused as exc:
+        except JitError as exc:
             LOGINS.labels(application=app.name, outcome="refused" if exc.status < 500 else "error").inc()
             raise
         LOGINS.labels(application=app.name, outcome="allowed").inc()
@@ -154,9 +137,8 @@ class LoginService:
         at = _Attempt(app, self.clock.now(), caller, request_id, actor=caller)
         try:
             claims = await self.verifier.verify(app, id_token)
-        except TokenRejected as exc:
-            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
-            await self._refuse(at, exc.status, exc.reason, exc.detail, headers)
+        except JitError as exc:  # the token is refused: audit it as a refused login
+            await self._refuse(at, exc.status, exc.reason, exc.detail, exc.headers)
         if isinstance(claims.get("sub"), str):
             at.actor = f"oidc:{claims['sub']}"
         value = claims.get(app.match.claim)
@@ -429,7 +411,7 @@ class LoginService:
         if at.app.async_create:
             account = {"status": ledger.PENDING, "downstreamId": None, "application": at.app.name}
             return LoginResult(202, {"account": account, "user": at.user, "roles": at.roles}, headers)
-        raise LoginRefused(
+        raise JitError(
             503, "downstream_unavailable", f"the account in {at.app.name!r} is not ready: {why}", headers
         )
 
@@ -442,7 +424,7 @@ class LoginService:
         await self.db.run(
             self._audit_now, at, "login.refused", "refused", {"reason": reason, "detail": detail}
         )
-        raise LoginRefused(status, reason, detail, headers)
+        raise JitError(status, reason, detail, headers)
 
     def _audit_now(self, at: _Attempt, action: str, outcome: str, details: dict[str, Any]) -> None:
         with self.db.write() as conn:

@@ -31,6 +31,7 @@ from scimjit.clock import Clock
 from scimjit.config import ConfigError, JitSettings
 from scimjit.delivery.httpclient import LoopClient
 from scimjit.entitlement.apps import Application, check_url
+from scimjit.jiterrors import JitError
 
 with warnings.catch_warnings():
     # authlib 1.x marks authlib.jose deprecated in favour of joserfc; it is still the supported API until 2.0.
@@ -42,20 +43,6 @@ log = logging.getLogger("scimjit.provisioning.oidc")
 
 KTY_FOR_ALG = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 MAX_TOKEN_BYTES = 16 * 1024
-
-
-class TokenRejected(Exception):
-    """The ID token is not acceptable. `reason` is the stable code the caller sees; `status` its HTTP status
-    (401, or 503 when the issuer cannot be reached to check the token)."""
-
-    def __init__(
-        self, reason: str, detail: str, *, status: int = 401, retry_after: int | None = None
-    ) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.status = status
-        self.retry_after = retry_after
 
 
 class JsonFetcher(Protocol):
@@ -107,16 +94,18 @@ class OidcVerifier:
         self._jwt: dict[str, JsonWebToken] = {}
 
     async def verify(self, app: Application, token: str) -> dict[str, Any]:
-        """The verified claims of `token` for `app`, or TokenRejected."""
+        """The verified claims of `token` for `app`, or JitError (401; 503 when the issuer cannot be reached)."""
         header = _header(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in app.algorithms:
-            raise TokenRejected(
-                "unsupported_algorithm", f"alg {alg!r} is not accepted; accepted: {', '.join(app.algorithms)}"
+            raise JitError(
+                401,
+                "unsupported_algorithm",
+                f"alg {alg!r} is not accepted; accepted: {', '.join(app.algorithms)}",
             )
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
-            raise TokenRejected("invalid_token", "kid must be a string")
+            raise JitError(401, "invalid_token", "kid must be a string")
         key = await self._key(app.issuer, alg, kid)
         jwt = self._jwt.get(alg)
         if jwt is None:
@@ -124,12 +113,12 @@ class OidcVerifier:
         try:
             claims = dict(jwt.decode(token, key))
         except BadSignatureError:
-            raise TokenRejected(
-                "invalid_signature", "the signature does not verify with the issuer's key"
+            raise JitError(
+                401, "invalid_signature", "the signature does not verify with the issuer's key"
             ) from None
         except (JoseError, ValueError, TypeError) as exc:
-            raise TokenRejected(
-                "invalid_token", f"the token cannot be decoded ({type(exc).__name__})"
+            raise JitError(
+                401, "invalid_token", f"the token cannot be decoded ({type(exc).__name__})"
             ) from None
         self._check_claims(app, claims)
         return claims
@@ -139,23 +128,23 @@ class OidcVerifier:
         skew = self.settings.clock_skew if app.clock_skew is None else app.clock_skew
         iss = claims.get("iss")
         if not isinstance(iss, str) or issuer_id(iss) != issuer_id(app.issuer):
-            raise TokenRejected("wrong_issuer", f"iss {iss!r} is not this application's issuer")
+            raise JitError(401, "wrong_issuer", f"iss {iss!r} is not this application's issuer")
         aud = claims.get("aud")
         audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         if not any(a in app.audience for a in audiences if isinstance(a, str)):
-            raise TokenRejected("wrong_audience", f"aud {aud!r} does not include {', '.join(app.audience)}")
+            raise JitError(401, "wrong_audience", f"aud {aud!r} does not include {', '.join(app.audience)}")
         azp = claims.get("azp")
         if (len(audiences) > 1 or azp is not None) and azp not in app.audience:
-            raise TokenRejected("wrong_audience", f"azp {azp!r} is not one of {', '.join(app.audience)}")
+            raise JitError(401, "wrong_audience", f"azp {azp!r} is not one of {', '.join(app.audience)}")
         exp = _number(claims, "exp")
         iat = _number(claims, "iat")
         nbf = _number(claims, "nbf") if claims.get("nbf") is not None else None
         if exp <= now - skew:
-            raise TokenRejected("expired", "the token has expired")
+            raise JitError(401, "expired", "the token has expired")
         if nbf is not None and nbf > now + skew:
-            raise TokenRejected("not_yet_valid", "the token is not valid yet (nbf)")
+            raise JitError(401, "not_yet_valid", "the token is not valid yet (nbf)")
         if iat > now + skew:
-            raise TokenRejected("not_yet_valid", "the token was issued in the future (iat); check clocks")
+            raise JitError(401, "not_yet_valid", "the token was issued in the future (iat); check clocks")
 
     # --- keys -------------------------------------------------------------------------------------------
 
@@ -169,7 +158,7 @@ class OidcVerifier:
             await self._refresh(issuer, state, must=not state.keys)  # rotation: the issuer may have a new key
             key = _find(state.keys, alg, kid)
         if key is None:
-            raise TokenRejected("unknown_key", f"no key of the issuer matches kid {kid!r} and alg {alg}")
+            raise JitError(401, "unknown_key", f"no key of the issuer matches kid {kid!r} and alg {alg}")
         return key
 
     async def _refresh(self, issuer: str, state: _IssuerKeys, *, must: bool) -> None:
@@ -186,8 +175,8 @@ class OidcVerifier:
         except (OSError, ValueError, ConfigError) as exc:
             log.warning("cannot refresh the keys of issuer %s: %s", issuer, exc)
             if must or not state.keys:
-                raise TokenRejected(
-                    "issuer_unavailable", "the issuer's keys cannot be fetched now", status=503, retry_after=5
+                raise JitError(
+                    503, "issuer_unavailable", "the issuer's keys cannot be fetched now", retry_after=5
                 ) from None
 
     async def _fetch(self, issuer: str, state: _IssuerKeys) -> None:
@@ -222,20 +211,20 @@ class OidcVerifier:
 def _number(claims: Mapping[str, Any], name: str) -> float:
     value = claims.get(name)
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise TokenRejected("invalid_token", f"{name} is {'missing' if value is None else 'not a number'}")
+        raise JitError(401, "invalid_token", f"{name} is {'missing' if value is None else 'not a number'}")
     return float(value)
 
 
 def _header(token: str) -> dict[str, Any]:
     if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
-        raise TokenRejected("invalid_token", "an ID token is a compact JWS: three base64url parts")
+        raise JitError(401, "invalid_token", "an ID token is a compact JWS: three base64url parts")
     segment = token.split(".", 1)[0]
     try:
         header = orjson.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     except (binascii.Error, ValueError):
-        raise TokenRejected("invalid_token", "the token header is not base64url JSON") from None
+        raise JitError(401, "invalid_token", "the token header is not base64url JSON") from None
     if not isinstance(header, dict):
-        raise TokenRejected("invalid_token", "the token header is not a JSON object")
+        raise JitError(401, "invalid_token", "the token header is not a JSON object")
     return header
 
 

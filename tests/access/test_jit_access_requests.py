@@ -8,9 +8,9 @@ import tomllib
 import pytest
 import sqlalchemy as sa
 
-from scimjit.access.grants import AccessError
 from scimjit.config import ConfigError
 from scimjit.entitlement.policies import AccessSettings
+from scimjit.jiterrors import JitError
 from scimjit.store.tables import audit_log, grants
 from tests.access_helpers import POLICY, Directory, clear_outbox, config, give_account, make_access, summary
 
@@ -46,8 +46,8 @@ def ask(access, user="alice", duration="4h", **kwargs):
     )
 
 
-def refused(fn, *args, **kwargs) -> AccessError:
-    with pytest.raises(AccessError) as excinfo:
+def refused(fn, *args, **kwargs) -> JitError:
+    with pytest.raises(JitError) as excinfo:
         fn(*args, **kwargs)
     return excinfo.value
 

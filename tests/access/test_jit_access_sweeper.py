@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from scimjit.access.grants import AccessError
 from scimjit.clock import to_micros
 from scimjit.entitlement import identity, ledger
+from scimjit.jiterrors import JitError
 from scimjit.store import groups as group_store
 from scimjit.store import users as user_store
 from scimjit.store.tables import audit_log, grants, memberships
@@ -243,7 +243,7 @@ def test_extend_and_revoke_early(db, clock, access, directory):
     assert revoked["status"] == "revoked"
     assert summary(db, "role.revoke") == [("role.revoke", "wiki", "alice", "prod")]
     assert "members" not in directory.read_group(prod)
-    with pytest.raises(AccessError) as excinfo:
+    with pytest.raises(JitError) as excinfo:
         access.revoke_grant(grant["id"], actor="admin")
     assert excinfo.value.reason == "not_open"
 
@@ -288,7 +288,7 @@ def test_grant_input_is_checked(db, clock, access, directory):
         ({"user": "alice", "group": "prod-admins", "duration": "soon"}, "invalid_request"),
         ({"user": "alice", "group": "prod-admins", "expires_at": "2029-01-01T00:00:00Z"}, "invalid_request"),
     ):
-        with pytest.raises(AccessError) as excinfo:
+        with pytest.raises(JitError) as excinfo:
             access.create_grant(actor="admin", **kwargs)
         assert excinfo.value.reason == reason, kwargs
 

@@ -155,9 +155,9 @@ def test_a_bad_downstream_token_is_a_permanent_failure(db, clock, issuer, downst
     raw["applications"][0]["connector"]["token"] = "sjt_wrong_wrong"
     engine = engine_for(db, clock, raw)
     token = issuer.token(clock.now().timestamp(), aud="crm", preferred_username="carol")
-    from scimjit.provisioning.login import LoginRefused
+    from scimjit.jiterrors import JitError
 
-    with pytest.raises(LoginRefused) as excinfo:
+    with pytest.raises(JitError) as excinfo:
         asyncio.run(engine.login("crm", token))
     assert excinfo.value.reason == "provisioning_failed"
     assert "401" in excinfo.value.detail

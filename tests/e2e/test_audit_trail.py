@@ -15,10 +15,10 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from scimjit.access.grants import AccessError
 from scimjit.access.service import access_for
 from scimjit.config import Settings
 from scimjit.http.app import create_app
+from scimjit.jiterrors import JitError
 from scimjit.logs import configure
 from scimjit.services import Services
 from tests.access_helpers import POLICY, config
@@ -98,7 +98,7 @@ def test_every_kind_of_event_is_audited_and_no_secret_is_recorded_or_logged(db, 
             approved = access.create_request(
                 user="alice", group="prod-admins", duration="2h", justification="deploy", requested_by="alice"
             )
-            with pytest.raises(AccessError):
+            with pytest.raises(JitError):
                 access.decide(approved["id"], approver="alice", decision="approve", actor="alice")
             access.decide(approved["id"], approver="bob", decision="approve", comment="ok", actor="bob")
             denied = access.create_request(

@@ -14,7 +14,7 @@ import pytest
 from scimjit.clock import FrozenClock
 from scimjit.config import Settings
 from scimjit.http.app import create_app
-from scimjit.http.oidc_flow import sign, unsign
+from scimjit.http.jit.signin import sign, unsign
 from scimjit.services import Services
 from tests.jit_helpers import WebhookReceiver, add_group, add_user
 from tests.live_server import serve

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 from starlette.routing import Mount, Route
 
 from scimjit.config import Settings
@@ -86,3 +87,36 @@ def test_request_bodies_come_from_the_schema_registry():
     assert "password" not in user_out["properties"]  # returned: never
     audit = spec["components"]["schemas"]["AuditEvent"]["properties"]
     assert audit["at"] == {"type": "string", "format": "date-time"} and audit["id"] == {"type": "integer"}
+
+
+async def _undescribed(request):  # a handler without @doc
+    raise AssertionError("never called")
+
+
+def test_a_route_without_a_description_fails_the_build():
+    from starlette.routing import Router
+
+    from scimjit.http.app import route_table
+
+    routes = [*route_table(), Mount("/extra", app=Router([Route("/thing/{id:int}", _undescribed)]))]
+    with pytest.raises(LookupError, match=r"GET /extra/thing/\{id\} has no OpenAPI description"):
+        build(Settings.load(environ={}), load_registry(), routes=routes)
+
+
+def test_operations_come_from_the_handlers_and_follow_the_route_table():
+    from scimjit.http.app import route_table
+    from scimjit.http.jit import logins
+
+    settings = Settings.load(environ={})
+    spec = build(settings, load_registry())
+    login = spec["paths"]["/jit/v1/logins"]["post"]
+    assert login == {**logins.login.openapi.render(settings), "operationId": "postLogins"}
+    assert login["responses"]["503"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/JitError"
+    }
+    # the admin view's GET and the access module's POST share /jit/v1/grants
+    assert set(spec["paths"]["/jit/v1/grants"]) == {"get", "post"}
+    assert spec["paths"]["/scim/v2/Users/{id}"]["patch"]["operationId"] == "patchUser"
+    # a route table without the JIT API documents no JIT path
+    scim_only = [r for r in route_table() if getattr(r, "path", "") != "/jit/v1"]
+    assert not any(p.startswith("/jit/") for p in build(settings, load_registry(), routes=scim_only)["paths"])

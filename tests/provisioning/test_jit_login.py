@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
 from scimjit.entitlement import ledger
-from scimjit.provisioning.login import LoginRefused
+from scimjit.jiterrors import JitError
 from scimjit.store.tables import accounts, audit_log, outbox
 from tests.jit_helpers import (
     LocalIssuer,
@@ -63,8 +63,8 @@ def login(engine, issuer, clock, username="alice", app="wiki", **claims):
     return asyncio.run(engine.login(app, token, caller="wiki-token"))
 
 
-def refused(engine, issuer, clock, username="alice", **claims) -> LoginRefused:
-    with pytest.raises(LoginRefused) as excinfo:
+def refused(engine, issuer, clock, username="alice", **claims) -> JitError:
+    with pytest.raises(JitError) as excinfo:
         login(engine, issuer, clock, username, **claims)
     return excinfo.value
 
@@ -127,7 +127,7 @@ def test_refusals_have_reason_codes_and_are_audited(db, clock, issuer, hook, wik
     assert refused(wiki, issuer, clock, "bob").reason == "not_entitled"
     assert refused(wiki, issuer, clock, "alice", aud="other").reason == "wrong_audience"
     assert refused(wiki, issuer, clock, None).reason == "missing_claim"
-    with pytest.raises(LoginRefused) as excinfo:
+    with pytest.raises(JitError) as excinfo:
         asyncio.run(wiki.login("nope", "x"))
     assert (excinfo.value.status, excinfo.value.reason) == (404, "unknown_application")
     assert hook.requests == []

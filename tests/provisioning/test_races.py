@@ -27,8 +27,8 @@ from scimjit.access.service import Access
 from scimjit.access.sweeper import Sweeper
 from scimjit.delivery import outbox
 from scimjit.entitlement import identity, ledger
+from scimjit.jiterrors import JitError
 from scimjit.provisioning.deprovision import Deprovisioner
-from scimjit.provisioning.login import LoginRefused
 from scimjit.scim.errors import ScimError
 from scimjit.scim.projection import Projection
 from scimjit.store import resources
@@ -99,7 +99,7 @@ class Arena:
         token = self.issuer.token(self.clock.now().timestamp(), preferred_username=user_name)
         try:
             return asyncio.run(self.engine.login("wiki", token, caller="wiki-token"))
-        except LoginRefused as exc:
+        except JitError as exc:
             return exc
 
 
@@ -216,7 +216,7 @@ def new_member(arena: Arena, n: int, *, admin: bool) -> tuple[str, str]:
 def with_account(arena: Arena, name: str, user_id: str) -> None:
     """An existing account whose next login writes (its last login is older than the resolution)."""
     first = arena.login(name)
-    assert not isinstance(first, LoginRefused), first.to_json()
+    assert not isinstance(first, JitError), first.to_json()
     with arena.db.write() as conn:
         conn.execute(
             accounts.update()

@@ -7,16 +7,26 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from scimjit.http.apidoc import AUTH_ERRORS, doc, errors, ref, resp
+from scimjit.http.apidoc import body as request_body
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
 from scimjit.http.context import context, services
 from scimjit.http.listing import LIST_RESPONSE_URN, fetch_page, param_text, search_params
 from scimjit.http.responses import scim_response
+from scimjit.http.scim.resources import SEARCH_REQUEST
 from scimjit.scim.errors import ScimError, invalid_value
 from scimjit.scim.projection import apply, parse_projection
 from scimjit.store import resources as ops
 
 
+@doc(
+    "Search Users and Groups together",
+    "SCIM",
+    {"200": resp("ListResponse", ref("ListResponse")), **errors(400, 413, 415, *AUTH_ERRORS)},
+    body=request_body(ref("SearchRequest")),
+    components={"SearchRequest": SEARCH_REQUEST},
+)
 async def root_search(request: Request) -> Response:
     require(request, "scim:read", "scim:write")
     body = await read_json_object(request)

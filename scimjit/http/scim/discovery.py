@@ -8,12 +8,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from scimjit.config import Settings
+from scimjit.http.apidoc import AUTH_ERRORS, doc, errors, path, ref, resp
 from scimjit.http.auth import require_discovery
 from scimjit.http.context import base_url, services
 from scimjit.http.responses import LIST_RESPONSE_URN, scim_response
 from scimjit.scim.errors import ScimError, not_found
 
 SPC_URN = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
+
+
+def _anonymous_unless_configured(settings: Settings) -> bool:
+    """Discovery needs a token unless `anonymous_discovery` is on."""
+    return not settings.anonymous_discovery
+
+
+LISTED = resp("ListResponse", ref("ListResponse"))
 
 
 def _list(resources: list[dict[str, Any]]) -> dict[str, Any]:
@@ -31,6 +41,12 @@ def _no_filter(request: Request) -> None:
         raise ScimError(403, "Filtering is not supported on discovery endpoints")
 
 
+@doc(
+    "Service provider configuration",
+    "SCIM discovery",
+    {"200": resp("config", {"type": "object"}), **errors(*AUTH_ERRORS)},
+    secure=_anonymous_unless_configured,
+)
 async def service_provider_config(request: Request) -> Response:
     require_discovery(request)
     s = services(request).settings
@@ -71,6 +87,12 @@ async def service_provider_config(request: Request) -> Response:
     )
 
 
+@doc(
+    "Resource types",
+    "SCIM discovery",
+    {"200": LISTED, **errors(400, *AUTH_ERRORS)},
+    secure=_anonymous_unless_configured,
+)
 async def resource_types(request: Request) -> Response:
     require_discovery(request)
     _no_filter(request)
@@ -78,6 +100,13 @@ async def resource_types(request: Request) -> Response:
     return scim_response(_list([rt.document(base_url(request)) for rt in registry.resource_types.values()]))
 
 
+@doc(
+    "One resource type",
+    "SCIM discovery",
+    {"200": resp("ResourceType", {"type": "object"}), **errors(404, *AUTH_ERRORS)},
+    params=[path("name")],
+    secure=_anonymous_unless_configured,
+)
 async def resource_type(request: Request) -> Response:
     require_discovery(request)
     registry = services(request).registry
@@ -87,21 +116,35 @@ async def resource_type(request: Request) -> Response:
     return scim_response(rt.document(base_url(request)))
 
 
+@doc(
+    "Schemas",
+    "SCIM discovery",
+    {"200": LISTED, **errors(400, *AUTH_ERRORS)},
+    secure=_anonymous_unless_configured,
+)
 async def schemas(request: Request) -> Response:
     require_discovery(request)
     _no_filter(request)
     return scim_response(_list(services(request).registry.schema_documents(base_url(request))))
 
 
+@doc(
+    "One schema",
+    "SCIM discovery",
+    {"200": resp("Schema", {"type": "object"}), **errors(404, *AUTH_ERRORS)},
+    params=[path("id")],
+    secure=_anonymous_unless_configured,
+)
 async def schema(request: Request) -> Response:
     require_discovery(request)
     wanted = request.path_params["id"].lower()
-    for doc in services(request).registry.schema_documents(base_url(request)):
-        if doc["id"].lower() == wanted:
-            return scim_response(doc)
+    for document in services(request).registry.schema_documents(base_url(request)):
+        if document["id"].lower() == wanted:
+            return scim_response(document)
     raise not_found(f"Schema {request.path_params['id']} not found")
 
 
+@doc("/Me is not supported (501)", "SCIM", errors(501, *AUTH_ERRORS))
 async def me(request: Request) -> Response:
     raise ScimError(501, "/Me is not supported: scimjit authenticates applications, not end users")
 

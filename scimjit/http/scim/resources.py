@@ -9,6 +9,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from scimjit.http.apidoc import (
+    AUTH_ERRORS,
+    PROJECTION_PARAMS,
+    SCIM_JSON,
+    SCIM_LIST_PARAMS,
+    Json,
+    Operation,
+    describe,
+    errors,
+    path,
+    ref,
+    resp,
+)
+from scimjit.http.apidoc import body as request_body
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
 from scimjit.http.context import context, etag, projection_from, services
@@ -44,6 +58,124 @@ def _names_attributes(request: Request) -> bool:
     members, else 204 with the new ETag: never the member list of a big group (docs/scim.md)."""
     params = request.query_params
     return "attributes" in params or "excludedAttributes" in params
+
+
+PATCH_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+SEARCH_URN = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+SEARCH_REQUEST: Json = {
+    "type": "object",
+    "properties": {
+        "schemas": {"type": "array", "items": {"type": "string", "enum": [SEARCH_URN]}},
+        "filter": {"type": "string"},
+        "sortBy": {"type": "string"},
+        "sortOrder": {"type": "string", "enum": ["ascending", "descending"]},
+        "startIndex": {"type": "integer"},
+        "count": {"type": "integer"},
+        "attributes": {"type": "array", "items": {"type": "string"}},
+        "excludedAttributes": {"type": "array", "items": {"type": "string"}},
+    },
+}
+PATCH_OP: Json = {
+    "type": "object",
+    "properties": {
+        "schemas": {"type": "array", "items": {"type": "string", "enum": [PATCH_URN]}},
+        "Operations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "op": {
+                        "type": "string",
+                        "enum": ["add", "remove", "replace", "Add", "Remove", "Replace"],
+                    },
+                    "path": {"type": "string"},
+                    "value": {},
+                },
+                "required": ["op"],
+            },
+        },
+    },
+    "required": ["schemas", "Operations"],
+}
+IF_MATCH: Json = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}}
+ONE = path("id")
+
+
+def _operations(kind: str) -> dict[str, Operation]:
+    """The OpenAPI operations of one resource type, by handler; `created` links a new resource to the others
+    (for a stateful fuzzer, and a reader)."""
+    written: Json = {
+        "description": f"The {kind}",
+        "headers": {"ETag": {"schema": {"type": "string"}, "description": 'Version, e.g. W/"3"'}},
+        "content": {SCIM_JSON: {"schema": ref(kind)}},
+    }
+    created = {
+        **written,
+        "description": "Created",
+        "links": {
+            f"{verb}{kind}": {"operationId": f"{verb}{kind}", "parameters": {"id": "$response.body#/id"}}
+            for verb in ("get", "replace", "patch", "delete")
+        },
+    }
+    listed = resp("ListResponse", ref("ListResponse"))
+    update_errors = errors(400, 404, 409, 412, 413, 415, *AUTH_ERRORS)
+    minimal = resp("Done (Prefer: return=minimal)")
+    return {
+        "list": Operation(
+            f"List or filter {kind}s",
+            "SCIM",
+            {"200": listed, **errors(400, *AUTH_ERRORS)},
+            params=SCIM_LIST_PARAMS,
+            operation_id=f"list{kind}s",
+        ),
+        "create": Operation(
+            f"Create a {kind}",
+            "SCIM",
+            {"201": created, **errors(400, 409, 413, 415, *AUTH_ERRORS)},
+            params=PROJECTION_PARAMS,
+            body=request_body(ref(f"{kind}Input")),
+            operation_id=f"create{kind}",
+        ),
+        "search": Operation(
+            f"Search {kind}s (POST form of the list)",
+            "SCIM",
+            {"200": listed, **errors(400, 413, 415, *AUTH_ERRORS)},
+            body=request_body(ref("SearchRequest")),
+            operation_id=f"search{kind}s",
+            components={"SearchRequest": SEARCH_REQUEST},
+        ),
+        "get": Operation(
+            f"Read a {kind}",
+            "SCIM",
+            {"200": written, "304": resp("Not modified (If-None-Match)"), **errors(400, 404, *AUTH_ERRORS)},
+            params=[ONE, *PROJECTION_PARAMS],
+            operation_id=f"get{kind}",
+        ),
+        "replace": Operation(
+            f"Replace a {kind}",
+            "SCIM",
+            {"200": written, "204": minimal, **update_errors},
+            params=[ONE, IF_MATCH, *PROJECTION_PARAMS],
+            body=request_body(ref(f"{kind}Input")),
+            operation_id=f"replace{kind}",
+        ),
+        "patch": Operation(
+            f"Modify a {kind} (RFC 7644 §3.5.2)",
+            "SCIM",
+            {"200": written, "204": minimal, **update_errors},
+            params=[ONE, IF_MATCH, *PROJECTION_PARAMS],
+            body=request_body(ref("PatchOp")),
+            operation_id=f"patch{kind}",
+            components={"PatchOp": PATCH_OP},
+        ),
+        "delete": Operation(
+            f"Delete a {kind}",
+            "SCIM",
+            {"204": resp("Deleted"), **errors(404, 412, *AUTH_ERRORS)},
+            params=[ONE, IF_MATCH],
+            operation_id=f"delete{kind}",
+        ),
+    }
 
 
 def endpoints(kind: str) -> list[Route]:
@@ -107,6 +239,17 @@ def endpoints(kind: str) -> list[Route]:
         await ctx.db.run(delete_fn, ctx, request.path_params["id"], request.headers.get("if-match"))
         return Response(status_code=204)
 
+    described = _operations(kind)
+    for name, handler in (
+        ("list", list_),
+        ("create", create),
+        ("search", search),
+        ("get", get_one),
+        ("replace", replace),
+        ("patch", patch),
+        ("delete", delete),
+    ):
+        describe(handler, described[name])
     return [
         Route(endpoint, list_, methods=["GET"]),
         Route(endpoint, create, methods=["POST"]),

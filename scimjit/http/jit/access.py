@@ -1,4 +1,4 @@
-"""Just-in-time access over HTTP, mounted under /jit/v1 next to `jit_routes.routes`.
+"""Just-in-time access over HTTP: grants and access requests, in the JIT sub-application under /jit/v1.
 
 Grants (scope `admin`):
 - `POST /grants` `{"user", "group", "duration" | "expiresAt", "startsAt"?, "justification"?}` -> 201 grant
@@ -14,8 +14,8 @@ Requests:
   with a `requests` token, or `"application"` + `"id_token"`)
 
 Lists with SCIM filters (`GET /grants?filter=status eq "active"`, `GET /requests?filter=...`, scope `admin`)
-are the admin views of admin_routes, mounted in the same /jit/v1. Users and groups may be named by id, or by
-userName / displayName. Errors are `{"error", "detail"}` as in jit_routes.
+are the admin views of admin.py, in the same /jit/v1. Users and groups may be named by id, or by
+userName / displayName. Errors are `JitError`s, `{"error", "detail"}` (errors.py).
 """
 
 from __future__ import annotations
@@ -26,25 +26,58 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from scimjit.access.grants import AccessError
 from scimjit.access.service import Access, access_for
+from scimjit.http.apidoc import AUTH_ERRORS, JSON, Json, body, doc, jit_errors, path, ref, resp
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
-from scimjit.http.jit_routes import Endpoint, _jit_errors, error, json_response
+from scimjit.http.jit.errors import Endpoint, json_response
 from scimjit.http.ratelimit import charge_client
+from scimjit.jiterrors import JitError
 
 MAX_BODY = 64 * 1024
 REQUESTS_SCOPE = "requests"
+ONE = [path("id")]
+GRANT = resp("The grant", ref("Grant"), JSON)
+REQUEST = resp("The access request", ref("AccessRequest"), JSON)
+_TEXT, _WHEN = {"type": "string"}, {"type": "string", "format": "date-time"}
+_DURATION = {"type": ["string", "number"], "description": 'e.g. "8h", "90m", or seconds'}
+_OIDC = {"application": _TEXT, "id_token": _TEXT}
+BODIES: dict[str, Json] = {
+    "GrantInput": {
+        "type": "object",
+        "properties": {
+            "user": {**_TEXT, "description": "user id or userName"},
+            "group": {**_TEXT, "description": "group id or displayName"},
+            "duration": _DURATION,
+            "expiresAt": _WHEN,
+            "startsAt": _WHEN,
+            "justification": _TEXT,
+        },
+        "required": ["user", "group"],
+    },
+    "GrantExtension": {"type": "object", "properties": {"duration": _DURATION, "expiresAt": _WHEN}},
+    "GrantRevocation": {"type": "object", "properties": {"reason": _TEXT}},
+    "AccessRequestInput": {
+        "type": "object",
+        "properties": {
+            "user": _TEXT,
+            "group": _TEXT,
+            "duration": _DURATION,
+            "startsAt": _WHEN,
+            "justification": _TEXT,
+            **_OIDC,
+        },
+        "required": ["group", "duration", "justification"],
+    },
+    "Decision": {"type": "object", "properties": {"approver": _TEXT, "comment": _TEXT, **_OIDC}},
+}
 
 
-def _errors(endpoint: Endpoint) -> Endpoint:
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await endpoint(request)
-        except AccessError as exc:
-            return error(exc.status, exc.reason, exc.detail)
+def _bodies(*names: str) -> dict[str, Json]:
+    return {name: BODIES[name] for name in names}
 
-    return _jit_errors(wrapped)
+
+WHO = "Either a token with the `requests` scope naming the user, or `application` + the user's `id_token`"
 
 
 def _access(request: Request) -> Access:
@@ -75,7 +108,7 @@ async def _who(request: Request, body: dict[str, Any], field: str) -> tuple[Any,
     principal = require(request, REQUESTS_SCOPE)
     who = body.get(field)
     if not isinstance(who, str) or not who:
-        raise AccessError(
+        raise JitError(
             400, "invalid_request", f"name the `{field}` (id or userName), or send `application` + `id_token`"
         )
     return who, principal.name
@@ -84,7 +117,13 @@ async def _who(request: Request, body: dict[str, Any], field: str) -> tuple[Any,
 # ---------------------------------------------------------------- grants
 
 
-@_errors
+@doc(
+    "Grant a user a group for a while (admin)",
+    "Access",
+    {"201": GRANT, **jit_errors(400, 404, 409, 413, 415, *AUTH_ERRORS)},
+    body=body(ref("GrantInput"), JSON),
+    components=_bodies("GrantInput"),
+)
 async def grant_create(request: Request) -> Response:
     principal = require(request, "admin")
     body = await _body(request)
@@ -103,14 +142,21 @@ async def grant_create(request: Request) -> Response:
     return json_response(doc, 201, {"Location": f"{request.url.path.rstrip('/')}/{doc['id']}"})
 
 
-@_errors
+@doc("One grant (admin)", "Access", {"200": GRANT, **jit_errors(404, *AUTH_ERRORS)}, params=ONE)
 async def grant_get(request: Request) -> Response:
     require(request, "admin")
     access = _access(request)
     return json_response(await access.db.run(access.get_grant, request.path_params["id"]))
 
 
-@_errors
+@doc(
+    "Move a grant's end: `expiresAt`, or `duration` added to the current end (admin)",
+    "Access",
+    {"200": GRANT, **jit_errors(400, 404, 409, 413, 415, *AUTH_ERRORS)},
+    params=ONE,
+    body=body(ref("GrantExtension"), JSON),
+    components=_bodies("GrantExtension"),
+)
 async def grant_extend(request: Request) -> Response:
     principal = require(request, "admin")
     body = await _body(request)
@@ -126,7 +172,14 @@ async def grant_extend(request: Request) -> Response:
     return json_response(doc)
 
 
-@_errors
+@doc(
+    "End a grant now (admin)",
+    "Access",
+    {"200": GRANT, **jit_errors(400, 404, 409, 413, 415, *AUTH_ERRORS)},
+    params=ONE,
+    body=body(ref("GrantRevocation"), JSON, required=False),
+    components=_bodies("GrantRevocation"),
+)
 async def grant_revoke(request: Request) -> Response:
     principal = require(request, "admin")
     body = await _body(request, optional=True)
@@ -144,7 +197,14 @@ async def grant_revoke(request: Request) -> Response:
 # ---------------------------------------------------------------- requests
 
 
-@_errors
+@doc(
+    "Request a group for a while, with a justification",
+    "Access",
+    {"201": REQUEST, **jit_errors(400, 401, 403, 404, 409, 413, 415, 429)},
+    body=body(ref("AccessRequestInput"), JSON),
+    description=WHO,
+    components=_bodies("AccessRequestInput"),
+)
 async def request_create(request: Request) -> Response:
     body = await _body(request)
     user, actor = await _who(request, body, "user")
@@ -162,7 +222,12 @@ async def request_create(request: Request) -> Response:
     return json_response(doc, 201, {"Location": f"{request.url.path.rstrip('/')}/{doc['id']}"})
 
 
-@_errors
+@doc(
+    "One access request (scope `requests`)",
+    "Access",
+    {"200": REQUEST, **jit_errors(404, *AUTH_ERRORS)},
+    params=ONE,
+)
 async def request_get(request: Request) -> Response:
     require(request, REQUESTS_SCOPE)
     access = _access(request)
@@ -170,7 +235,15 @@ async def request_get(request: Request) -> Response:
 
 
 def _decide(decision: str) -> Endpoint:
-    @_errors
+    @doc(
+        f"{decision.capitalize()} a pending request as an approver (never one's own)",
+        "Access",
+        {"200": REQUEST, **jit_errors(400, 401, 403, 404, 409, 413, 415, 429)},
+        params=ONE,
+        body=body(ref("Decision"), JSON),
+        description=WHO.replace("the user", "the approver"),
+        components=_bodies("Decision"),
+    )
     async def endpoint(request: Request) -> Response:
         body = await _body(request, optional=True)
         approver, actor = await _who(request, body, "approver")

@@ -5,7 +5,8 @@ case-insensitive) with a SCIM-style ListResponse whose records use camelCase nam
 common questions are ANDed with the filter: `application=`, `status=`, `user=` (the user id), `action=`
 (audit), and `limit=` / `after=` (keyset paging on `id`). `GET /jit/v1/audit`
 also exports: `?format=jsonl` streams every matching record as one JSON object per line, in order.
-All of them need the `admin` scope: the audit trail says who may reach what.
+All of them need the `admin` scope: the audit trail says who may reach what. Their errors are SCIM error
+documents (`scimType` names the bad parameter). `GET /apps` lists the configured applications.
 """
 
 from __future__ import annotations
@@ -16,10 +17,25 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
+from scimjit.engine import get_engine
+from scimjit.http.apidoc import (
+    AUTH_ERRORS,
+    JSON,
+    LIST_PARAMS,
+    Operation,
+    describe,
+    doc,
+    errors,
+    jit_errors,
+    query,
+    ref,
+    resp,
+)
 from scimjit.http.auth import require
 from scimjit.http.context import services
+from scimjit.http.jit.errors import json_response, scim_errors
 from scimjit.http.responses import LIST_RESPONSE_URN
 from scimjit.scim.errors import invalid_value
 from scimjit.store import admin
@@ -63,10 +79,37 @@ def _filter(params: dict[str, str], attributes: frozenset[str]) -> str | None:
     return " and ".join(terms) or None
 
 
+LIST_VIEW_PARAMS = [
+    *LIST_PARAMS,
+    query("application", {"type": "string"}, "Shorthand for `application eq ...`"),
+    query("status", {"type": "string"}, "Shorthand for `status eq ...`"),
+    query("user", {"type": "string"}, "Shorthand for `userId eq ...`"),
+    query("limit", {"type": "integer"}, "Same as count"),
+    query("after", {"type": "integer"}, "Only records with a larger id (keyset paging)"),
+]
+AUDIT_PARAMS = [
+    query("action", {"type": "string"}, "Shorthand for `action eq ...`"),
+    query("format", {"type": "string", "enum": ["json", "jsonl"]}, "jsonl: export every match as JSON lines"),
+]
+
+
+def _operation(name: str, view: admin.View) -> Operation:
+    listed = resp(f"ListResponse of {view.resource_type}", ref(f"{view.resource_type}List"), JSON)
+    if name == "audit":
+        listed["content"]["application/x-ndjson"] = {"schema": {"type": "string"}}
+    return Operation(
+        f"List {view.resource_type} records (admin)",
+        "Admin",
+        {"200": listed, **errors(400, *AUTH_ERRORS)},
+        params=[*LIST_VIEW_PARAMS, *(AUDIT_PARAMS if name == "audit" else ())],
+    )
+
+
 def listing(name: str) -> Route:
     view = admin.VIEWS[name]
     attributes = admin.attribute_names(view)
 
+    @scim_errors
     async def endpoint(request: Request) -> Response:
         require(request, ADMIN)
         svc = services(request)
@@ -116,6 +159,7 @@ def listing(name: str) -> Route:
 
     endpoint.__name__ = f"list_{name}"
     endpoint.__doc__ = f"List {view.resource_type} records with SCIM filters, sorting and paging."
+    describe(endpoint, _operation(name, view))
     return Route(f"/{name}", endpoint, methods=["GET"], name=f"admin_{name}")
 
 
@@ -124,4 +168,18 @@ def _lines(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
         yield orjson.dumps(record) + b"\n"
 
 
-routes = [listing(name) for name in admin.VIEWS]
+@doc(
+    "Configured applications (admin)",
+    "JIT",
+    {"200": resp("applications", {"type": "object"}, JSON), **jit_errors(401, 403, 429)},
+)
+async def apps_list(request: Request) -> Response:
+    require(request, ADMIN)
+    engine = get_engine(services(request))
+    return json_response({"applications": [a.summary() for a in engine.apps.values()]})
+
+
+routes: list[BaseRoute] = [
+    *(listing(name) for name in admin.VIEWS),
+    Route("/apps", apps_list, methods=["GET"]),
+]

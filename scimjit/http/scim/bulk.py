@@ -12,6 +12,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from scimjit.http.apidoc import AUTH_ERRORS, doc, errors, ref, resp
+from scimjit.http.apidoc import body as request_body
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
 from scimjit.http.context import context, services
@@ -22,6 +24,35 @@ from scimjit.store import resources as ops
 
 BULK_REQUEST_URN = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 BULK_RESPONSE_URN = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
+BULK_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "schemas": {"type": "array", "items": {"type": "string", "enum": [BULK_REQUEST_URN]}},
+        "failOnErrors": {"type": "integer", "minimum": 1},
+        "Operations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "method": {"type": "string", "enum": ["POST", "PUT", "PATCH", "DELETE"]},
+                    "bulkId": {"type": "string"},
+                    "version": {"type": "string"},
+                    "path": {"type": "string"},
+                    "data": {"type": "object"},
+                },
+                "required": ["method", "path"],
+            },
+        },
+    },
+    "required": ["schemas", "Operations"],
+}
+BULK_RESPONSE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "schemas": {"type": "array", "items": {"type": "string"}},
+        "Operations": {"type": "array", "items": {"type": "object"}},
+    },
+}
 PATH = re.compile(r"^/(Users|Groups)(?:/([^/]+))?$")
 
 
@@ -116,6 +147,13 @@ def _run_all(ctx: ops.Context, operations: list[Any], fail_on_errors: int | None
     return results
 
 
+@doc(
+    "Bulk operations (RFC 7644 §3.7)",
+    "SCIM",
+    {"200": resp("BulkResponse", ref("BulkResponse")), **errors(400, 413, 415, *AUTH_ERRORS)},
+    body=request_body(ref("BulkRequest")),
+    components={"BulkRequest": BULK_REQUEST, "BulkResponse": BULK_RESPONSE},
+)
 async def bulk(request: Request) -> Response:
     require(request, "scim:write")
     settings = services(request).settings

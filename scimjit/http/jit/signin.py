@@ -9,7 +9,8 @@
 
 The cookie is signed with HMAC-SHA256 under the `session_secret` setting; without one, each process draws a
 random key (a sign-in started on one process then fails on another: multi-process deployments must set it).
-Applications without `redirect_after_login` answer `404 flow_not_configured`.
+Applications without `redirect_after_login` answer `404 flow_not_configured`. A sign-in that fails after the
+redirect to the issuer goes back to the application as `?error=<reason>`: the `JitError`'s reason code.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ from starlette.routing import BaseRoute, Route
 from scimjit.config import ConfigError
 from scimjit.engine import JitEngine, get_engine
 from scimjit.entitlement.apps import Application, check_url
-from scimjit.http.jit_routes import _jit_errors, error
+from scimjit.http.apidoc import doc, jit_errors, path, query, resp
+from scimjit.http.jit.errors import error
 from scimjit.http.ratelimit import charge_client
-from scimjit.provisioning.login import LoginRefused
-from scimjit.provisioning.oidc import TokenRejected, issuer_id
+from scimjit.jiterrors import JitError
+from scimjit.provisioning.oidc import issuer_id
 
 log = logging.getLogger("scimjit.http.oidc_flow")
 
@@ -46,15 +48,6 @@ COOKIE_PREFIX = "scimjit_oidc_"
 COOKIE_MAX_AGE = 600  # seconds a sign-in may take at the issuer
 _PROCESS_KEY = secrets.token_bytes(32)  # used when `session_secret` is not set
 _SAFE_CODE = re.compile(r"^[a-z_]{1,64}$")
-
-
-class FlowError(Exception):
-    """The sign-in failed: the reason code goes back to the application as `?error=`."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +78,7 @@ async def _endpoints(engine: JitEngine, app: Application) -> _Endpoints:
         found = _Endpoints(check_url(auth, "authorization_endpoint"), check_url(token, "token_endpoint"), now)
     except (OSError, ValueError) as exc:  # ConfigError is a ValueError
         log.warning("cannot read the discovery document of %s: %s", app.issuer, exc)
-        raise FlowError("issuer_unavailable", "the issuer cannot be reached now") from None
+        raise JitError(503, "issuer_unavailable", "the issuer cannot be reached now") from None
     _discovery[key] = found
     return found
 
@@ -167,7 +160,17 @@ def _back_to_app(app: Application, **params: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
 
-@_jit_errors
+FLOW_ERRORS = jit_errors(404)
+APP_NAME = path("name")
+
+
+@doc(
+    "Start the OIDC authorization code flow (PKCE) for an application that lets scimjit sign users in",
+    "JIT",
+    {"302": resp("To the issuer's authorization endpoint (sets the sign-in cookie)"), **FLOW_ERRORS},
+    params=[APP_NAME],
+    secure=False,
+)
 async def login_start(request: Request) -> Response:
     charge_client(request)  # anonymous: every request counts against its address
     found = _app(request)
@@ -176,7 +179,7 @@ async def login_start(request: Request) -> Response:
     engine, app = found
     try:
         endpoints = await _endpoints(engine, app)
-    except FlowError as exc:
+    except JitError as exc:
         return RedirectResponse(_back_to_app(app, error=exc.reason), 302)
     state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
     challenge = _b64(hashlib.sha256(verifier.encode()).digest())
@@ -213,7 +216,17 @@ async def login_start(request: Request) -> Response:
     return response
 
 
-@_jit_errors
+@doc(
+    "Finish the sign-in: exchange the code, verify the ID token, run the login hook",
+    "JIT",
+    {"302": resp("To redirect_after_login with ?status=&user= or ?error="), **FLOW_ERRORS},
+    params=[
+        APP_NAME,
+        query("code", {"type": "string"}, "The authorization code"),
+        query("state", {"type": "string"}, "Must match the sign-in cookie"),
+    ],
+    secure=False,
+)
 async def callback(request: Request) -> Response:
     charge_client(request)  # anonymous, and it exchanges a code and verifies an ID token
     found = _app(request)
@@ -222,10 +235,8 @@ async def callback(request: Request) -> Response:
     engine, app = found
     try:
         params = await _finish(request, engine, app)
-    except FlowError as exc:
+    except JitError as exc:  # the state, the issuer, the token or the login said no
         log.info("sign-in refused: application=%s reason=%s", app.name, exc.reason)
-        params = {"error": exc.reason}
-    except LoginRefused as exc:
         params = {"error": exc.reason}
     except ConfigError:
         raise
@@ -248,26 +259,25 @@ async def _finish(request: Request, engine: JitEngine, app: Application) -> dict
         or not isinstance(saved.get("state"), str)
         or not hmac.compare_digest(saved["state"].encode(), state.encode())
     ):
-        raise FlowError("invalid_state", "the state does not match this browser's sign-in (or it expired)")
+        raise JitError(
+            400, "invalid_state", "the state does not match this browser's sign-in (or it expired)"
+        )
     idp_error = request.query_params.get("error")
     if idp_error is not None:
-        raise FlowError(
-            idp_error if _SAFE_CODE.match(idp_error) else "authorization_failed", "the issuer said no"
+        raise JitError(
+            400, idp_error if _SAFE_CODE.match(idp_error) else "authorization_failed", "the issuer said no"
         )
     code = request.query_params.get("code")
     if not code:
-        raise FlowError("invalid_request", "the callback has no code")
+        raise JitError(400, "invalid_request", "the callback has no code")
     endpoints = await _endpoints(engine, app)
     id_token = await _exchange(engine, app, endpoints, code, saved, _base(request))
-    try:
-        claims = await engine.verifier.verify(app, id_token)
-    except TokenRejected as exc:
-        raise FlowError(exc.reason, exc.detail) from None
+    claims = await engine.verifier.verify(app, id_token)  # a refused token is a JitError with its reason
     nonce = claims.get("nonce")
     if not isinstance(nonce, str) or not hmac.compare_digest(
         nonce.encode(), str(saved.get("nonce")).encode()
     ):
-        raise FlowError("invalid_nonce", "the ID token's nonce is not this sign-in's")
+        raise JitError(401, "invalid_nonce", "the ID token's nonce is not this sign-in's")
     request_id = request.scope.get("state", {}).get("request_id")
     result = await engine.login(app.name, id_token, caller="oidc-flow", request_id=request_id)
     account = result.body.get("account", {})
@@ -296,17 +306,17 @@ async def _exchange(
             )
     except httpx.HTTPError as exc:
         log.warning("token endpoint of %s unreachable: %s", app.issuer, type(exc).__name__)
-        raise FlowError("issuer_unavailable", "the token endpoint cannot be reached now") from None
+        raise JitError(503, "issuer_unavailable", "the token endpoint cannot be reached now") from None
     if response.status_code != 200:
         log.info("code exchange refused by %s: HTTP %s", app.issuer, response.status_code)
-        raise FlowError("code_exchange_failed", f"the token endpoint answered {response.status_code}")
+        raise JitError(502, "code_exchange_failed", f"the token endpoint answered {response.status_code}")
     try:
         tokens = orjson.loads(response.content)
     except orjson.JSONDecodeError:
-        raise FlowError("code_exchange_failed", "the token endpoint did not answer JSON") from None
+        raise JitError(502, "code_exchange_failed", "the token endpoint did not answer JSON") from None
     id_token = tokens.get("id_token") if isinstance(tokens, dict) else None
     if not isinstance(id_token, str):
-        raise FlowError("code_exchange_failed", "the token endpoint returned no id_token")
+        raise JitError(502, "code_exchange_failed", "the token endpoint returned no id_token")
     return id_token
 
 

@@ -1,0 +1,62 @@
+"""`POST /jit/v1/logins` (scope `login`, bound to one application; `admin` may log in to any): the login hook.
+
+The application sends the user's ID token; scimjit verifies it, links or creates the user's account in the
+application and answers the roles. Refusals are `JitError`s with a stable reason code.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from scimjit.engine import get_engine
+from scimjit.http.apidoc import JSON, body, doc, jit_errors, ref, resp
+from scimjit.http.auth import require
+from scimjit.http.body import read_json_object
+from scimjit.http.jit.errors import error, json_response
+from scimjit.http.ratelimit import charge_client_failure, check_client
+from scimjit.jiterrors import JitError
+from scimjit.store.tokens import Principal
+
+MAX_LOGIN_BODY = 64 * 1024
+LOGIN_REQUEST = {
+    "type": "object",
+    "properties": {"application": {"type": "string"}, "id_token": {"type": "string"}},
+    "required": ["application", "id_token"],
+}
+
+
+@doc(
+    "Login hook: verify an ID token, link or create the user's account, return roles",
+    "JIT",
+    {
+        "200": resp("Allowed: account, user and roles", {"type": "object"}, JSON),
+        "202": resp("Allowed; the account is still being created", {"type": "object"}, JSON),
+        **jit_errors(400, 401, 403, 404, 413, 415, 429, 503),
+    },
+    body=body(ref("LoginRequest"), JSON),
+    components={"LoginRequest": LOGIN_REQUEST},
+)
+async def login(request: Request) -> Response:
+    principal: Principal = require(request, "login")
+    payload = await read_json_object(request, MAX_LOGIN_BODY)
+    application, id_token = payload.get("application"), payload.get("id_token")
+    if not isinstance(application, str) or not isinstance(id_token, str):
+        return error(400, "invalid_request", 'send {"application": NAME, "id_token": JWT}')
+    if "admin" not in principal.scopes and principal.application != application:
+        return error(403, "wrong_application", f"this token may only log in to {principal.application!r}")
+    request_id = request.scope.get("state", {}).get("request_id")
+    check_client(request)  # a refused ID token is charged to the address; an empty bucket stops them first
+    try:
+        result = await get_engine(request.app.state.services).login(
+            application, id_token, caller=principal.name, request_id=request_id
+        )
+    except JitError as exc:
+        if exc.status == 401:
+            charge_client_failure(request)
+        raise
+    return json_response(result.body, result.status_code, result.headers)
+
+
+routes: list[BaseRoute] = [Route("/logins", login, methods=["POST"])]
