@@ -28,13 +28,10 @@ from scimjit.config import ConfigError
 
 
 def _access() -> Any:
-    from scimjit.access.service import Access
     from scimjit.config import Settings
-    from scimjit.engine import JitEngine
-    from scimjit.store.db import Database
+    from scimjit.services import Services
 
-    settings = Settings.load()
-    return Access(JitEngine(settings, Database(settings.database_url)))
+    return Services.build(Settings.load()).access
 
 
 def _actor() -> str:

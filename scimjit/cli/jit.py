@@ -13,11 +13,9 @@ from scimjit.config import ConfigError, Settings
 
 
 def _engine() -> Any:
-    from scimjit.engine import JitEngine
-    from scimjit.store.db import Database
+    from scimjit.services import Services
 
-    settings = Settings.load()
-    return JitEngine(settings, Database(settings.database_url))
+    return Services.build(Settings.load()).engine
 
 
 def _fail(message: str) -> int:

@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from scimjit.access.grants import AccessError
-from scimjit.access.service import Access, access_for
+from scimjit.access.service import Access
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
 from scimjit.http.jit_routes import Endpoint, _jit_errors, error, json_response
@@ -48,7 +48,7 @@ def _errors(endpoint: Endpoint) -> Endpoint:
 
 
 def _access(request: Request) -> Access:
-    return access_for(request.app.state.services)
+    return request.app.state.services.access
 
 
 def _request_id(request: Request) -> str | None:

@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from scimjit.config import ConfigError
 from scimjit.delivery import outbox
-from scimjit.engine import JitEngine, get_engine
+from scimjit.engine import JitEngine
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
 from scimjit.http.ratelimit import charge_client_failure, check_client
@@ -75,7 +75,7 @@ def _jit_errors(endpoint: Endpoint) -> Endpoint:
 
 
 def _engine(request: Request) -> JitEngine:
-    return get_engine(request.app.state.services)
+    return request.app.state.services.engine
 
 
 @_jit_errors

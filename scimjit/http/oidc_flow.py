@@ -33,7 +33,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from scimjit.config import ConfigError
-from scimjit.engine import JitEngine, get_engine
+from scimjit.engine import JitEngine
 from scimjit.entitlement.apps import Application, check_url
 from scimjit.http.jit_routes import _jit_errors, error
 from scimjit.http.ratelimit import charge_client
@@ -148,7 +148,7 @@ def _base(request: Request) -> str:
 
 
 def _app(request: Request) -> tuple[JitEngine, Application] | Response:
-    engine = get_engine(request.app.state.services)
+    engine: JitEngine = request.app.state.services.engine
     name = request.path_params["name"]
     app = engine.apps.get(name)
     if app is None:
