@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from scimjit.store.migrate import head_revision, is_current
+from scimjit.store.migrate import (
+    MIGRATIONS_DIR,
+    alembic_config,
+    current_revision,
+    head_revision,
+    is_current,
+    upgrade,
+)
 from scimjit.store.tables import metadata
+from tests.conftest import BACKENDS, drop_database, make_database
 
 
 def test_migrations_match_tables(db):
@@ -15,6 +28,37 @@ def test_migrations_match_tables(db):
     assert diff == []
 
 
+VERSIONS = MIGRATIONS_DIR / "versions"
+
+
+def newest_revision_file() -> str:
+    """The `revision = "…"` of the newest file in the versions folder (files are numbered: 0001_…, 0002_…)."""
+    newest = max(VERSIONS.glob("[0-9]*_*.py"))
+    found = re.search(r'^revision = "([^"]+)"$', newest.read_text(), re.MULTILINE)
+    assert found, newest
+    return found.group(1)
+
+
 def test_database_is_at_head(db):
-    assert head_revision() is not None
+    assert head_revision() == newest_revision_file()
+    assert current_revision(db) == head_revision()
     assert is_current(db)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_upgrade_downgrade_upgrade_round_trips(backend, tmp_path):
+    """Every migration's downgrade undoes its upgrade: base → head → base → head ends with the same tables."""
+    fresh, url = make_database(backend, tmp_path)  # at head
+    try:
+        with fresh.engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "base")
+        assert current_revision(fresh) is None
+        assert sa.inspect(fresh.engine).get_table_names() == ["alembic_version"]
+        upgrade(fresh)
+        assert is_current(fresh)
+        assert set(sa.inspect(fresh.engine).get_table_names()) == {*metadata.tables, "alembic_version"}
+        with fresh.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+        assert diff == []
+    finally:
+        drop_database(backend, fresh, url)
