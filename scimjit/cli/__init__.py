@@ -5,18 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from scimjit.cli.errors import EXIT_USER_ERROR, describe, require_current_schema
 from scimjit.config import ConfigError, Settings
 
+if TYPE_CHECKING:
+    from scimjit.services import Services
+
 # Commands that run until stopped: they refuse to start on an old or empty schema (cli_errors).
 LONG_RUNNING = {"worker", "sweep"}
 
 
-def _services(args: argparse.Namespace) -> Any:
+def _services(args: argparse.Namespace) -> Services:
     from scimjit.services import Services
 
     return Services.build(Settings.load())

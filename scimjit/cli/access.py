@@ -19,15 +19,18 @@ import getpass
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from scimjit.access.grants import AccessError
 from scimjit.config import ConfigError
 
+if TYPE_CHECKING:
+    from scimjit.access.service import Access
 
-def _access() -> Any:
+
+def _access() -> Access:
     from scimjit.config import Settings
     from scimjit.services import Services
 

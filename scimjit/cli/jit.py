@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from scimjit.config import ConfigError, Settings
 
+if TYPE_CHECKING:
+    from scimjit.engine import JitEngine
 
-def _engine() -> Any:
+
+def _engine() -> JitEngine:
     from scimjit.services import Services
 
     return Services.build(Settings.load()).engine
