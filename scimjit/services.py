@@ -14,6 +14,7 @@ step now, so a bad `[[applications]]` or `[jit]` table stops the start instead o
 SCIM writes deprovision. `Services.build(settings)` gives the same object with the JIT steps built on first
 use: the CLI commands that only read SCIM data never build connectors, and a test can start a SCIM-only app.
 Each step is built at most once per `Services` (a `cached_property`); nothing is swapped in afterwards.
+`compose` builds them before the app serves a request, so no two requests race to build the first engine.
 """
 
 from __future__ import annotations
