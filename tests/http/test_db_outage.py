@@ -115,7 +115,7 @@ def server_through_proxy(
                 database_url=proxied.url,
                 token_cache_seconds=0,
                 rate_limit_per_second=0,
-                raw=raw,
+                document=raw,
             )
             services = Services.build(settings, db=proxied, clock=clock)
             tokens = {
