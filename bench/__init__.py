@@ -10,7 +10,7 @@ Modules, one concept each (docs/benchmarks.md is the user's guide):
 - `trivial`   a canned-response server: the generator's own ceiling, and a sink for webhooks
 - `hello`     the hello-world Starlette app: the framework ceiling on the same uvicorn settings
 - `registry`  how workloads are registered (`@workload`); `context` the `Bench` a workload function gets
-- `workloads` W1..W6 of the issue;  `jit_workloads` the JIT engine's (logins/s, sweep throughput)
+- `workloads` W1..W6 of the issue;  `jit_logins` L1/L2 (logins/s);  `expiry` X1/X2 (sweep, expiry → revoke)
 - `profile`   `--profile`: py-spy on the server's workers, summarised per request
 - `report`    the table and bench/results/<time>.json
 """

@@ -1,13 +1,12 @@
 """The JIT engine: the one object that holds the applications, the token verifier, the connectors, the
-outbox deliverer and the login service, built from Settings. The HTTP layer, the CLI and the worker all
-reach the JIT features through it.
+outbox deliverer and the login service, built from Settings. The composition root (scimjit.services) builds it
+once; the HTTP layer, the CLI and the worker reach the JIT features through `services.engine`.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from typing import Any
 
 from scimjit.clock import Clock, SystemClock
 from scimjit.config import JitSettings, Settings
@@ -60,15 +59,6 @@ class JitEngine:
     async def aclose(self) -> None:
         for connector in self.connectors.values():
             await connector.aclose()
-        fetcher: Any = self.verifier.fetcher
-        if hasattr(fetcher, "aclose"):
-            await fetcher.aclose()
-
-
-def get_engine(services: Any) -> JitEngine:
-    """The engine attached to `scimjit.services.Services` (`services.jit`), built on first use."""
-    engine: JitEngine | None = services.jit
-    if engine is None:
-        engine = JitEngine(services.settings, services.db, services.clock)
-        services.jit = engine
-    return engine
+        aclose = getattr(self.verifier.fetcher, "aclose", None)  # the default fetcher holds a client
+        if aclose is not None:
+            await aclose()

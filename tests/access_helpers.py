@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from scimjit.access.service import Access
 from scimjit.clock import FrozenClock, to_micros
 from scimjit.config import Settings
-from scimjit.engine import JitEngine
 from scimjit.entitlement import ledger
 from scimjit.scim.projection import parse_projection
 from scimjit.scim.schema import GROUP_URN, USER_URN, load_registry
+from scimjit.services import EngineParts, Services
 from scimjit.store import resources as ops
 from scimjit.store.db import Database
 from scimjit.store.tables import accounts, outbox
@@ -83,8 +83,9 @@ def config(
 
 
 def make_access(db: Database, clock: FrozenClock, raw: dict[str, Any] | None = None, **kwargs: Any) -> Access:
-    engine = JitEngine(Settings.load(environ={}, document=raw or config()), db, clock, **kwargs)
-    return Access(engine)
+    """The `Access` the composition root builds; `kwargs` are `EngineParts` (connectors, fetcher, rng)."""
+    settings = Settings.load(environ={}, document=raw or config())
+    return Services.build(settings, db=db, clock=clock, parts=EngineParts(**kwargs)).access
 
 
 class Directory:

@@ -2,22 +2,19 @@
 JIT engine's applications. The HTTP routes (`scimjit.http.jit.access`) and the CLI
 (`scimjit.cli.access`) both call these methods; each is one transaction.
 
-Wiring (what `scimjit serve` and the app factory do): `install(services)` puts the `Deprovisioner` in
-`Services.listener` (so SCIM writes deprovision in their own transaction) and returns the background tasks
-to pass to `create_app(background=[...])` (the in-process sweeper, when `run_sweeper` is on).
+Wiring lives in the composition root (scimjit.services): it builds the engine, then the `Deprovisioner`
+(`deprovisioner_for`, which is also the SCIM writes' listener), then `Access(engine, deprovisioner)`, then the
+sweeper's background task.
 """
 
 from __future__ import annotations
 
-import asyncio
-import weakref
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from scimjit.access import grants, requests
-from scimjit.access.sweeper import Sweeper, background_task
+from scimjit.access.sweeper import Sweeper
 from scimjit.clock import to_micros
-from scimjit.engine import JitEngine, get_engine
+from scimjit.engine import JitEngine
 from scimjit.entitlement import identity
 from scimjit.entitlement.policies import AccessSettings
 from scimjit.jiterrors import JitError
@@ -25,20 +22,23 @@ from scimjit.provisioning.deprovision import Deprovisioner
 from scimjit.provisioning.reconcile import Reconciler, Schedule
 from scimjit.store import audit
 
-BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
-_BY_ENGINE: weakref.WeakKeyDictionary[JitEngine, Access] = weakref.WeakKeyDictionary()
+
+def deprovisioner_for(engine: JitEngine) -> Deprovisioner:
+    """The deprovisioning listener over the engine's applications and the `[jit]` access settings (policies,
+    TTLs, notices). Raises ConfigError if those settings are wrong."""
+    settings = AccessSettings.from_config(engine.settings.jit, engine.apps)
+    return Deprovisioner(engine.apps, engine.clock, settings, end_access=requests.end_access)
 
 
 class Access:
-    def __init__(self, engine: JitEngine) -> None:
-        """Raises ConfigError if the `[jit]` access settings or policies are wrong."""
+    def __init__(self, engine: JitEngine, deprovisioner: Deprovisioner | None = None) -> None:
+        """`deprovisioner` is the one the SCIM writes use (the composition root passes it); without it one is
+        built from the engine. Raises ConfigError if the `[jit]` access settings or policies are wrong."""
         self.engine = engine
         self.db = engine.db
         self.clock = engine.clock
-        self.settings = AccessSettings.from_config(engine.settings.jit, engine.apps)
-        self.deprovisioner = Deprovisioner(
-            engine.apps, engine.clock, self.settings, end_access=requests.end_access
-        )
+        self.deprovisioner = deprovisioner or deprovisioner_for(engine)
+        self.settings = self.deprovisioner.settings
         self.sweeper = Sweeper(
             engine.db, self.deprovisioner, engine.clock, audit_retention=engine.settings.audit_retention
         )
@@ -244,22 +244,3 @@ class Access:
                 return grants.find_user(conn, found[0].user_id)
 
         return await self.db.run(read), f"oidc:{claims.get('sub')}"
-
-
-def access_for(services: Any) -> Access:
-    """The `Access` of these services' JIT engine, built on first use."""
-    engine = get_engine(services)
-    found = _BY_ENGINE.get(engine)
-    if found is None:
-        found = _BY_ENGINE[engine] = Access(engine)
-    return found
-
-
-def install(services: Any) -> list[BackgroundTask]:
-    """Make SCIM writes deprovision (`Services.listener`) and return the in-process sweeper task for
-    `create_app(background=[...])` (none when `run_sweeper` is off)."""
-    access = access_for(services)
-    services.listener = access.deprovisioner
-    if not services.settings.run_sweeper:
-        return []
-    return [background_task(access.sweeper, services.settings.sweep_interval)]

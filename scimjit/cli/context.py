@@ -33,18 +33,14 @@ def database(settings: Settings | None = None) -> Database:
 
 
 def engine() -> JitEngine:
-    """The JIT engine (applications, connectors, outbox) for worker, reconcile and the access commands."""
-    from scimjit.engine import JitEngine
-
-    settings = Settings.load()
-    return JitEngine(settings, database(settings))
+    """The JIT engine (applications, connectors, outbox) for worker, reconcile and the access commands,
+    built by the composition root (scimjit.services) like the server's."""
+    return services().engine
 
 
 def access() -> Access:
-    """Time-bound access (grants, requests, sweeper) on top of the engine."""
-    from scimjit.access.service import Access
-
-    return Access(engine())
+    """Time-bound access (grants, requests, sweeper) on top of the engine, with the one deprovisioner."""
+    return services().access
 
 
 def login_name() -> str | None:

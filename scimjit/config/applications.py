@@ -91,7 +91,7 @@ class ApplicationConfig(StrictModel):
     clock_skew: Duration | None = None  # None: the engine-wide [jit] clock_skew
     async_create: bool = False
     description: str = ""
-    # the optional authorization code flow run by scimjit (GET /jit/v1/apps/{name}/login, http/oidc_flow.py)
+    # the optional authorization code flow run by scimjit (GET /jit/v1/apps/{name}/login, http/jit/signin.py)
     client_id: str | None = None  # None: the first audience
     client_secret: str | None = Field(default=None, repr=False)
     client_secret_env: str | None = None

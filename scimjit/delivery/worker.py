@@ -12,11 +12,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from scimjit.delivery.deliverer import worker_id
-from scimjit.engine import JitEngine, get_engine
+from scimjit.engine import JitEngine
 
 log = logging.getLogger("scimjit.delivery.worker")
 
@@ -45,25 +45,17 @@ async def run(
     return attempts
 
 
-def background_task(services: Any) -> Callable[[asyncio.Event], Awaitable[None]]:
-    """For `create_app(background=[...])`: the in-process worker of `scimjit serve`."""
+def background_task(engine: JitEngine) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """For `create_app(background=[...])`: the in-process worker of `scimjit serve`; closes the engine's
+    connectors when it stops."""
 
     async def task(stop: asyncio.Event) -> None:
-        engine = get_engine(services)
         try:
             await run(engine, stop, worker=worker_id("serve"))
         finally:
             await engine.aclose()
 
     return task
-
-
-def install(services: Any) -> list[Callable[[asyncio.Event], Awaitable[None]]]:
-    """For `scimjit serve`: build the JIT engine now (so a bad `[[applications]]` table stops the start
-    instead of failing logins) and return the in-process outbox worker for `create_app(background=[...])`,
-    or nothing when `run_worker` is off (dedicated `scimjit worker` processes deliver instead)."""
-    get_engine(services)
-    return [background_task(services)] if services.settings.run_worker else []
 
 
 def run_worker(engine: JitEngine, *, once: bool = False) -> int:

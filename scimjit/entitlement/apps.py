@@ -79,7 +79,7 @@ class Application:
     clock_skew: float | None = None  # None: the engine-wide [jit] clock_skew
     async_create: bool = False  # transient connector failure on first login: 202 pending instead of 503
     description: str = ""
-    # The authorization code flow (oidc_flow.py); configured when redirect_after_login is set.
+    # The authorization code flow (http/jit/signin.py); configured when redirect_after_login is set.
     client_id: str = ""  # empty: the first audience
     client_secret: str | None = field(default=None, repr=False)  # None: a public client (PKCE only)
     redirect_after_login: str | None = None

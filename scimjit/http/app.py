@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -35,13 +35,11 @@ from scimjit.http.scim import discovery, resources
 from scimjit.http.scim.bulk import bulk
 from scimjit.http.scim.search import root_search
 from scimjit.scim.errors import ScimError
-from scimjit.services import Services
+from scimjit.services import BackgroundTask, Services, compose
 from scimjit.store.db import Database
 from scimjit.store.migrate import is_current
 
 log = logging.getLogger("scimjit")
-
-BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
 
 
 @doc("Liveness: the process is up", "Operations", {"200": resp("ok", {"type": "object"}, JSON)}, secure=False)
@@ -136,14 +134,11 @@ def create_app(
 
 def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory` (each worker process builds its own app from the environment)."""
-    from scimjit.access import service as access
-    from scimjit.delivery import worker
     from scimjit.logs import configure
 
     settings = Settings.load()
     configure(settings.log_level)
-    services = Services.build(settings)
-    # The JIT engine is built now, so a bad [[applications]] table stops the start; SCIM writes get the
-    # deprovisioning listener; the in-process outbox worker and sweeper run unless switched off.
-    background = [*worker.install(services), *access.install(services)]
-    return create_app(services=services, background=background)
+    # Everything is built now (scimjit.services.compose), so a bad [[applications]] table stops the start;
+    # SCIM writes get the deprovisioning listener; the in-process outbox worker and sweeper run unless off.
+    services = compose(settings)
+    return create_app(services=services, background=list(services.background))

@@ -15,7 +15,6 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from scimjit.access.service import access_for
 from scimjit.config import Settings
 from scimjit.http.app import create_app
 from scimjit.jiterrors import JitError
@@ -53,7 +52,7 @@ def test_every_kind_of_event_is_audited_and_no_secret_is_recorded_or_logged(db, 
         raw = config(hook.url, issuer=issuer.url, jit=POLICY.format(approvals=1))
         settings = Settings.load(environ={}, database_url=db.url, token_cache_seconds=0, document=raw)
         services = Services.build(settings, db=db, clock=clock)
-        access = access_for(services)
+        access = services.access
         ids = {name: add_user(db, name) for name in ("alice", "bob", "mallory")}
         add_group(db, "wiki-users", [ids["alice"]])
         add_group(db, "engineers", [ids["alice"], ids["bob"]])

@@ -11,10 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from scimjit.access.service import access_for, install
 from scimjit.config import Settings
 from scimjit.http.app import create_app
-from scimjit.services import Services
+from scimjit.services import Services, compose
 from tests.access_helpers import POLICY, config
 from tests.jit_helpers import LocalIssuer
 from tests.live_server import serve
@@ -65,10 +64,16 @@ def issuer():
 def api(db, clock, issuer) -> Iterator[Api]:
     raw = config(issuer=issuer.url, jit=POLICY.format(approvals=1))
     settings = Settings.load(
-        environ={}, database_url=db.url, token_cache_seconds=0, document=raw, run_sweeper=False
+        environ={},
+        database_url=db.url,
+        token_cache_seconds=0,
+        document=raw,
+        run_sweeper=False,
+        run_worker=False,
     )
-    services = Services.build(settings, db=db, clock=clock)
-    assert install(services) == []  # the listener only: no in-process sweeper with run_sweeper off
+    services = compose(settings, db=db, clock=clock)
+    assert services.listener is services.access.deprovisioner  # SCIM writes deprovision
+    assert services.background == ()  # no in-process worker or sweeper with both switched off
     app = create_app(services=services)
     admin = {"Authorization": f"Bearer {services.tokens.create('admin', ['admin'])}"}
     bot = {"Authorization": f"Bearer {services.tokens.create('chat-bot', ['requests'])}"}
@@ -215,5 +220,5 @@ def test_ttl_expiry_is_seen_by_every_scim_read_at_once(api):
     assert "members" not in api.scim.get(f"/Groups/{group['id']}").json()
     assert "groups" not in api.scim.get(f"/Users/{api.ids['mallory']}").json()
     # and the sweeper tidies up later without anything to send (mallory has no account)
-    report = access_for(api.services).sweeper.sweep_once()
+    report = api.services.access.sweeper.sweep_once()
     assert (report.memberships_expired, report.events) == (1, 0)

@@ -56,7 +56,7 @@ def jit(db, clock, issuer) -> Iterator[Jit]:
         raw = wiki_config(issuer.url, hook.url, jit='login_wait = "1s"\nworker_poll_interval = "0.05s"')
         settings = Settings.load(environ={}, database_url=db.url, token_cache_seconds=0, document=raw)
         services = Services.build(settings, db=db, clock=clock)
-        app = create_app(services=services, background=[worker.background_task(services)])
+        app = create_app(services=services, background=[worker.background_task(services.engine)])
         alice = add_user(db, "alice")
         add_group(db, "wiki-users", [alice])
         add_user(db, "bob")

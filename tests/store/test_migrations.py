@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from scimjit.store import migrate
-from scimjit.store.migrate import current_revision, head_revision, is_current
+from scimjit.store.migrate import (
+    MIGRATIONS_DIR,
+    alembic_config,
+    current_revision,
+    head_revision,
+    is_current,
+    upgrade,
+)
 from scimjit.store.tables import metadata
+from tests.conftest import BACKENDS, drop_database, make_database
 
 
 def test_migrations_match_tables(db):
@@ -19,21 +28,37 @@ def test_migrations_match_tables(db):
     assert diff == []
 
 
-def _revisions() -> dict[str, str | None]:
-    """revision -> down_revision, read from the version files themselves (not through alembic)."""
-    chain: dict[str, str | None] = {}
-    for path in (Path(migrate.__file__).parent / "migrations" / "versions").glob("*.py"):
-        text = path.read_text()
-        revision = re.search(r'^revision = "([^"]+)"', text, re.M)
-        down = re.search(r'^down_revision = (?:"([^"]+)"|None)', text, re.M)
-        assert revision and down, path
-        chain[revision.group(1)] = down.group(1)
-    return chain
+VERSIONS = MIGRATIONS_DIR / "versions"
+
+
+def newest_revision_file() -> str:
+    """The `revision = "…"` of the newest file in the versions folder (files are numbered: 0001_…, 0002_…)."""
+    newest = max(VERSIONS.glob("[0-9]*_*.py"))
+    found = re.search(r'^revision = "([^"]+)"$', newest.read_text(), re.MULTILINE)
+    assert found, newest
+    return found.group(1)
 
 
 def test_database_is_at_head(db):
-    chain = _revisions()
-    heads = set(chain) - {down for down in chain.values() if down}
-    assert heads == {head_revision()}  # one head: the revision no other one builds on
+    assert head_revision() == newest_revision_file()
     assert current_revision(db) == head_revision()
     assert is_current(db)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_upgrade_downgrade_upgrade_round_trips(backend, tmp_path):
+    """Every migration's downgrade undoes its upgrade: base → head → base → head ends with the same tables."""
+    fresh, url = make_database(backend, tmp_path)  # at head
+    try:
+        with fresh.engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "base")
+        assert current_revision(fresh) is None
+        assert sa.inspect(fresh.engine).get_table_names() == ["alembic_version"]
+        upgrade(fresh)
+        assert is_current(fresh)
+        assert set(sa.inspect(fresh.engine).get_table_names()) == {*metadata.tables, "alembic_version"}
+        with fresh.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+        assert diff == []
+    finally:
+        drop_database(backend, fresh, url)

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from scimjit.access.service import Access, access_for
+from scimjit.access.service import Access
 from scimjit.http.apidoc import AUTH_ERRORS, JSON, Json, body, doc, jit_errors, path, ref, resp
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
@@ -81,7 +81,7 @@ WHO = "Either a token with the `requests` scope naming the user, or `application
 
 
 def _access(request: Request) -> Access:
-    return access_for(request.app.state.services)
+    return request.app.state.services.access
 
 
 def _request_id(request: Request) -> str | None:

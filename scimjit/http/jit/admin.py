@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from scimjit.engine import get_engine
 from scimjit.http.apidoc import (
     AUTH_ERRORS,
     JSON,
@@ -175,7 +174,7 @@ def _lines(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
 )
 async def apps_list(request: Request) -> Response:
     require(request, ADMIN)
-    engine = get_engine(services(request))
+    engine = services(request).engine
     return json_response({"applications": [a.summary() for a in engine.apps.values()]})
 
 

@@ -10,7 +10,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from scimjit.engine import get_engine
 from scimjit.http.apidoc import JSON, body, doc, jit_errors, ref, resp
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
@@ -49,7 +48,7 @@ async def login(request: Request) -> Response:
     request_id = request.scope.get("state", {}).get("request_id")
     check_client(request)  # a refused ID token is charged to the address; an empty bucket stops them first
     try:
-        result = await get_engine(request.app.state.services).login(
+        result = await request.app.state.services.engine.login(
             application, id_token, caller=principal.name, request_id=request_id
         )
     except JitError as exc:

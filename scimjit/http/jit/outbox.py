@@ -11,7 +11,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from scimjit.delivery import outbox
-from scimjit.engine import get_engine
 from scimjit.http.apidoc import JSON, body, doc, jit_errors, path, ref, resp
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
@@ -42,7 +41,7 @@ def _event_id(request: Request) -> int:
 )
 async def outbox_get(request: Request) -> Response:
     require(request, "admin")
-    engine = get_engine(request.app.state.services)
+    engine = request.app.state.services.engine
     row_id = _event_id(request)
 
     def read() -> dict[str, Any] | None:
@@ -67,7 +66,7 @@ async def outbox_get(request: Request) -> Response:
 )
 async def outbox_retry_one(request: Request) -> Response:
     require(request, "admin")
-    engine = get_engine(request.app.state.services)
+    engine = request.app.state.services.engine
     rows = await engine.db.run(engine.deliverer.retry, ids=[_event_id(request)])
     if not rows:
         return error(409, "not_dead", "only dead events can be retried (or there is no such event)")
@@ -88,7 +87,7 @@ async def outbox_retry(request: Request) -> Response:
     ids = payload.get("ids") or []
     if not all_dead and (not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids)):
         return error(400, "invalid_request", 'send {"allDead": true} or {"ids": [1, 2]}')
-    engine = get_engine(request.app.state.services)
+    engine = request.app.state.services.engine
     rows = await engine.db.run(engine.deliverer.retry, ids=ids, all_dead=all_dead)
     return json_response({"retried": [r.id for r in rows]})
 

@@ -34,7 +34,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from scimjit.config import ConfigError
-from scimjit.engine import JitEngine, get_engine
+from scimjit.engine import JitEngine
 from scimjit.entitlement.apps import Application, check_url
 from scimjit.http.apidoc import doc, jit_errors, path, query, resp
 from scimjit.http.jit.errors import error
@@ -42,7 +42,7 @@ from scimjit.http.ratelimit import charge_client
 from scimjit.jiterrors import JitError
 from scimjit.provisioning.oidc import issuer_id
 
-log = logging.getLogger("scimjit.http.oidc_flow")
+log = logging.getLogger("scimjit.http.jit.signin")
 
 COOKIE_PREFIX = "scimjit_oidc_"
 COOKIE_MAX_AGE = 600  # seconds a sign-in may take at the issuer
@@ -141,7 +141,7 @@ def _base(request: Request) -> str:
 
 
 def _app(request: Request) -> tuple[JitEngine, Application] | Response:
-    engine = get_engine(request.app.state.services)
+    engine: JitEngine = request.app.state.services.engine
     name = request.path_params["name"]
     app = engine.apps.get(name)
     if app is None:
