@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from scimjit.clock import from_micros, isoformat, to_micros
+from scimjit.clock import to_micros
 from scimjit.store import users as user_rows
 from scimjit.store.tables import Row, accounts
 
@@ -306,40 +306,3 @@ def by_ids(conn: sa.Connection, ids: Sequence[int], *, lock: bool = False) -> li
     if lock and conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     return list(conn.execute(stmt).all())
-
-
-def list_accounts(
-    conn: sa.Connection,
-    *,
-    application: str | None = None,
-    user_id: str | None = None,
-    status: str | None = None,
-    limit: int = 100,
-    after_id: int = 0,
-) -> list[dict[str, Any]]:
-    stmt = sa.select(accounts).where(accounts.c.id > after_id).order_by(accounts.c.id).limit(limit)
-    if application:
-        stmt = stmt.where(accounts.c.application == application)
-    if user_id:
-        stmt = stmt.where(accounts.c.user_id == user_id)
-    if status:
-        stmt = stmt.where(accounts.c.status == status)
-    return [render(r) for r in conn.execute(stmt)]
-
-
-def render(row: Row) -> dict[str, Any]:
-    def when(us: int | None) -> str | None:
-        return isoformat(from_micros(us)) if us is not None else None
-
-    return {
-        "application": row.application,
-        "userId": row.user_id,
-        "userName": row.user_name,
-        "downstreamId": row.downstream_id,
-        "status": row.status,
-        "roles": list(row.roles or ()),
-        "firstLoginAt": when(row.first_login_at),
-        "lastLoginAt": when(row.last_login_at),
-        "createdAt": when(row.created_at),
-        "updatedAt": when(row.updated_at),
-    }
