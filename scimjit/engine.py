@@ -49,7 +49,7 @@ class JitEngine:
     async def login(
         self, application: str, id_token: str, *, caller: str | None = None, request_id: str | None = None
     ) -> LoginResult:
-        """The login hook (see login.py); raises LoginRefused. `caller` is the application token's name."""
+        """The login hook (see login.py); raises JitError. `caller` is the application token's name."""
         return await self.logins.login(application, id_token, caller=caller, request_id=request_id)
 
     async def deliver_due(self, *, worker: str | None = None) -> list[Report]:

@@ -54,9 +54,6 @@ Grant = Row  # a whole `grants` row
 SOURCE_PREFIX = "grant:"
 
 
-AccessError = JitError  # the former name, still imported by cli/access.py; raise JitError
-
-
 def source(grant_id: str) -> str:
     """The membership `source` of a grant."""
     return f"{SOURCE_PREFIX}{grant_id}"

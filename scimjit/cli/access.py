@@ -19,10 +19,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from scimjit.access.grants import AccessError
 from scimjit.cli import context
 from scimjit.cli.output import LOG_FORMAT, fail, print_json
 from scimjit.config import ConfigError
+from scimjit.jiterrors import JitError
 
 if TYPE_CHECKING:
     from scimjit.access.service import Access
@@ -41,7 +41,7 @@ def _run(action: Action) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
         try:
             return action(context.access(), args)
-        except (ConfigError, AccessError) as exc:
+        except (ConfigError, JitError) as exc:
             return fail(str(exc))
 
     return command

@@ -323,7 +323,9 @@ def _write_group_patch(
         row = group_rows.update(conn, current, doc if doc != current.data else None, ctx.now_micros)
     _notify_group(ctx, conn, current, row, added, removed)
     _audit_group(ctx, conn, "patch", row, result.changed, added, removed, ignored)
-    if ctx.members_cap is not None:  # a plain PATCH (scimjit.http.resources): never a big group's members
+    if (
+        ctx.members_cap is not None
+    ):  # a plain PATCH (scimjit.http.scim.resources): never a big group's members
         members = group_rows.members_up_to(conn, row.pk, ctx.now_micros, ctx.base_url, ctx.members_cap)
         return Written(group_rows.render(row, ctx.base_url, members), row.version, members is not None)
     return Written(render_groups(conn, ctx, [row])[0], row.version)
