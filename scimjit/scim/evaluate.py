@@ -34,8 +34,11 @@ def matches(predicate: Predicate, element: Mapping[str, Any]) -> bool:
 
 
 def _compare(compare: Compare, actual: Any) -> bool:
-    """One comparison. An absent sub-attribute equals only `null`, so `ne` is always `not eq`."""
+    """One comparison. An absent sub-attribute equals only `null`, so `ne` is always `not eq`; an empty string
+    is unassigned (RFC 7643 §2.5), as the SQL compiler (store/compile.py) treats it."""
     attr, op = compare.ref.leaf, compare.op
+    if actual == "":
+        actual = None
     if op == "pr":
         return not is_empty(actual)
     if op in _ORDERING and attr.type in ("boolean", "binary"):

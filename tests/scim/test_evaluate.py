@@ -137,3 +137,20 @@ def test_nested_value_path_is_invalid_filter(email: Any) -> None:
     with pytest.raises(ScimError) as err:
         matches(nested, WORK)
     assert err.value.scim_type == "invalidFilter"
+
+
+@pytest.mark.parametrize(
+    ("op", "value", "expected"),
+    [
+        ("eq", None, True),  # "" is unassigned (RFC 7643 §2.5), as in the SQL compiler
+        ("ne", None, False),
+        ("pr", None, False),
+        ("eq", "", False),
+        ("ne", "", True),
+        ("sw", "", False),
+        ("le", "z", False),
+    ],
+)
+def test_an_empty_string_is_unassigned(email: Any, op: str, value: Any, expected: bool) -> None:
+    element = {"value": "", "type": "work"}
+    assert matches(Compare(email("value"), op, value), element) is expected
