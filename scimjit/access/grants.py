@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -278,12 +278,7 @@ def effective_status(row: Grant, now_us: int) -> str:
 
 def render(row: Grant, now_us: int) -> dict[str, Any]:
     """A grants row as the admin API shows it (the `Grant` admin resource type)."""
-    registry = admin.admin_registry()
-    view = admin.VIEWS["grants"]
-    doc = admin.render(
-        registry, registry.resource_type(view.resource_type), view, cast("Mapping[str, Any]", row._mapping)
-    )
-    return fix_status(doc, now_us)
+    return fix_status(admin.render_row("grants", row), now_us)
 
 
 def fix_status(doc: dict[str, Any], now_us: int) -> dict[str, Any]:

@@ -15,10 +15,10 @@ group was deleted). Audit: `request.create|approve|deny|expire|cancel`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -253,12 +253,7 @@ def expire_due(conn: sa.Connection, now: datetime, limit: int) -> int:
 
 
 def render(row: AccessRequest, now_us: int) -> dict[str, Any]:
-    registry = admin.admin_registry()
-    view = admin.VIEWS["requests"]
-    doc = admin.render(
-        registry, registry.resource_type(view.resource_type), view, cast("Mapping[str, Any]", row._mapping)
-    )
-    return fix_status(doc, now_us)
+    return fix_status(admin.render_row("requests", row), now_us)
 
 
 def fix_status(doc: dict[str, Any], now_us: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -26,7 +26,7 @@ from scimjit.scim.predicate import Compare, Predicate
 from scimjit.scim.schema import DEFAULT_SCHEMAS_DIR, Attribute, AttrRef, Registry, ResourceType, load_registry
 from scimjit.store.compile import Operand, Unsupported, Where, compile_predicate, sortable
 from scimjit.store.db import Database
-from scimjit.store.tables import access_requests, accounts, audit_log, grants, outbox
+from scimjit.store.tables import Row, access_requests, accounts, audit_log, grants, outbox
 
 MAX_OFFSET = 2**62
 ADMIN_SCHEMAS_DIR = DEFAULT_SCHEMAS_DIR / "admin"  # `schemas/admin/`, found through the package
@@ -169,6 +169,15 @@ def render(registry: Registry, rt: ResourceType, view: View, row: Mapping[str, A
             continue
         doc[attr.name] = isoformat(from_micros(value)) if attr.type == "dateTime" else value
     return doc
+
+
+def render_row(view_name: str, row: Row) -> dict[str, Any]:
+    """One row of a view's table as that view's resource (grants and requests render their own rows so)."""
+    registry = admin_registry()
+    view = VIEWS[view_name]
+    return render(
+        registry, registry.resource_type(view.resource_type), view, cast("Mapping[str, Any]", row._mapping)
+    )
 
 
 # ---------------------------------------------------------------- filter -> SQL
