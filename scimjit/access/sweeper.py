@@ -45,7 +45,8 @@ from scimjit.store import groups as group_rows
 from scimjit.store import users as user_rows
 from scimjit.store.db import Database
 
-log = logging.getLogger("scimjit.access.sweeper")
+# the 0.1 logger name, kept: operators filter the JSON `logger` field on it
+log = logging.getLogger("scimjit.jit.sweeper")
 
 
 @dataclass(slots=True)

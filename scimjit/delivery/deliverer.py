@@ -40,7 +40,8 @@ from scimjit.metrics import CONNECTOR_ERRORS, CONNECTOR_LATENCY, DEAD_LETTERED, 
 from scimjit.store import audit
 from scimjit.store.db import Database
 
-log = logging.getLogger("scimjit.delivery.deliverer")
+# the 0.1 logger name, kept: operators filter the JSON `logger` field on it
+log = logging.getLogger("scimjit.jit.delivery")
 
 AlsoOnDone = Callable[[sa.Connection, Result], None]
 

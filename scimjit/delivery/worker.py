@@ -18,7 +18,8 @@ from typing import Any
 from scimjit.delivery.deliverer import worker_id
 from scimjit.engine import JitEngine
 
-log = logging.getLogger("scimjit.delivery.worker")
+# the 0.1 logger name, kept: operators filter the JSON `logger` field on it
+log = logging.getLogger("scimjit.jit.worker")
 
 
 async def run(

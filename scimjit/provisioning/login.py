@@ -57,7 +57,8 @@ from scimjit.store import audit
 from scimjit.store import users as user_rows
 from scimjit.store.db import Database
 
-log = logging.getLogger("scimjit.provisioning.login")
+# the 0.1 logger name, kept: operators filter the JSON `logger` field on it
+log = logging.getLogger("scimjit.jit.login")
 
 POLL_INTERVAL = 0.05  # seconds between ledger checks while waiting for a concurrent first login
 

@@ -79,7 +79,8 @@ from scimjit.store import users as user_rows
 from scimjit.store.db import Database
 from scimjit.store.tables import Row, audit_log
 
-log = logging.getLogger("scimjit.provisioning.reconcile")
+# the 0.1 logger name, kept: operators filter the JSON `logger` field on it
+log = logging.getLogger("scimjit.jit.reconcile")
 
 REPAIR_ACTION = "reconcile.repair"
 RUN_ACTION = "reconcile.run"

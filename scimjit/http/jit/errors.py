@@ -22,7 +22,8 @@ from scimjit.http.responses import error_response
 from scimjit.jiterrors import JitError
 from scimjit.scim.errors import ScimError
 
-log = logging.getLogger("scimjit.http.jit")
+# the 0.1 logger name, kept: operators filter the JSON `logger` field on it
+log = logging.getLogger("scimjit.jit.http")
 
 SCIM_STATUS_REASONS = {
     400: "invalid_request",

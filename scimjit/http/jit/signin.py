@@ -42,7 +42,8 @@ from scimjit.http.ratelimit import charge_client
 from scimjit.jiterrors import JitError
 from scimjit.provisioning.oidc import issuer_id
 
-log = logging.getLogger("scimjit.http.jit.signin")
+# the 0.1 logger name, kept: operators filter the JSON `logger` field on it
+log = logging.getLogger("scimjit.jit.oidc_flow")
 
 COOKIE_PREFIX = "scimjit_oidc_"
 COOKIE_MAX_AGE = 600  # seconds a sign-in may take at the issuer
