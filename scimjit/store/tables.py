@@ -214,3 +214,24 @@ audit_log = sa.Table(
 # A row of any of these tables (or of a join of them): what the store and the JIT concerns hand each other.
 # Columns are read by name (`row.user_id`); a module that builds a row of its own uses a frozen dataclass.
 Row: TypeAlias = sa.Row[*tuple[Any, ...]]
+
+# Server-side state of a browser sign-in (OIDC code flow) between the redirect and the callback: single-use, looked
+# up by sha256 of the `state` parameter; `payload` holds what must never reach the browser (PKCE verifier, nonce).
+signin_states = sa.Table(
+    "signin_states",
+    metadata,
+    sa.Column("state_hash", sa.String(64), primary_key=True),
+    sa.Column("purpose", sa.String(160), nullable=False),  # who started it, e.g. "app:chat" or "console"
+    sa.Column("payload", Json, nullable=False),
+    sa.Column("expires_at", Micros, nullable=False, index=True),
+)
+
+# Values that may be used once (an ID token's jti, a SAML assertion id, a signed result's jti): a row per value
+# seen, kept until the value could no longer be accepted anyway.
+used_once = sa.Table(
+    "used_once",
+    metadata,
+    sa.Column("purpose", sa.String(64), primary_key=True),
+    sa.Column("value_hash", sa.String(64), primary_key=True),
+    sa.Column("expires_at", Micros, nullable=False, index=True),
+)
