@@ -39,7 +39,10 @@ def test_put_and_patch_to_a_kelvin_sign_are_refused_and_the_name_stays(server):
     assert_refused_naming_kelvin(r)
     r = server.client.patch(
         f"/Users/{kate['id']}",
-        json={"schemas": [PATCH], "Operations": [{"op": "replace", "path": "userName", "value": KELVIN_KATE}]},
+        json={
+            "schemas": [PATCH],
+            "Operations": [{"op": "replace", "path": "userName", "value": KELVIN_KATE}],
+        },
     )
     assert_refused_naming_kelvin(r)
     assert server.client.get(f"/Users/{kate['id']}").json()["userName"] == "kate"
