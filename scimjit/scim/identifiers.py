@@ -28,7 +28,6 @@ import precis_i18n
 from precis_i18n.derived import CONTEXTJ, CONTEXTO, PVALID, derived_property
 
 _PROFILE = precis_i18n.get_profile("UsernameCaseMapped")
-_ASCII_PRINTABLE = frozenset(chr(c) for c in range(0x21, 0x7F))  # IdentifierClass ASCII7: PVALID as they are
 _FRAGMENT_VALID = frozenset({PVALID, CONTEXTJ, CONTEXTO})
 _REASONS = {
     "has_compat": "a compatibility character",
@@ -69,7 +68,7 @@ def _key(value: str) -> str:
 
 
 def _part_key(whole: str, part: str) -> str:
-    if _ASCII_PRINTABLE.issuperset(part):  # the common case, and what PRECIS maps it to: lower-cased ASCII
+    if part.isascii() and part.isprintable():  # U+0021-007E (spaces are split off): PRECIS maps it to lower()
         return part.lower()
     try:
         _PROFILE.base.enforce(_PROFILE.width_mapping_rule(part), _PROFILE.name)  # preparation (§3.3.2)
@@ -92,7 +91,7 @@ def fragment_key(value: str) -> str | None:
     """A `co` / `sw` / `ew` fragment as it compares with keys: the mapping part of the profile only (width,
     toLower, NFC), since a fragment need not be a whole identifier. None when the fragment holds a character no
     key can hold (U+212A): it matches nothing, where `str.lower` would have made it "k"."""
-    if _ASCII_PRINTABLE.issuperset(value.replace(" ", "")):
+    if value.isascii() and value.isprintable():
         return value.lower()
     mapped = _PROFILE.width_mapping_rule(value)
     for char in mapped.replace(" ", ""):
