@@ -82,8 +82,8 @@ def _explain(whole: str, exc: UnicodeEncodeError) -> str:
     what = _REASONS.get(reason, f"what the PRECIS IdentifierClass refuses ({reason})")
     if exc.end - exc.start == 1 and reason not in ("bidi_rule", "empty"):
         char = exc.object[exc.start]
-        name = unicodedata.name(char, "unnamed")
-        return f"{whole!r} holds U+{ord(char):04X} {name}, {what}: an identifier may not (RFC 8265)"
+        named = f"U+{ord(char):04X} {unicodedata.name(char, '')}".rstrip()  # controls have no name
+        return f"{whole!r} holds {named}, {what}: an identifier may not (RFC 8265)"
     return f"{whole!r} holds {what}: an identifier may not (RFC 8265)"
 
 
