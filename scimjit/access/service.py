@@ -20,6 +20,7 @@ from scimjit.entitlement.policies import AccessSettings
 from scimjit.jiterrors import JitError
 from scimjit.provisioning.deprovision import Deprovisioner
 from scimjit.provisioning.reconcile import Reconciler, Schedule
+from scimjit.scim.identifiers import DisallowedIdentifier
 from scimjit.store import audit
 
 
@@ -236,7 +237,12 @@ class Access:
 
         def read() -> Any:
             with self.db.read() as conn:
-                found = identity.find_subjects(conn, app, value)
+                try:
+                    found = identity.find_subjects(conn, app, value)
+                except DisallowedIdentifier as exc:
+                    raise JitError(
+                        403, "unknown_user", f"no SCIM user can have {app.match.attribute}: {exc}"
+                    ) from None
                 if len(found) != 1:
                     raise JitError(
                         403, "unknown_user", f"no single SCIM user has {app.match.attribute} = {value!r}"

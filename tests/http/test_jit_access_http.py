@@ -222,3 +222,17 @@ def test_ttl_expiry_is_seen_by_every_scim_read_at_once(api):
     # and the sweeper tidies up later without anything to send (mallory has no account)
     report = api.services.access.sweeper.sweep_once()
     assert (report.memberships_expired, report.events) == (1, 0)
+
+
+def test_an_id_token_spelling_a_name_with_a_kelvin_sign_files_nothing(api):
+    """The access API's ID-token identity uses the login's match (PRECIS keys, RFC 8265): "kim" with U+212A
+    KELVIN SIGN is not the user kim, where `str.lower` made it so."""
+    r = api.scim.post("/Users", json={"schemas": [USER_URN], "userName": "kim"})
+    assert r.status_code == 201, r.text
+    body = {"group": "prod-admins", "duration": "1h", "justification": "db migration", "application": "wiki"}
+    r = api.post("/requests", {**body, "id_token": api.id_token("\u212aim")}, headers={})
+    assert (r.status_code, r.json()["error"]) == (403, "unknown_user")
+    assert "U+212A KELVIN SIGN" in r.json()["detail"]
+    assert api.get("/requests").json()["totalResults"] == 0
+    r = api.post("/requests", {**body, "id_token": api.id_token("KIM")}, headers={})
+    assert (r.status_code, r.json()["error"]) == (403, "not_eligible")  # KIM is kim, judged by the policy
