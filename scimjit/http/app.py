@@ -57,7 +57,7 @@ async def readyz(request: Request) -> Response:
     svc: Services = request.app.state.services
     try:
         current = await svc.db.run(is_current, svc.db)
-    except Exception as exc:  # the database is unreachable: not ready; the why goes to the log, not the client
+    except Exception as exc:  # unreachable: not ready; the why goes to the log, not to the client
         log.warning("not ready: the database is unreachable (%s)", type(exc).__name__)
         return JSONResponse({"status": "unavailable"}, status_code=503)
     if not current:

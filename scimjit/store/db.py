@@ -7,11 +7,10 @@ would cost more than the query. PostgreSQL work goes to the thread pool, where n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, ParamSpec, TypeVar
-
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -101,10 +100,9 @@ def create_private_file(path: str | None) -> None:
     mode is the operator's choice)."""
     if path is None:
         return
-    try:
+    # It exists, or no such directory, a read-only place...: SQLite's own open reports those as usual.
+    with suppress(OSError):
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except OSError:  # it exists, or no such directory, a read-only place...: SQLite's own open reports those
-        pass
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:

@@ -26,7 +26,9 @@ SECRET = "wiki-secret"
 
 
 def receiver_source() -> str:
-    (source,) = [b for b in re.findall(r"```python\n(.*?)```", DOCS.read_text(), re.S) if "wiki_receiver" in b]
+    (source,) = [
+        b for b in re.findall(r"```python\n(.*?)```", DOCS.read_text(), re.S) if "wiki_receiver" in b
+    ]
     serve = 'ThreadingHTTPServer(("0.0.0.0", 9100), Handler).serve_forever()'
     assert serve in source
     return source.replace(serve, "")  # the test serves it on a free loopback port instead
