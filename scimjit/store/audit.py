@@ -17,7 +17,9 @@ Action names are dotted, `<area>.<object>.<verb>` or `<area>.<verb>`; the ones s
   unknown attribute paths and schema URNs the write ignored, when there were any: see `scimjit.scim.ignored`);
 - `login.allowed`, `login.refused` (login decisions; `details.reason` says why);
 - `connector.call` (one delivery attempt; `details`: operation, result or error, duration);
-- `grant.create|extend|revoke|expire`, `request.create|approve|deny|cancel|expire` (time-bound access).
+- `grant.create|extend|revoke|expire`, `request.create|approve|deny|cancel|expire` (time-bound access;
+  a decision's `details.decidedVia` says how the approver proved who they are: `console`, `admin-token`,
+  `operator`);
 - `reconcile.repair` (one account brought back in line: `details` application, accountId, source, differences,
   events) and `reconcile.run` (one finished reconcile pass, with its counts; the schedule reads the last one).
 
