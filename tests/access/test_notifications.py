@@ -6,22 +6,34 @@ the `[notifications] applications` connectors get `notify`."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import re
 import socket
+import ssl
 import threading
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from scimjit.config import ConfigError, Settings
+from scimjit.delivery import notifiers
 from scimjit.scim.schema import USER_URN
-from scimjit.services import Services
+from scimjit.services import EngineParts, Services
 from scimjit.store import resources as ops
 from scimjit.store.tables import outbox
 from tests.access_helpers import POLICY, Directory, clear_outbox, config, make_access
@@ -46,8 +58,8 @@ class Mailbox:
         self.mails.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
         return "250 OK"
 
-    def start(self) -> None:
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+    def start(self, **options: Any) -> None:
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port, **options)
         self.controller.start()
 
     def stop(self) -> None:
@@ -373,3 +385,101 @@ def test_unknown_notification_applications_and_reserved_names_are_refused():
         Settings.load(environ={}, document=raw)
     with pytest.raises(ConfigError, match="from"):
         Settings.load(environ={}, document={"notifications": {"email": {"host": "smtp.example"}}})
+
+
+# ---------------------------------------------------------------- STARTTLS and AUTH
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made here (the relay's; the client trusts it by ca_file)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "relay.pem", directory / "relay.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_starttls_and_auth(db, clock, tmp_path, slack, apps, monkeypatch):
+    cert, key = self_signed(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    logins: list[tuple[bytes, bool]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"scimjit", b"s3cret")
+        logins.append((data.login, bool(session.ssl)))
+        return AuthResult(success=ok)
+
+    box = Mailbox()
+    box.start(tls_context=tls, require_starttls=True, authenticator=authenticator, auth_require_tls=True)
+    try:
+        raw = settings_doc(box, slack, apps)
+        raw["notifications"]["email"].update(
+            starttls=True, username="scimjit", password_env="SMTP_PASSWORD", ca_file=str(cert)
+        )
+        monkeypatch.setenv("SMTP_PASSWORD", "s3cret")  # *_env secrets are read from the process environment
+        settings = Settings.load(environ={}, document=raw)
+        access = Services.build(settings, db=db, clock=clock, parts=EngineParts()).access
+        d = Directory(db, clock, access)
+        alice = user(d, "alice", [{"value": "alice@example.com"}])
+        bob = user(d, "bob", [{"value": "bob@example.com"}])
+        d.group("engineers", [alice])
+        d.group("sre-leads", [bob])
+        d.group("prod-admins")
+        ask(access)
+        drain(access)
+        assert [rcpt for rcpt, _ in box.mails] == [["bob@example.com"]]
+        assert logins == [(b"scimjit", True)]  # authenticated, inside TLS
+        asyncio.run(access.engine.aclose())
+    finally:
+        box.stop()
+
+
+def test_the_documented_configuration_loads():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "notifications.md").read_text()
+    block = re.findall(r"```toml\n(.*?)```", text, re.S)[0]
+    settings = Settings.load(environ={}, document=tomllib.loads(block))
+    email = settings.notifications.email
+    assert email is not None and (email.host, email.port, email.starttls, email.sender) == (
+        "smtp.example.com",
+        587,
+        True,
+        "jit@example.com",
+    )
+    env = {"SMTP_PASSWORD": "x", "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/x"}
+    assert sorted(notifiers.build(settings.notifications, 5.0, env)) == ["notify:email", "notify:slack"]
+
+
+def test_a_relay_without_starttls_gets_no_plain_text_mail(db, clock, mailbox, slack, apps):
+    raw = settings_doc(mailbox, slack, apps)
+    raw["notifications"]["email"]["starttls"] = True  # the test relay offers no STARTTLS
+    access = make_access(db, clock, raw)
+    d = Directory(db, clock, access)
+    d.group("engineers", [user(d, "alice")])
+    d.group("sre-leads", [user(d, "bob", [{"value": "bob@example.com"}])])
+    d.group("prod-admins")
+    ask(access)
+    mail = [r for r in drain(access) if r.id in _email_rows(db)]
+    assert [r.status for r in mail] == ["dead"] and "starttls" in (mail[0].error or "").lower()
+    assert mailbox.mails == []
+    asyncio.run(access.engine.aclose())
