@@ -39,6 +39,7 @@ from scimjit.store.tables import Row
 
 log = logging.getLogger("scimjit.notify")
 
+MAX_APPROVERS = 1000  # bound on the rows one request writes: approvers groups are teams, not the company
 _IDS = uuid.UUID("8f1d2c4e-5a6b-4c7d-9e0f-1a2b3c4d5e6f")  # namespace of the stable notification ids
 
 Item = tuple[Mapping[str, Any], str | None]
@@ -74,11 +75,15 @@ def request_created(
 ) -> int:
     """Queue `request.created` to each approver of a pending request; returns the rows queued."""
     now_us = row.created_at
-    ids = (
-        set(conn.execute(memberships.live_members_of(policy.approvers, now_us)).scalars())
-        if policy.approvers
-        else set()
-    )
+    ids: set[str] = set()
+    if policy.approvers:
+        stmt = memberships.live_members_of(policy.approvers, now_us)
+        ids = set(conn.execute(stmt.order_by(None).limit(MAX_APPROVERS + 1)).scalars())
+    if len(ids) > MAX_APPROVERS:
+        log.warning(
+            "request %s: more than %d approvers; the first %d are told", row.id, MAX_APPROVERS, MAX_APPROVERS
+        )
+        ids = set(sorted(ids)[:MAX_APPROVERS])
     ids.discard(requester.id)
     approvers = sorted(
         (p for p in user_store.profiles(conn, ids).values() if p.active), key=lambda p: p.user_name

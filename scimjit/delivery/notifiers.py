@@ -130,6 +130,8 @@ class EmailNotifier(Notifier):
         to = (call.event.get("recipient") or {}).get("email")
         if not to:
             raise PermanentError("the recipient has no email address")
+        if not valid_address(to):
+            raise PermanentError(f"the recipient's email {one_line(to)!r} is not a valid address")
         message = self.message(call.event, str(to))
         await asyncio.to_thread(self._send, message, str(to))
         return Result(Outcome.NOTIFIED, None, {"to": to})
@@ -137,7 +139,7 @@ class EmailNotifier(Notifier):
     def message(self, event: Mapping[str, Any], to: str) -> EmailMessage:
         msg = EmailMessage()
         msg["From"] = self.config.sender
-        msg["To"] = one_line(to)
+        msg["To"] = to
         msg["Subject"] = subject(event)
         # The idempotency key: a receiving system (or a person's mail client) can tell a resend from news.
         msg["Message-ID"] = f"<{event['id']}@scimjit>" if event.get("id") else make_msgid()
@@ -148,7 +150,8 @@ class EmailNotifier(Notifier):
     def _send(self, message: EmailMessage, to: str) -> None:
         c = self.config
         try:
-            with smtplib.SMTP(c.host, c.port, timeout=c.timeout) as smtp:
+            smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
+            try:
                 smtp.ehlo()
                 if c.starttls:
                     smtp.starttls(context=ssl.create_default_context(cafile=c.ca_file or None))
@@ -156,6 +159,8 @@ class EmailNotifier(Notifier):
                 if c.username:
                     smtp.login(c.username, self._password)
                 smtp.send_message(message, from_addr=c.sender, to_addrs=[to])
+            finally:
+                _quit(smtp)
         except smtplib.SMTPRecipientsRefused as exc:
             code = min((code for code, _ in exc.recipients.values()), default=550)
             raise _by_code(code, f"SMTP refused {to}: {code}") from None
@@ -165,6 +170,21 @@ class EmailNotifier(Notifier):
             raise _by_code(exc.smtp_code, f"SMTP {c.host}:{c.port}: {exc.smtp_code} {_text(exc)}") from None
         except (smtplib.SMTPException, OSError) as exc:  # disconnected, refused, timed out, TLS failure
             raise TransientError(f"SMTP {c.host}:{c.port}: {type(exc).__name__}: {exc}") from None
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    """End the session; a failed QUIT after an accepted message must not turn into a resend."""
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
+
+
+def valid_address(value: Any) -> bool:
+    """A plausible mailbox: one `@`, no whitespace or control characters (an address from SCIM data goes
+    into the RCPT TO command and the To: header; CR/LF there would inject SMTP commands or headers)."""
+    text = str(value or "")
+    return text.count("@") == 1 and not any(ch.isspace() or ord(ch) < 32 or ch in "<>" for ch in text)
 
 
 def _by_code(code: int, message: str) -> TransientError | PermanentError:

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from scimjit.access import notify
 from scimjit.config import ConfigError, Settings
 from scimjit.delivery import notifiers
 from scimjit.scim.schema import USER_URN
@@ -483,3 +484,28 @@ def test_a_relay_without_starttls_gets_no_plain_text_mail(db, clock, mailbox, sl
     assert [r.status for r in mail] == ["dead"] and "starttls" in (mail[0].error or "").lower()
     assert mailbox.mails == []
     asyncio.run(access.engine.aclose())
+
+
+def test_an_address_that_would_inject_smtp_commands_is_never_sent(db, clock, access, mailbox):
+    d = Directory(db, clock, access)
+    d.group("engineers", [user(d, "alice")])
+    evil = "bob@example.com>\r\nRCPT TO:<mallory@example.com"
+    d.group("sre-leads", [user(d, "bob", [{"value": evil}])])
+    d.group("prod-admins")
+    clear_outbox(db)
+    ask(access)
+    mail = [r for r in drain(access) if r.id in _email_rows(db)]
+    assert [r.status for r in mail] == ["dead"] and "not a valid address" in (mail[0].error or "")
+    assert mailbox.mails == []
+
+
+def test_the_approvers_told_are_bounded(db, clock, access, people, mailbox, monkeypatch):
+    monkeypatch.setattr(notify, "MAX_APPROVERS", 2)
+    ask(access)
+    with db.read() as conn:
+        told = conn.execute(
+            sa.select(sa.func.count()).where(
+                outbox.c.type == "request.created", outbox.c.application == "chat"
+            )
+        ).scalar_one()
+    assert 1 <= told <= 2  # of the three active approvers (the cut is before the active check)
