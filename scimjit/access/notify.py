@@ -66,6 +66,12 @@ def person(row: Row) -> dict[str, Any]:
     }
 
 
+def configured(settings: AccessSettings) -> bool:
+    """Whether any channel is: without one, filing a request does not even look up its approvers."""
+    n = settings.notifications
+    return n.email is not None or bool(n.slack_webhook_url or n.slack_webhook_url_env or n.applications)
+
+
 def console_link(settings: AccessSettings, path: str) -> str:
     return f"{settings.base_url.rstrip('/')}/console{path}"
 
@@ -74,20 +80,21 @@ def request_created(
     conn: sa.Connection, settings: AccessSettings, row: Row, requester: Row, group: Row, policy: Policy
 ) -> int:
     """Queue `request.created` to each approver of a pending request; returns the rows queued."""
+    if not configured(settings):
+        return 0
     now_us = row.created_at
-    ids: set[str] = set()
+    approvers: list[Row] = []
     if policy.approvers:
-        stmt = memberships.live_members_of(policy.approvers, now_us)
-        ids = set(conn.execute(stmt.order_by(None).limit(MAX_APPROVERS + 1)).scalars())
-    if len(ids) > MAX_APPROVERS:
+        members = memberships.live_members_of(policy.approvers, now_us, exclude=requester.id)
+        approvers = user_store.active_profiles(conn, members, MAX_APPROVERS + 1)
+    if len(approvers) > MAX_APPROVERS:
         log.warning(
-            "request %s: more than %d approvers; the first %d are told", row.id, MAX_APPROVERS, MAX_APPROVERS
+            "request %s: more than %d approvers; the first %d by userName are told",
+            row.id,
+            MAX_APPROVERS,
+            MAX_APPROVERS,
         )
-        ids = set(sorted(ids)[:MAX_APPROVERS])
-    ids.discard(requester.id)
-    approvers = sorted(
-        (p for p in user_store.profiles(conn, ids).values() if p.active), key=lambda p: p.user_name
-    )
+        approvers = approvers[:MAX_APPROVERS]
     doc = request_document(row, requester, group)
     return _queue(conn, settings, REQUEST_CREATED, row.id, approvers, requester.id, request=doc, at=now_us)
 
@@ -102,6 +109,8 @@ def request_decided(
     comment: str | None,
 ) -> int:
     """Queue `request.decided` (approved or denied) to the requester; returns the rows queued."""
+    if not configured(settings):
+        return 0
     found = user_store.profiles(conn, [row.user_id])
     requester = found.get(row.user_id)
     if requester is None:
@@ -126,6 +135,8 @@ def access_expiring(
     """`access.expiring` to the user through the `[notifications]` channels, for `grants.notify_due` to queue
     with its own events (keyed by the grant's end, so an extended grant is told again). Applications in
     `told` already get the event from `notify_due`: not twice."""
+    if not configured(settings):
+        return []
     return _items(
         settings,
         ACCESS_EXPIRING,

@@ -43,7 +43,6 @@ log = logging.getLogger("scimjit.notify")
 
 EMAIL = "notify:email"  # the outbox `application` of a mail
 SLACK = "notify:slack"  # ... and of a Slack message
-CHANNELS = (EMAIL, SLACK)
 
 
 class Notifier:

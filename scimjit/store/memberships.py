@@ -52,10 +52,10 @@ def live_groups(
     )
 
 
-def live_members_of(refs: Collection[str], now_micros: int) -> sa.Select[str]:
+def live_members_of(refs: Collection[str], now_micros: int, *, exclude: str | None = None) -> sa.Select[str]:
     """The distinct ids of the live direct members of the groups named by `refs` (ids exactly, displayNames
-    in any case): a policy's approvers, who are told of a new request."""
-    return (
+    in any case), but `exclude`: a policy's approvers bar the requester, who are told of a new request."""
+    stmt = (
         sa.select(memberships.c.member_id)
         .join(groups, groups.c.pk == memberships.c.group_pk)
         .where(
@@ -67,6 +67,7 @@ def live_members_of(refs: Collection[str], now_micros: int) -> sa.Select[str]:
         )
         .distinct()
     )
+    return stmt if exclude is None else stmt.where(memberships.c.member_id != exclude)
 
 
 def live_member_ids(group_pk: int, now_micros: int) -> sa.Select[str]:

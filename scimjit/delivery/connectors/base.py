@@ -25,7 +25,6 @@ ROLE_REVOKE = "role.revoke"
 ACCESS_EXPIRING = "access.expiring"
 REQUEST_CREATED = "request.created"  # to each approver (scimjit/access/notify.py)
 REQUEST_DECIDED = "request.decided"  # to the requester
-NOTIFICATIONS = (ACCESS_EXPIRING, REQUEST_CREATED, REQUEST_DECIDED)  # delivered through `notify`
 
 
 class Outcome(StrEnum):
