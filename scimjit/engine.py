@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from scimjit.clock import Clock, SystemClock
 from scimjit.config import JitSettings, Settings
 from scimjit.delivery import connectors as connector_registry
+from scimjit.delivery import notifiers
 from scimjit.delivery.connectors.base import Connector
 from scimjit.delivery.deliverer import Deliverer, Report
 from scimjit.entitlement.apps import Application, build_applications
@@ -42,9 +43,17 @@ class JitEngine:
             if connectors is not None
             else {name: connector_registry.build(app) for name, app in self.apps.items()}
         )
+        # the built-in email / Slack notifiers, found by the deliverer under their reserved outbox names
+        self.notifiers: dict[str, Connector] = dict(
+            notifiers.build(settings.notifications, self.config.http_timeout)
+        )
         self.verifier = OidcVerifier(self.config, self.clock, fetcher)
-        self.deliverer = Deliverer(db, self.clock, self.config, self.connectors.get, rng)
+        self.deliverer = Deliverer(db, self.clock, self.config, self.connector_for, rng)
         self.logins = LoginService(db, self.clock, self.config, self.apps, self.verifier, self.deliverer)
+
+    def connector_for(self, name: str) -> Connector | None:
+        """The connector an outbox row's `application` names: an application's, or a built-in notifier."""
+        return self.notifiers.get(name) or self.connectors.get(name)
 
     async def login(
         self, application: str, id_token: str, *, caller: str | None = None, request_id: str | None = None
@@ -57,7 +66,7 @@ class JitEngine:
         return await self.deliverer.deliver_due(worker=worker)
 
     async def aclose(self) -> None:
-        for connector in self.connectors.values():
+        for connector in [*self.connectors.values(), *self.notifiers.values()]:
             await connector.aclose()
         aclose = getattr(self.verifier.fetcher, "aclose", None)  # the default fetcher holds a client
         if aclose is not None:

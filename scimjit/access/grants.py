@@ -22,6 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from scimjit.access import notify
 from scimjit.clock import from_micros, isoformat, to_micros
 from scimjit.config import parse_duration
 from scimjit.delivery import outbox
@@ -372,7 +373,7 @@ def expire_due(conn: sa.Connection, now: datetime, limit: int) -> int:
 def notify_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit: int) -> int:
     """`access.expiring` for active grants ending within the `expiry_notice` lead time, once per grant (and
     again after an extension). Sent to the `notify_applications` and to each application the group matters
-    to where the user has an account."""
+    to where the user has an account, and to the user through the `[notifications]` channels (notify.py)."""
     lead = deprov.settings.expiry_notice
     if lead <= 0:
         return 0
@@ -425,6 +426,7 @@ def notify_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit:
                 expiresAt=notice["expiresAt"],
             )
             items.append((event, row.user_id))
+        items += notify.access_expiring(deprov.settings, person, notice, row.expires_at, now, told=targets)
     outbox.enqueue_many(conn, items, now=now)
     conn.execute(grants.update().where(grants.c.id.in_([r.id for r in due])).values(notified_at=now_us))
     return len(due)

@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from scimjit.access import grants
+from scimjit.access import grants, notify
 from scimjit.clock import isoformat, to_micros
 from scimjit.entitlement.policies import Policy
 from scimjit.jiterrors import JitError
@@ -146,6 +146,8 @@ def create(
             now,
             http_request_id,
         )
+    else:
+        notify.request_created(conn, deprov.settings, row, user, group, policy)
     return row
 
 
@@ -212,6 +214,9 @@ def decide(
             decidedVia=decided_via,
             comment=comment,
         )
+        notify.request_decided(
+            conn, deprov.settings, updated, group, decided_by=approver.user_name, comment=comment
+        )
         return updated
     yes = len({a.get("approverId") for a in approvals if a.get("decision") == "approve"})
     if yes < policy.approvals_required:
@@ -230,7 +235,7 @@ def decide(
         )
         return updated
     user = grants.find_user(conn, row.user_id)
-    return _approve(
+    approved = _approve(
         conn,
         deprov,
         row,
@@ -243,6 +248,10 @@ def decide(
         approver.user_name,
         decided_via,
     )
+    notify.request_decided(
+        conn, deprov.settings, approved, group, decided_by=approver.user_name, comment=comment
+    )
+    return approved
 
 
 def get(conn: sa.Connection, request_id: str, *, for_update: bool = False) -> AccessRequest:

@@ -61,7 +61,9 @@ def single_use(claims: dict[str, Any], skew: float) -> SingleUse:
 def deprovisioner_for(engine: JitEngine) -> Deprovisioner:
     """The deprovisioning listener over the engine's applications and the `[jit]` access settings (policies,
     TTLs, notices). Raises ConfigError if those settings are wrong."""
-    settings = AccessSettings.from_config(engine.settings.jit, engine.apps)
+    settings = AccessSettings.from_config(
+        engine.settings.jit, engine.apps, engine.settings.notifications, engine.settings.base_url
+    )
     return Deprovisioner(engine.apps, engine.clock, settings, end_access=requests.end_access)
 
 

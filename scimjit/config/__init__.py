@@ -38,6 +38,7 @@ from scimjit.config.applications import (
 )
 from scimjit.config.jit import AutoApprove, JitConfig, JitSettings, Policy
 from scimjit.config.messages import describe_error, message
+from scimjit.config.notifications import EmailConfig, NotificationsConfig
 from scimjit.config.server import DEFAULT_DATABASE_URL, ServerConfig
 from scimjit.config.values import (
     MAX_DURATION,
@@ -65,10 +66,12 @@ __all__ = [
     "ConfigFile",
     "ConnectorTable",
     "Duration",
+    "EmailConfig",
     "JitConfig",
     "JitSettings",
     "MatchConfig",
     "Names",
+    "NotificationsConfig",
     "Policy",
     "ServerConfig",
     "Settings",
@@ -88,6 +91,7 @@ class ConfigFile(StrictModel):
     server: ServerConfig = Field(default_factory=ServerConfig)
     jit: JitConfig = Field(default_factory=JitConfig)
     applications: tuple[ApplicationConfig, ...] = ()
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
 
     @field_validator("applications", mode="before")
     @classmethod
@@ -101,6 +105,8 @@ class ConfigFile(StrictModel):
         for app in value:
             if app.name in seen:
                 raise ValueError(f"application {app.name!r}: the name is used twice")
+            if app.name.startswith("notify:"):  # the built-in notifiers' outbox names (delivery/notifiers.py)
+                raise ValueError(f"application {app.name!r}: names starting with notify: are reserved")
             seen.add(app.name)
         return value
 
@@ -120,6 +126,7 @@ class Settings(ServerConfig):
 
     jit: JitConfig = Field(default_factory=JitConfig)
     applications: tuple[ApplicationConfig, ...] = ()
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
 
     @classmethod
     def load(
@@ -153,7 +160,14 @@ class Settings(ServerConfig):
                 origin[name] = var
         values.update(overrides)
         try:
-            return cls.model_validate({**values, "jit": file.jit, "applications": file.applications})
+            return cls.model_validate(
+                {
+                    **values,
+                    "jit": file.jit,
+                    "applications": file.applications,
+                    "notifications": file.notifications,
+                }
+            )
         except ValidationError as exc:
             first = exc.errors()[0]
             key = str(first["loc"][0]) if first["loc"] else ""

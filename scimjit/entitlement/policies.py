@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from scimjit.config import AutoApprove, ConfigError, JitConfig, Policy, validate_document
+from scimjit.config import AutoApprove, ConfigError, JitConfig, NotificationsConfig, Policy, validate_document
 
 __all__ = ["AccessSettings", "AutoApprove", "ConfigError", "Policy", "ref_matches", "refs_match"]
 
@@ -54,6 +54,9 @@ class AccessSettings:
     notify_applications: tuple[str, ...] = ()
     membership_ttl: Mapping[str, int] = field(default_factory=dict)  # group ref -> seconds
     policies: tuple[Policy, ...] = ()
+    # who is told of requests, decisions and expiries, and how (scimjit/access/notify.py)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    base_url: str = ""  # [server] base_url, for the console links in notifications
 
     def policy_for(self, group_id: str, display_name: str) -> Policy | None:
         for policy in self.policies:
@@ -75,15 +78,27 @@ class AccessSettings:
         return cls.from_config(validate_document({"jit": raw.get("jit", {})}).jit, applications)
 
     @classmethod
-    def from_config(cls, jit: JitConfig, applications: Iterable[str] = ()) -> AccessSettings:
+    def from_config(
+        cls,
+        jit: JitConfig,
+        applications: Iterable[str] = (),
+        notifications: NotificationsConfig | None = None,
+        base_url: str = "",
+    ) -> AccessSettings:
         known = set(applications)
         unknown = [n for n in jit.notify_applications if known and n not in known]
         if unknown:
             raise ConfigError(f"[jit] notify_applications: no application named {', '.join(unknown)}")
+        notifications = notifications or NotificationsConfig()
+        unknown = [n for n in notifications.applications if n not in known]
+        if unknown:
+            raise ConfigError(f"[notifications] applications: no application named {', '.join(unknown)}")
         return cls(
             sweep_batch_size=jit.sweep_batch_size,
             expiry_notice=jit.expiry_notice,
             notify_applications=jit.notify_applications,
             membership_ttl={ref: int(seconds) for ref, seconds in jit.membership_ttl.items()},
             policies=jit.policies,
+            notifications=notifications,
+            base_url=base_url,
         )

@@ -52,6 +52,24 @@ def live_groups(
     )
 
 
+def live_members_of(refs: Collection[str], now_micros: int, *, exclude: str | None = None) -> sa.Select[str]:
+    """The distinct ids of the live direct members of the groups named by `refs` (ids exactly, displayNames
+    in any case), but `exclude`: a policy's approvers bar the requester, who are told of a new request."""
+    stmt = (
+        sa.select(memberships.c.member_id)
+        .join(groups, groups.c.pk == memberships.c.group_pk)
+        .where(
+            live(now_micros),
+            sa.or_(
+                groups.c.display_name_ci.in_(sorted({r.lower() for r in refs})),
+                groups.c.id.in_(sorted(refs)),
+            ),
+        )
+        .distinct()
+    )
+    return stmt if exclude is None else stmt.where(memberships.c.member_id != exclude)
+
+
 def live_member_ids(group_pk: int, now_micros: int) -> sa.Select[str]:
     """The ids of the group's live direct members, as a subquery for a set-based statement."""
     return sa.select(memberships.c.member_id).where(memberships.c.group_pk == group_pk, live(now_micros))

@@ -127,6 +127,18 @@ def profiles(conn: sa.Connection, user_ids: Iterable[str]) -> dict[str, Row]:
     return {p.id: p for p in conn.execute(sa.select(*_PROFILE).where(users.c.id.in_(set(user_ids))))}
 
 
+def active_profiles(conn: sa.Connection, ids: sa.Select[Any], limit: int) -> list[Row]:
+    """(id, user_name, active, data) of the active users among `ids` (a subquery of user ids), by userName,
+    at most `limit`: one bounded query however large the set."""
+    stmt = (
+        sa.select(*_PROFILE)
+        .where(users.c.id.in_(ids), users.c.active.is_(True))
+        .order_by(users.c.user_name)
+        .limit(limit)
+    )
+    return list(conn.execute(stmt))
+
+
 def join_profile(
     left: sa.FromClause, user_id: sa.ColumnElement[str], prefix: str, *, outer: bool = False
 ) -> tuple[sa.Join, tuple[sa.Label[Any], ...]]:

@@ -23,6 +23,8 @@ ACCOUNT_DELETE = "account.delete"
 ROLE_GRANT = "role.grant"
 ROLE_REVOKE = "role.revoke"
 ACCESS_EXPIRING = "access.expiring"
+REQUEST_CREATED = "request.created"  # to each approver (scimjit/access/notify.py)
+REQUEST_DECIDED = "request.decided"  # to the requester
 
 
 class Outcome(StrEnum):
@@ -181,4 +183,6 @@ _METHODS = {
     ROLE_GRANT: "grant",
     ROLE_REVOKE: "revoke",
     ACCESS_EXPIRING: "notify",
+    REQUEST_CREATED: "notify",
+    REQUEST_DECIDED: "notify",
 }
