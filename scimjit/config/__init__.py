@@ -36,6 +36,7 @@ from scimjit.config.applications import (
     ConnectorTable,
     MatchConfig,
 )
+from scimjit.config.console import ConsoleConfig
 from scimjit.config.jit import AutoApprove, JitConfig, JitSettings, Policy
 from scimjit.config.messages import describe_error, message
 from scimjit.config.server import DEFAULT_DATABASE_URL, ServerConfig
@@ -64,6 +65,7 @@ __all__ = [
     "ConfigError",
     "ConfigFile",
     "ConnectorTable",
+    "ConsoleConfig",
     "Duration",
     "JitConfig",
     "JitSettings",
@@ -88,6 +90,7 @@ class ConfigFile(StrictModel):
     server: ServerConfig = Field(default_factory=ServerConfig)
     jit: JitConfig = Field(default_factory=JitConfig)
     applications: tuple[ApplicationConfig, ...] = ()
+    console: ConsoleConfig | None = None  # [console]: the web console; absent, it is off
 
     @field_validator("applications", mode="before")
     @classmethod
@@ -120,6 +123,7 @@ class Settings(ServerConfig):
 
     jit: JitConfig = Field(default_factory=JitConfig)
     applications: tuple[ApplicationConfig, ...] = ()
+    console: ConsoleConfig | None = None
 
     @classmethod
     def load(
@@ -153,7 +157,9 @@ class Settings(ServerConfig):
                 origin[name] = var
         values.update(overrides)
         try:
-            return cls.model_validate({**values, "jit": file.jit, "applications": file.applications})
+            return cls.model_validate(
+                {**values, "jit": file.jit, "applications": file.applications, "console": file.console}
+            )
         except ValidationError as exc:
             first = exc.errors()[0]
             key = str(first["loc"][0]) if first["loc"] else ""
