@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 import sqlalchemy as sa
@@ -292,10 +293,13 @@ def expiring_filter(services: Services) -> str:
 
 async def form(request: Request, session: Session) -> dict[str, str] | Response:
     """The POSTed form after its CSRF check; a refusal page when the token is missing or wrong."""
-    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
-        return refusal(request, session, 413, "too_large", "That form is too large.")
-    data = await request.form()
-    values = {k: v for k, v in data.items() if isinstance(v, str)}
+    body = b""
+    async for chunk in request.stream():  # read at most MAX_FORM_BYTES, whatever Content-Length says
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return refusal(request, session, 413, "too_large", "That form is too large.")
+    # the console's forms are application/x-www-form-urlencoded (no file uploads: no multipart parser)
+    values = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     if not check_csrf(request, session, values.get("csrf")):
         return refusal(
             request,
