@@ -154,6 +154,8 @@ def home_data(services: Services, session: Session, number: int, size: int) -> d
         )
         _, names = _names(conn, [*grants.resources, *mine.resources])
         offered = requestable(conn, access, session, now_us)
+    for r in mine.resources:
+        r["duration"] = _human(int(r.get("durationSeconds", 0)))
     for g in grants.resources:
         g["timeLeft"] = left(now, g.get("expiresAt"))
         g["active"] = g.get("status") == "active" and (when(g.get("startsAt")) or now) <= now
