@@ -27,7 +27,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCIMJIT = [str(Path(sys.executable).with_name("scimjit"))]
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+webdriver = pytest.importorskip(
+    "selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')"
+)
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
     pytest.skip(
         "no browser: /usr/bin/chromium and /usr/bin/chromedriver are needed "
@@ -178,7 +180,9 @@ def test_request_approve_grant_expiring_audit_in_a_browser(db, console, browser,
     # alice cannot approve her own request: not in her queue, and a forged form is refused
     person.open("/console/approvals", "main h1")
     assert request.id not in browser.page_source
-    token = person.driver.find_element(By.CSS_SELECTOR, "form.signout input[name=csrf]").get_attribute("value")
+    token = person.driver.find_element(By.CSS_SELECTOR, "form.signout input[name=csrf]").get_attribute(
+        "value"
+    )
     person.driver.execute_script(
         """const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0];
         const i = document.createElement('input'); i.name = 'csrf'; i.value = arguments[1]; f.appendChild(i);
