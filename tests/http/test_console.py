@@ -227,34 +227,53 @@ def test_sign_out_clears_the_session(world):
 
 
 def test_cookie_attributes(world):
-    alice = world.sign_in("alice")
-    start = alice.get("/console/login")
-    at_idp = httpx.get(start.headers["location"])
-    assert "code_challenge_method=S256" in start.headers["location"]
-    assert f"redirect_uri={httpx.QueryParams({'r': world.url + '/console/callback'})['r']}" or True
+    client = httpx.Client(base_url=world.url)
+    start = client.get("/console/login")
+    state_cookie = start.headers["set-cookie"].lower()
+    assert (
+        "httponly" in state_cookie
+        and "samesite=lax" in state_cookie
+        and "path=/console/callback" in state_cookie
+    )
     world.idp.as_("alice")
     try:
-        back = alice.get(httpx.get(start.headers["location"]).headers["location"])
+        back = client.get(httpx.get(start.headers["location"]).headers["location"])
     finally:
         world.idp.iam.logout()
-    header = back.headers["set-cookie"].lower()
+    header = next(v for k, v in back.headers.multi_items() if k == "set-cookie" and "scimjit_console=" in v)
+    header = header.lower()
     assert "httponly" in header and "samesite=lax" in header and "path=/console" in header
     assert "secure" not in header  # base_url is http here; https turns Secure on
-    del at_idp
+
+
+def _callback(world: World, client: httpx.Client, **params: str) -> str:
+    start = client.get("/console/login", params=params)
+    world.idp.as_("alice")
+    try:
+        return str(httpx.get(start.headers["location"]).headers["location"])
+    finally:
+        world.idp.iam.logout()
 
 
 def test_a_state_is_used_once(world):
     client = httpx.Client(base_url=world.url)
-    start = client.get("/console/login")
-    world.idp.as_("alice")
-    try:
-        callback = httpx.get(start.headers["location"]).headers["location"]
-    finally:
-        world.idp.iam.logout()
+    callback = _callback(world, client)
+    state = httpx.URL(callback).params["state"]
     assert client.get(callback).status_code == 303
-    replay = httpx.Client(base_url=world.url).get(callback)
+    # the same callback again, even from a browser holding the state cookie: the state is gone
+    replay = httpx.Client(base_url=world.url, cookies={"scimjit_console_state": state}).get(callback)
     assert replay.status_code == 400 and "This sign-in expired" in replay.text
-    assert "scimjit_console" not in replay.headers.get("set-cookie", "")
+    assert "scimjit_console=" not in replay.headers.get("set-cookie", "")
+
+
+def test_a_callback_from_another_browser_is_refused(world):
+    """Login CSRF: an attacker's own callback URL sent to a victim does not sign the victim in as them."""
+    attacker = httpx.Client(base_url=world.url)
+    callback = _callback(world, attacker)
+    victim = httpx.Client(base_url=world.url).get(callback)
+    assert victim.status_code == 400 and "not started in this browser" in victim.text
+    assert "scimjit_console=" not in victim.headers.get("set-cookie", "")
+    assert attacker.get(callback).status_code == 303  # the state was not used up by the refused attempt
 
 
 def test_redirect_uri_is_built_from_base_url_not_host(world):
@@ -265,13 +284,9 @@ def test_redirect_uri_is_built_from_base_url_not_host(world):
 
 
 def test_only_console_paths_are_followed_after_sign_in(world):
-    start = httpx.get(f"{world.url}/console/login", params={"next": "https://evil.example/"})
-    world.idp.as_("alice")
-    try:
-        callback = httpx.get(start.headers["location"]).headers["location"]
-    finally:
-        world.idp.iam.logout()
-    assert httpx.get(callback).headers["location"] == "/console/"
+    client = httpx.Client(base_url=world.url)
+    callback = _callback(world, client, next="https://evil.example/")
+    assert client.get(callback).headers["location"] == "/console/"
 
 
 def test_admin_pages(db, world):
@@ -316,3 +331,35 @@ def test_console_off_without_its_table(db):
         assert httpx.get(f"{url}/console/login").status_code == 404
         paths = httpx.get(f"{url}/openapi.json").json()["paths"]
         assert not any(p.startswith("/console") for p in paths)
+
+
+def test_dead_letters_are_listed_and_retried(db, world):
+    from scimjit.delivery import outbox
+    from scimjit.store.tables import outbox as outbox_table
+
+    now = world.clock.now()
+    with db.write() as conn:
+        event = outbox.new_event("account.create", "wiki", {"id": world.ids["alice"]}, [], now)
+        dead = outbox.enqueue(conn, event, user_id=world.ids["alice"], now=now)
+        conn.execute(
+            outbox_table.update()
+            .where(outbox_table.c.id == dead)
+            .values(status="dead", last_error="HTTP 500")
+        )
+        kept = outbox.enqueue(
+            conn, outbox.new_event("account.update", "wiki", {}, [], now), user_id=None, now=now
+        )
+    carol = world.sign_in("carol")
+    page = carol.get("/console/admin/dead").text
+    assert f"/console/admin/dead/{dead}/retry" in page and "HTTP 500" in page
+    assert f"/console/admin/dead/{kept}/retry" not in page  # pending events are not dead letters
+    retried = carol.post(f"/console/admin/dead/{dead}/retry", data={"csrf": csrf(page)})
+    assert retried.status_code == 303
+    assert {r.id: r.status for r in rows(db, outbox_table)}[dead] == "pending"
+    again = carol.post(f"/console/admin/dead/{dead}/retry", data={"csrf": csrf(page)})
+    assert again.status_code == 409 and "Traceback" not in again.text
+    alice = world.sign_in("alice")
+    refused = alice.post(
+        f"/console/admin/dead/{dead}/retry", data={"csrf": csrf(alice.get("/console/").text)}
+    )
+    assert refused.status_code == 403 and "Administrators only" in refused.text

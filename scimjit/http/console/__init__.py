@@ -103,7 +103,18 @@ async def login(
     target = request.query_params.get("next", "")
     if not target.startswith(PREFIX + "/") or target.startswith("//"):
         target = PREFIX + "/"  # only the console's own paths: no open redirect
-    return RedirectResponse(await signin.start(services, config, target), 302)
+    url, state = await signin.start(services, config, target)
+    response = RedirectResponse(url, 302)
+    response.set_cookie(
+        signin.STATE_COOKIE,
+        state,
+        max_age=int(signin.STATE_LIFETIME),
+        path=signin.STATE_PATH,
+        secure=session.secure(request),
+        httponly=True,
+        samesite="lax",  # sent on the issuer's top-level redirect back, not on cross-site subrequests
+    )
+    return response
 
 
 @handler(signed_in=False)
@@ -111,13 +122,22 @@ async def callback(
     request: Request, services: Services, config: ConsoleConfig, s: session.Session | None
 ) -> Response:
     charge_client(request)
+    response: Response
     try:
         user, target = await signin.finish(services, config, request)
     except JitError as exc:
         log.info("console sign-in refused: %s", exc.reason)
-        return refusal(request, None, exc.status, exc.reason, exc.detail)
-    response = RedirectResponse(target, 303)
-    session.start(request, response, user.id, user.user_name, config.session_lifetime)
+        response = refusal(request, None, exc.status, exc.reason, exc.detail)
+    else:
+        response = RedirectResponse(target, 303)
+        session.start(request, response, user.id, user.user_name, config.session_lifetime)
+    response.delete_cookie(
+        signin.STATE_COOKIE,
+        path=signin.STATE_PATH,
+        secure=session.secure(request),
+        httponly=True,
+        samesite="lax",
+    )
     return response
 
 

@@ -2,7 +2,9 @@
 
 - `GET /console/login`: a random `state`, nonce and PKCE verifier; the verifier and nonce stay on the server
   (`store.signin_states`, purpose "console", single use, ten minutes), the browser carries only `state`.
-- `GET /console/callback`: takes the state (a replayed or unknown state is refused), exchanges the code at
+- `GET /console/callback`: checks the state against the browser's state cookie (set by /login: a callback
+  carrying someone else's code is refused, login CSRF), takes the state (a replayed or unknown state is
+  refused), exchanges the code at
   the token endpoint, verifies the ID token with the engine's verifier (`provisioning.oidc`, the same checks
   as for applications, against the console's issuer and client), checks the nonce, refuses a replayed `jti`
   (`store.used_once`), maps the token to one active SCIM user with the `match` rule
@@ -42,6 +44,8 @@ log = logging.getLogger("scimjit.console")
 
 PURPOSE = "console"
 STATE_LIFETIME = 600.0  # seconds a sign-in may take at the issuer
+STATE_COOKIE = "scimjit_console_state"  # binds a sign-in to the browser that started it
+STATE_PATH = "/console/callback"
 _endpoints_cache: dict[str, tuple[str, str, float]] = {}
 
 
@@ -103,8 +107,9 @@ async def _endpoints(services: Services, config: ConsoleConfig) -> tuple[str, st
     return found[0], found[1]
 
 
-async def start(services: Services, config: ConsoleConfig, next_path: str) -> str:
-    """The URL of the issuer to send the browser to; the sign-in's secrets are stored server-side."""
+async def start(services: Services, config: ConsoleConfig, next_path: str) -> tuple[str, str]:
+    """(the URL of the issuer to send the browser to, the state); the sign-in's secrets are stored
+    server-side, and the caller binds the state to this browser with a cookie (`STATE_COOKIE`)."""
     authorization, _ = await _endpoints(services, config)
     state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
     now = services.clock.now()
@@ -126,13 +131,17 @@ async def start(services: Services, config: ConsoleConfig, next_path: str) -> st
         "code_challenge_method": "S256",
     }
     sep = "&" if urlsplit(authorization).query else "?"
-    return f"{authorization}{sep}{urlencode(params)}"
+    return f"{authorization}{sep}{urlencode(params)}", state
 
 
 async def finish(services: Services, config: ConsoleConfig, request: Request) -> tuple[Any, str]:
     """(the SCIM user row, where to go next) for a callback, or JitError with the reason."""
     state = request.query_params.get("state", "")
     now = services.clock.now()
+    bound = request.cookies.get(STATE_COOKIE, "")
+    if not state or not hmac.compare_digest(bound.encode(), state.encode()):
+        # a callback in a browser that did not start this sign-in: someone else's code (login CSRF)
+        raise JitError(400, "invalid_state", "this sign-in was not started in this browser: sign in again")
 
     def take() -> dict[str, Any] | None:
         with services.db.write() as conn:
