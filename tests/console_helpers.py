@@ -51,7 +51,16 @@ def seed_directory(db: Any) -> dict[str, str]:
 
 
 class Idp:
-    """The pytest-iam server seen from the console's side."""
+    """The pytest-iam server seen from the console's side. One per provider (`of`): the provider keeps one
+    console client, and a second client with the same id would shadow the first."""
+
+    _known: dict[int, Idp] = {}
+
+    @classmethod
+    def of(cls, iam: Any) -> Idp:
+        if id(iam) not in cls._known:
+            cls._known[id(iam)] = cls(iam)
+        return cls._known[id(iam)]
 
     def __init__(self, iam: Any) -> None:
         self.iam = iam

@@ -61,7 +61,7 @@ description = "Production administration"
 
 @pytest.fixture(scope="session")
 def idp(iam_server) -> Idp:
-    return Idp(iam_server)
+    return Idp.of(iam_server)
 
 
 @pytest.fixture

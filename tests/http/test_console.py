@@ -35,7 +35,7 @@ class World:
 
 @pytest.fixture(scope="session")
 def idp(iam_server) -> Idp:
-    return Idp(iam_server)
+    return Idp.of(iam_server)
 
 
 @pytest.fixture
