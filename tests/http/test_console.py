@@ -62,9 +62,11 @@ def csrf(html: str) -> str:
     return found.group(1)
 
 
-def file_request(client: httpx.Client, duration: str = "3600s", group: str = "prod-admins") -> httpx.Response:
-    token = csrf(client.get("/console/request", params={"group": group}).text)
-    body = {"csrf": token, "group": group, "duration": duration, "justification": "deploy the fix"}
+def file_request(
+    client: httpx.Client, duration: str = "3600s", group: str = "prod-admins", **more: str
+) -> httpx.Response:
+    token = csrf(client.get("/console/").text)
+    body = {"csrf": token, "group": group, "duration": duration, "justification": "deploy the fix", **more}
     return client.post("/console/requests", data=body)
 
 
@@ -136,6 +138,10 @@ def test_refusal_pages(db, world):
     assert "There is nothing you may request" in offered
     not_eligible = file_request(carol)
     assert not_eligible.status_code == 403 and "You cannot request this group" in not_eligible.text
+    form = carol.get("/console/request", params={"group": "prod-admins"})
+    assert form.status_code == 403 and "You cannot request this group" in form.text
+    unknown = carol.get("/console/request", params={"group": "engineers"})
+    assert unknown.status_code == 403 and "This group cannot be requested" in unknown.text
     assert rows(db, access_requests) == []
 
     assert file_request(alice).status_code == 303
@@ -363,3 +369,30 @@ def test_dead_letters_are_listed_and_retried(db, world):
         f"/console/admin/dead/{dead}/retry", data={"csrf": csrf(alice.get("/console/").text)}
     )
     assert refused.status_code == 403 and "Administrators only" in refused.text
+
+
+def test_what_people_type_is_shown_as_text_and_a_later_start_is_kept(db, world):
+    alice = world.sign_in("alice")
+    filed = file_request(alice, justification="<script>alert(1)</script>", starts_at="2030-01-01T08:00")
+    assert filed.status_code == 303
+    (pending,) = rows(db, access_requests)
+    assert pending.starts_at == int(datetime(2030, 1, 1, 8, tzinfo=UTC).timestamp() * 1_000_000)
+    bob = world.sign_in("bob")
+    for page in (alice.get("/console/").text, bob.get("/console/approvals").text):
+        assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    offered = alice.get("/console/request", params={"group": "prod-admins"}).text
+    assert '<option value="28800s">8h</option>' in offered and "32400s" not in offered  # up to max_duration
+
+
+def test_secure_cookies_when_the_public_url_is_https(world):
+    alice = world.sign_in("alice")
+    token = csrf(alice.get("/console/").text)
+    world.services.settings.base_url = "https://console.example.com"
+    out = alice.post("/console/logout", data={"csrf": token})
+    assert "secure" in out.headers["set-cookie"].lower()
+    start = httpx.get(f"{world.url}/console/login")
+    assert "secure" in start.headers["set-cookie"].lower()
+    assert (
+        httpx.URL(start.headers["location"]).params["redirect_uri"]
+        == "https://console.example.com/console/callback"
+    )

@@ -175,6 +175,9 @@ async def request_form(
     policy = pages.policy_for_group(services.access, group)
     if policy is None:
         raise JitError(403, "not_requestable", f"{group!r} has no access policy: it cannot be requested")
+    if not await services.db.run(pages.may_request, services, me, policy):
+        # said before the form is filled in; filing is checked again by the policy, whatever the form says
+        raise JitError(403, "not_eligible", f"only members of {', '.join(policy.eligible)} may request it")
     return page(
         request,
         me,

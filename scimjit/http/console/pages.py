@@ -133,6 +133,14 @@ def requestable(conn: sa.Connection, access: Access, session: Session, now_us: i
     return out
 
 
+def may_request(services: Services, session: Session, policy: Any) -> bool:
+    if not policy.eligible:
+        return True
+    with services.db.read() as conn:
+        now_us = to_micros(services.clock.now())
+        return request_rows.is_member(conn, session.user_id, policy.eligible, now_us)
+
+
 def home_data(services: Services, session: Session, number: int, size: int) -> dict[str, Any]:
     access = services.access
     now = services.clock.now()
