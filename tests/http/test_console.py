@@ -39,14 +39,22 @@ def idp(iam_server) -> Idp:
 
 
 @pytest.fixture
-def world(db, idp) -> Iterator[World]:
+def policy() -> dict[str, Any]:
+    """Changes to the prod-admins policy (a test parametrizes `policy` to change it)."""
+    return {}
+
+
+@pytest.fixture
+def world(db, idp, policy) -> Iterator[World]:
     clock = FrozenClock(datetime.now(UTC))  # the provider signs with real time
+    document = console_document(idp.issuer)
+    document["jit"]["policies"][0].update(policy)
     settings = Settings.load(
         environ={},
         database_url=db.url,
         token_cache_seconds=0,
         session_secret="console-test-secret-" + "x" * 20,
-        document=console_document(idp.issuer),
+        document=document,
     )
     services = Services.build(settings, db=db, clock=clock)
     ids = seed_directory(db)
@@ -396,3 +404,42 @@ def test_secure_cookies_when_the_public_url_is_https(world):
         httpx.URL(start.headers["location"]).params["redirect_uri"]
         == "https://console.example.com/console/callback"
     )
+
+
+@pytest.mark.parametrize("policy", [{"approvals_required": 2}])
+def test_two_distinct_approvers(db, world):
+    alice = world.sign_in("alice")
+    assert file_request(alice).status_code == 303
+    (pending,) = rows(db, access_requests)
+    bob = world.sign_in("bob")
+    assert (
+        bob.post(
+            f"/console/requests/{pending.id}/approve", data={"csrf": csrf(bob.get("/console/").text)}
+        ).status_code
+        == 303
+    )
+    assert rows(db, access_requests)[0].status == "pending" and rows(db, grants) == []
+    queue = bob.get("/console/approvals").text
+    assert "You approved; waiting for others." in queue and "bob: approve" in queue
+    again = bob.post(f"/console/requests/{pending.id}/approve", data={"csrf": csrf(queue)})
+    assert again.status_code == 409 and "You have already decided this request" in again.text
+    dave = world.sign_in("dave")
+    assert (
+        dave.post(
+            f"/console/requests/{pending.id}/approve", data={"csrf": csrf(dave.get("/console/").text)}
+        ).status_code
+        == 303
+    )
+    assert rows(db, access_requests)[0].status == "approved" and len(rows(db, grants)) == 1
+
+
+@pytest.mark.parametrize("policy", [{"auto_approve": {"max_duration": "1h"}}])
+def test_auto_approve_from_the_console(db, world):
+    alice = world.sign_in("alice")
+    filed = file_request(alice)
+    assert filed.headers["location"] == "/console/?note=approved"
+    (grant,) = rows(db, grants)
+    assert grant.created_by == "policy:auto-approve"
+    longer = file_request(alice, duration="7200s")  # beyond auto_approve: waits for an approver
+    assert longer.headers["location"] == "/console/?note=requested"
+    assert "Done: access approved." in alice.get("/console/?note=approved").text
