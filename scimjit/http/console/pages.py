@@ -8,7 +8,7 @@ count, whatever the size of the table.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -19,11 +19,12 @@ from starlette.responses import RedirectResponse, Response
 
 from scimjit.access import requests as request_rows
 from scimjit.access.service import Access
-from scimjit.clock import from_micros, to_micros
+from scimjit.clock import to_micros
 from scimjit.config import ConsoleConfig
-from scimjit.http.console.render import page, refusal
+from scimjit.http.console.render import refusal
 from scimjit.http.console.session import Session, check_csrf
 from scimjit.jiterrors import JitError
+from scimjit.scim.resource import parse_datetime
 from scimjit.services import Services
 from scimjit.store import admin
 from scimjit.store import groups as group_store
@@ -46,13 +47,9 @@ def page_number(request: Request) -> int:
         return 1
 
 
-def when(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
 def left(now: datetime, end: str | None) -> str:
     """Time left until `end`, for people ("2h 5m"); "ended" once past."""
-    moment = when(end)
+    moment = parse_datetime(end)
     if moment is None:
         return ""
     seconds = int((moment - now).total_seconds())
@@ -166,7 +163,7 @@ def home_data(services: Services, session: Session, number: int, size: int) -> d
         r["duration"] = _human(int(r.get("durationSeconds", 0)))
     for g in grants.resources:
         g["timeLeft"] = left(now, g.get("expiresAt"))
-        g["active"] = g.get("status") == "active" and (when(g.get("startsAt")) or now) <= now
+        g["active"] = g.get("status") == "active" and (parse_datetime(g.get("startsAt")) or now) <= now
     return {
         "groups": sorted(name for _, name in groups),
         "grants": grants.resources,
@@ -294,10 +291,6 @@ def view_data(
     return {"rows": found.resources, "paging": _paging(found, number, size), "people": people, "names": names}
 
 
-def expiring_filter(services: Services) -> str:
-    return 'status eq "active"'
-
-
 # ---------------------------------------------------------------- form handling
 
 
@@ -336,8 +329,5 @@ def from_iso_local(value: str) -> str | None:
     except ValueError:
         raise JitError(400, "invalid_request", "the start time is not a date and time") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=from_micros(0).tzinfo)
+        moment = moment.replace(tzinfo=UTC)
     return moment.isoformat()
-
-
-__all__ = ["page"]
