@@ -114,10 +114,11 @@ def test_request_approve_and_see_the_grant(db, world):
     assert decided.status_code == 303
     (approved,) = rows(db, access_requests)
     assert approved.status == "approved" and approved.approvals[0]["approver"] == "bob"
+    assert approved.approvals[0]["via"] == "console" and approved.approvals[0]["comment"] == "go ahead"
     (grant,) = rows(db, grants)
     assert grant.user_id == world.ids["alice"] and grant.status == "active"
     approvals = [r for r in audit(db, "request.approve") if r.details.get("approved")]
-    assert [r.actor for r in approvals] == ["console:bob"]
+    assert [(r.actor, r.details["decidedVia"]) for r in approvals] == [("console:bob", "console")]
 
     mine = alice.get("/console/")
     assert 'class="grant" data-group="prod-admins"' in mine.text and '<td class="left">1h</td>' in mine.text

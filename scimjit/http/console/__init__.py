@@ -267,6 +267,7 @@ def decide(decision: str) -> Callable[[Request], Awaitable[Response]]:
                 comment=values.get("comment") or None,
                 actor=actor(me),
                 http_request_id=_request_id(request),
+                decided_via="console",  # signed in with OIDC just now, by the console's own client
             )
         )
         return pages.back(PREFIX + "/approvals", "approved" if decision == "approve" else "denied")
