@@ -26,6 +26,7 @@ from tests.live_server import free_port
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCIMJIT = [str(Path(sys.executable).with_name("scimjit"))]
+WAIT = 90  # seconds a page may take to appear on a loaded CI machine (a bound on waiting, not a timing check)
 
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')"
@@ -102,7 +103,7 @@ def browser(tmp_path) -> Iterator[Any]:
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
+    driver.set_page_load_timeout(WAIT)
     try:
         yield driver
     finally:
@@ -123,7 +124,7 @@ class Person:
         self.driver, self.url, self.idp, self.shots = driver, url, idp, shots
 
     def wait(self, css: str) -> Any:
-        return WebDriverWait(self.driver, 20).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
+        return WebDriverWait(self.driver, WAIT).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
 
     def open(self, path: str, css: str) -> Any:
         self.driver.get(self.url + path)
@@ -140,7 +141,7 @@ class Person:
         self.idp.as_(name)  # the provider's own login screen is Canaille's; pytest-iam opens its session
         try:
             self.driver.find_element(By.ID, "signin").click()
-            WebDriverWait(self.driver, 20).until(
+            WebDriverWait(self.driver, WAIT).until(
                 lambda d: d.find_elements(By.ID, "who") and d.find_element(By.ID, "who").text == name
             )
         finally:
@@ -237,7 +238,7 @@ def test_request_approve_grant_expiring_audit_in_a_browser(db, console, browser,
     users_box = person.driver.find_element(By.ID, "filter")
     users_box.send_keys('userName sw "a"')
     users_box.submit()
-    WebDriverWait(browser, 20).until(lambda d: "bob" not in d.find_element(By.ID, "rows").text)
+    WebDriverWait(browser, WAIT).until(lambda d: "bob" not in d.find_element(By.ID, "rows").text)
     person.snap("admin-users")
     person.open("/console/admin/groups", "#rows")
     person.snap("admin-groups")
