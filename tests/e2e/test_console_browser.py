@@ -38,6 +38,7 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         allow_module_level=True,
     )
 
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
@@ -117,6 +118,13 @@ def shots(tmp_path) -> Path:
     return target
 
 
+def waiting(driver: Any) -> Any:
+    """A wait that looks again while a page is being replaced (its elements go stale or are not there yet)."""
+    return WebDriverWait(
+        driver, WAIT, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+    )
+
+
 class Person:
     """One browser, signed in as one person at a time."""
 
@@ -124,7 +132,7 @@ class Person:
         self.driver, self.url, self.idp, self.shots = driver, url, idp, shots
 
     def wait(self, css: str) -> Any:
-        return WebDriverWait(self.driver, WAIT).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
+        return waiting(self.driver).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
 
     def open(self, path: str, css: str) -> Any:
         self.driver.get(self.url + path)
@@ -141,7 +149,7 @@ class Person:
         self.idp.as_(name)  # the provider's own login screen is Canaille's; pytest-iam opens its session
         try:
             self.driver.find_element(By.ID, "signin").click()
-            WebDriverWait(self.driver, WAIT).until(
+            waiting(self.driver).until(
                 lambda d: d.find_elements(By.ID, "who") and d.find_element(By.ID, "who").text == name
             )
         finally:
@@ -228,6 +236,7 @@ def test_request_approve_grant_expiring_audit_in_a_browser(db, console, browser,
     box = person.driver.find_element(By.ID, "filter")
     box.send_keys('action sw "request."')
     box.submit()
+    waiting(browser).until(lambda d: "filter=" in d.current_url)  # the filtered page, not the one before
     approved = person.wait('#rows tr.event[data-action="request.approve"][data-actor="console:bob"]')
     assert "success" in approved.text
     person.snap("admin-audit")
@@ -238,7 +247,8 @@ def test_request_approve_grant_expiring_audit_in_a_browser(db, console, browser,
     users_box = person.driver.find_element(By.ID, "filter")
     users_box.send_keys('userName sw "a"')
     users_box.submit()
-    WebDriverWait(browser, WAIT).until(lambda d: "bob" not in d.find_element(By.ID, "rows").text)
+    waiting(browser).until(lambda d: "filter=" in d.current_url)
+    waiting(browser).until(lambda d: "bob" not in d.find_element(By.ID, "rows").text)
     person.snap("admin-users")
     person.open("/console/admin/groups", "#rows")
     person.snap("admin-groups")
