@@ -259,6 +259,17 @@ class Access:
                 )
             raise
 
+    def cancel_request(
+        self, request_id: str, *, user_id: str, actor: str, http_request_id: str | None = None
+    ) -> dict[str, Any]:
+        """The requester (`user_id`) withdraws their own pending request."""
+        now = self.clock.now()
+        with self.db.write() as conn:
+            row = requests.cancel(
+                conn, request_id, user_id=user_id, actor=actor, now=now, http_request_id=http_request_id
+            )
+            return requests.render(row, to_micros(now))
+
     def get_request(self, request_id: str) -> dict[str, Any]:
         now_us = to_micros(self.clock.now())
         with self.db.read() as conn:

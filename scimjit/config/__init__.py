@@ -36,6 +36,7 @@ from scimjit.config.applications import (
     ConnectorTable,
     MatchConfig,
 )
+from scimjit.config.console import ConsoleConfig
 from scimjit.config.jit import AutoApprove, JitConfig, JitSettings, Policy
 from scimjit.config.messages import describe_error, message
 from scimjit.config.notifications import EmailConfig, NotificationsConfig
@@ -65,6 +66,7 @@ __all__ = [
     "ConfigError",
     "ConfigFile",
     "ConnectorTable",
+    "ConsoleConfig",
     "Duration",
     "EmailConfig",
     "JitConfig",
@@ -92,6 +94,7 @@ class ConfigFile(StrictModel):
     jit: JitConfig = Field(default_factory=JitConfig)
     applications: tuple[ApplicationConfig, ...] = ()
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    console: ConsoleConfig | None = None  # [console]: the web console; absent, it is off
 
     @field_validator("applications", mode="before")
     @classmethod
@@ -127,6 +130,7 @@ class Settings(ServerConfig):
     jit: JitConfig = Field(default_factory=JitConfig)
     applications: tuple[ApplicationConfig, ...] = ()
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    console: ConsoleConfig | None = None
 
     @classmethod
     def load(
@@ -166,6 +170,7 @@ class Settings(ServerConfig):
                     "jit": file.jit,
                     "applications": file.applications,
                     "notifications": file.notifications,
+                    "console": file.console,
                 }
             )
         except ValidationError as exc:

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from scimjit.clock import Clock
 from scimjit.config import Settings
+from scimjit.http import console
 from scimjit.http.apidoc import JSON, doc, resp
 from scimjit.http.jit import PREFIX as JIT_PREFIX
 from scimjit.http.jit import jit_api
@@ -85,6 +86,7 @@ def route_table() -> list[BaseRoute]:
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/openapi.json", openapi),
+        *console.routes,  # pages for people (/console): not in /openapi.json
     ]
 
 

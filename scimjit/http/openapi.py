@@ -127,7 +127,7 @@ def _endpoints(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[
     for route in routes:
         if isinstance(route, Mount):
             yield from _endpoints(route.routes, prefix + route.path)
-        elif isinstance(route, Route):
+        elif isinstance(route, Route) and route.include_in_schema:  # console pages say False
             template = _CONVERTER.sub(r"{\1}", prefix + route.path)
             for method in sorted(route.methods or ()):
                 if method.lower() in METHODS:
