@@ -1,5 +1,5 @@
 """The JIT engine: the one object that holds the applications, the token verifier, the connectors, the
-outbox deliverer and the login service, built from Settings. The composition root (scimjit.services) builds it
+outbox deliverer, the login service and scimjit's signer, built from Settings. The composition root (scimjit.services) builds it
 once; the HTTP layer, the CLI and the worker reach the JIT features through `services.engine`.
 """
 
@@ -13,6 +13,7 @@ from scimjit.config import JitSettings, Settings
 from scimjit.delivery import connectors as connector_registry
 from scimjit.delivery.connectors.base import Connector
 from scimjit.delivery.deliverer import Deliverer, Report
+from scimjit.delivery.signing import Signer
 from scimjit.entitlement.apps import Application, build_applications
 from scimjit.provisioning.login import LoginResult, LoginService
 from scimjit.provisioning.oidc import JsonFetcher, OidcVerifier
@@ -45,6 +46,7 @@ class JitEngine:
         self.verifier = OidcVerifier(self.config, self.clock, fetcher)
         self.deliverer = Deliverer(db, self.clock, self.config, self.connectors.get, rng)
         self.logins = LoginService(db, self.clock, self.config, self.apps, self.verifier, self.deliverer)
+        self.signer = Signer(db, self.clock)  # scimjit's own keys: signed sign-in results, the JWKS
 
     async def login(
         self, application: str, id_token: str, *, caller: str | None = None, request_id: str | None = None

@@ -79,7 +79,7 @@ class Application:
     clock_skew: float | None = None  # None: the engine-wide [jit] clock_skew
     async_create: bool = False  # transient connector failure on first login: 202 pending instead of 503
     description: str = ""
-    require_email_verified: bool = False  # the token's email_verified must be true (see docs/jit-provisioning.md)
+    require_email_verified: bool = False  # the token's email_verified must be true to match
     # The authorization code flow (http/jit/signin.py); configured when redirect_after_login is set.
     client_id: str = ""  # empty: the first audience
     client_secret: str | None = field(default=None, repr=False)  # None: a public client (PKCE only)

@@ -20,6 +20,7 @@ from scimjit.config import Settings
 from scimjit.http.apidoc import JSON, doc, resp
 from scimjit.http.jit import PREFIX as JIT_PREFIX
 from scimjit.http.jit import jit_api
+from scimjit.http.jit.signin import jwks
 from scimjit.http.metrics_route import metrics
 from scimjit.http.middleware import ObservabilityMiddleware
 from scimjit.http.openapi import openapi
@@ -83,6 +84,7 @@ def route_table() -> list[BaseRoute]:
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/openapi.json", openapi),
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),  # the same set as /jit/v1/jwks.json
     ]
 
 

@@ -149,7 +149,10 @@ class LoginService:
         if app.require_email_verified and verified is not True and verified != "true":
             # an address the issuer has not verified is whatever the user typed: it identifies no one
             await self._refuse(
-                at, 403, "email_not_verified", "the token's email is not verified by the issuer (email_verified)"
+                at,
+                403,
+                "email_not_verified",
+                "the token's email is not verified by the issuer (email_verified)",
             )
         subjects, refs = await self.db.run(self._read, app, value, to_micros(at.now))
         if not subjects:

@@ -164,7 +164,10 @@ class OidcVerifier:
         """The issuer's discovery document (the code flow reads its endpoints), cached with the keys and under
         the same failure backoff. JitError 503 `issuer_unavailable` when it cannot be had."""
         state = self._issuers.setdefault(issuer_id(issuer), _IssuerKeys())
-        if state.discovery is None or self.clock.now().timestamp() - state.fetched_at >= self.settings.jwks_max_age:
+        if (
+            state.discovery is None
+            or self.clock.now().timestamp() - state.fetched_at >= self.settings.jwks_max_age
+        ):
             await self._refresh(issuer, state, must=state.discovery is None)
         assert state.discovery is not None  # _refresh raised otherwise
         return state.discovery
