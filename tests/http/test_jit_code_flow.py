@@ -210,7 +210,7 @@ def test_states_are_bound_to_the_browser_and_refused_when_foreign(db, iam_server
     callback = flow.authorize(r.headers["location"], user)
     tampered = callback.copy_set_param("state", callback.params["state"] + "x")
     assert dict(flow.callback(tampered, cookies).params) == {"error": "invalid_state"}
-    r2, other_browser = flow.start()
+    _, other_browser = flow.start()
     assert dict(flow.callback(callback, other_browser).params) == {"error": "invalid_state"}
     # the state was presented by the wrong browser: it is spent (one use, whoever used it)
     assert dict(flow.callback(callback, cookies).params) == {"error": "invalid_state"}
