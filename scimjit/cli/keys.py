@@ -46,12 +46,16 @@ def list_keys(args: argparse.Namespace) -> int:
 
 
 def rotate(args: argparse.Namespace) -> int:
-    key, retired = _signer().rotate()
+    from scimjit.delivery.signing import PUBLISH_LEAD
+
+    key, retired = _signer().rotate(immediately=args.now)
     if args.json:
-        print_json({"kid": key.kid, "algorithm": key.algorithm, "retired": retired})
+        print_json({"kid": key.kid, "algorithm": key.algorithm, "retired": retired, "immediately": args.now})
     else:
+        when = "now" if args.now else f"in {int(PUBLISH_LEAD / 60)} minutes (published first)"
         print(
-            f"new signing key {key.kid} ({key.algorithm}); {retired} key(s) retired, published for a day more"
+            f"new signing key {key.kid} ({key.algorithm}) signs {when}; {retired} older key(s) retired then, "
+            "and published for a day more"
         )
     return 0
 
@@ -67,6 +71,14 @@ def register(sub: Any) -> None:
     ls = cmds.add_parser("list", help="every key: created, retired, signing now, published")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=list_keys)
-    rot = cmds.add_parser("rotate", help="make a new key that signs from now on; the old one is retired")
+    rot = cmds.add_parser(
+        "rotate",
+        help="make a new key, published at once, signing after 6 minutes; the old one is retired then",
+    )
+    rot.add_argument(
+        "--now",
+        action="store_true",
+        help="sign with the new key at once (a leaked key), instead of after publishing it for 6 minutes",
+    )
     rot.add_argument("--json", action="store_true")
     rot.set_defaults(func=rotate)

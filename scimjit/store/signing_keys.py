@@ -29,7 +29,7 @@ class StoredKey:
     private_pem: str
     public_jwk: dict[str, Any]
     created_at: int
-    retired_at: int | None
+    retired_at: int | None  # when it stops (or stopped) signing; None: it has not been rotated out
 
 
 def _stored(row: Any) -> StoredKey:
@@ -44,14 +44,18 @@ def _stored(row: Any) -> StoredKey:
     )
 
 
-def newest_active(conn: sa.Connection) -> StoredKey | None:
-    """The key that signs now: the highest generation not retired."""
-    row = conn.execute(
-        sa.select(signing_keys)
-        .where(signing_keys.c.retired_at.is_(None))
-        .order_by(signing_keys.c.generation.desc())
-        .limit(1)
-    ).first()
+def signing(conn: sa.Connection, now: datetime, lead: float) -> StoredKey | None:
+    """The key that signs at `now`: the newest one not retired that has been published for `lead` seconds
+    (so every verifier's cached JWKS has it); when none has, the live key published longest (the very first
+    key, or a key retiring after a rotation that had itself been made less than `lead` ago)."""
+    now_us = to_micros(now)
+    live = sa.select(signing_keys).where(
+        sa.or_(signing_keys.c.retired_at.is_(None), signing_keys.c.retired_at > now_us)
+    )
+    published_long = live.where(signing_keys.c.created_at <= now_us - int(lead * 1_000_000))
+    row = conn.execute(published_long.order_by(signing_keys.c.generation.desc()).limit(1)).first()
+    if row is None:
+        row = conn.execute(live.order_by(signing_keys.c.generation).limit(1)).first()
     return _stored(row) if row is not None else None
 
 
@@ -82,13 +86,18 @@ def next_generation(conn: sa.Connection) -> int:
     )
 
 
-def retire_older(conn: sa.Connection, generation: int, now: datetime) -> int:
-    """Retire every active key older than `generation` (after a rotation); returns how many."""
+def retire_older(conn: sa.Connection, generation: int, at: datetime) -> int:
+    """Retire every key older than `generation` at `at` (after a rotation: when the new key takes over), or
+    earlier if it was retiring later already (an immediate rotation overtakes a pending one); returns how
+    many."""
     return (
         conn.execute(
             sa.update(signing_keys)
-            .where(signing_keys.c.generation < generation, signing_keys.c.retired_at.is_(None))
-            .values(retired_at=to_micros(now))
+            .where(
+                signing_keys.c.generation < generation,
+                sa.or_(signing_keys.c.retired_at.is_(None), signing_keys.c.retired_at > to_micros(at)),
+            )
+            .values(retired_at=to_micros(at))
         ).rowcount
         or 0
     )

@@ -248,5 +248,5 @@ signing_keys = sa.Table(
     sa.Column("private_pem", sa.Text, nullable=False),
     sa.Column("public_jwk", Json, nullable=False),
     sa.Column("created_at", Micros, nullable=False),
-    sa.Column("retired_at", Micros, nullable=True),  # no longer signs; published until retired_at + grace
+    sa.Column("retired_at", Micros, nullable=True),  # stops signing then; published until retired_at + grace
 )

@@ -17,7 +17,7 @@ from joserfc.jwk import KeySet
 from scimjit.cli import main
 from scimjit.clock import FrozenClock
 from scimjit.config import Settings
-from scimjit.delivery.signing import RETIRED_PUBLISHED, Signer
+from scimjit.delivery.signing import KEY_CACHE, PUBLISH_LEAD, RETIRED_PUBLISHED, Signer
 from scimjit.http.app import create_app
 from scimjit.services import Services
 from scimjit.store.db import Database
@@ -64,23 +64,38 @@ def test_the_first_key_is_made_once_even_by_racing_signers(db: Database, clock: 
         assert verified.claims["sub"] == "u1"
 
 
-def test_rotation_signs_with_the_new_key_and_keeps_the_old_one_published(
+def test_rotation_publishes_the_new_key_first_then_signs_with_it_and_keeps_the_old_one_published(
     db: Database, clock: FrozenClock
 ) -> None:
     signer, other_process = Signer(db, clock), Signer(db, clock)
     before = signer.sign(claims(clock), typ="x")
-    other_process.sign(claims(clock), typ="x")  # it has loaded (and caches) the first key
+    old_kid = verify(before, signer.jwks()).header["kid"]
+    other_process.sign(claims(clock), typ="x")  # it has read (and caches) the first key
     new, retired = signer.rotate()
     assert retired == 1
-    after = signer.sign(claims(clock), typ="x")
     jwks = signer.jwks()
-    assert [k["kid"] for k in jwks["keys"]] == [new.kid, verify(before, jwks).header["kid"]]
-    assert verify(after, jwks).header["kid"] == new.kid
-    clock.advance(61)  # the other process looks again after KEY_CACHE and signs with the new key
+    assert [k["kid"] for k in jwks["keys"]] == [new.kid, old_kid]  # published at once...
+    assert verify(signer.sign(claims(clock), typ="x"), jwks).header["kid"] == old_kid  # ...signing later
+    clock.advance(PUBLISH_LEAD - 1)
+    assert verify(other_process.sign(claims(clock), typ="x"), jwks).header["kid"] == old_kid
+    # every cached JWKS (in a process, in an HTTP cache) has the new key by now: it takes over everywhere
+    clock.advance(1)
+    assert verify(signer.sign(claims(clock), typ="x"), jwks).header["kid"] == new.kid
+    clock.advance(KEY_CACHE)
     assert verify(other_process.sign(claims(clock), typ="x"), jwks).header["kid"] == new.kid
+    assert [k["kid"] for k in signer.jwks()["keys"]] == [new.kid, old_kid]  # what it signed still verifies
     clock.advance(RETIRED_PUBLISHED)  # what the old key signed has long expired: it is no longer published
     assert [k["kid"] for k in signer.jwks()["keys"]] == [new.kid]
     assert key_count(db) == 2
+
+
+def test_an_immediate_rotation_signs_with_the_new_key_at_once(db: Database, clock: FrozenClock) -> None:
+    signer = Signer(db, clock)
+    old_kid = verify(signer.sign(claims(clock), typ="x"), signer.jwks()).header["kid"]
+    new, _ = signer.rotate(immediately=True)
+    jwks = signer.jwks()
+    assert verify(signer.sign(claims(clock), typ="x"), jwks).header["kid"] == new.kid
+    assert [k["kid"] for k in jwks["keys"]] == [new.kid, old_kid]
 
 
 def test_sign_refuses_claims_that_would_outlive_the_published_key(db: Database, clock: FrozenClock) -> None:
@@ -116,15 +131,23 @@ def test_keys_list_and_rotate_on_the_cli(
     assert first["retired"] == 0 and first["algorithm"] == "ES256"
     assert main(["keys", "rotate"]) == 0
     out = capsys.readouterr().out
-    assert "1 key(s) retired" in out and first["kid"] not in out
+    assert "signs in 6 minutes (published first); 1 older key(s) retired then" in out
+    assert first["kid"] not in out
     assert main(["keys", "list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["signs"], r["published"], r["retiredAt"] is None) for r in rows] == [
-        (True, True, True),
-        (False, True, False),
+        (False, True, True),  # the new key: published, not signing yet
+        (True, True, False),  # the first: signs until its retirement, 6 minutes from now
     ]
     assert rows[1]["kid"] == first["kid"]
+    assert main(["keys", "rotate", "--now", "--json"]) == 0
+    third = json.loads(capsys.readouterr().out)
+    assert (third["retired"], third["immediately"]) == (2, True)  # the first was still signing
+    assert main(["keys", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["kid"] == third["kid"]
+    assert [r["signs"] for r in rows] == [True, False, False]
     assert main(["keys", "list"]) == 0
     header, _rule, *lines = capsys.readouterr().out.splitlines()
     assert header.split() == ["kid", "algorithm", "createdAt", "retiredAt", "signs", "published"]
-    assert len(lines) == 2
+    assert len(lines) == 3

@@ -186,7 +186,7 @@ def test_concurrent_verifications_share_one_fetch(issuer, clock):
 
 def test_a_down_issuer_is_asked_once_per_backoff_and_answers_503_with_retry_after(issuer, clock):
     """Issue 11 §3: while the issuer was down, 40 verifications made 40 discovery fetches and answered 401."""
-    app, verifier = make(issuer, clock, issuer_retry_after=30)
+    app, verifier = make(issuer, clock)  # the defaults: issuer_retry_after 30s
     issuer.down = True
     token = issuer.token(clock.now().timestamp())
     for _ in range(40):
@@ -210,7 +210,7 @@ def test_a_down_issuer_is_asked_once_per_backoff_and_answers_503_with_retry_afte
 
 
 def test_the_discovery_document_shares_the_cache_and_the_backoff(issuer, clock):
-    app, verifier = make(issuer, clock, issuer_retry_after=30)
+    app, verifier = make(issuer, clock)
     issuer.down = True
     for _ in range(10):
         with pytest.raises(JitError) as excinfo:
@@ -226,7 +226,7 @@ def test_the_discovery_document_shares_the_cache_and_the_backoff(issuer, clock):
 
 def test_the_accepted_lifetime_is_bounded(issuer, clock):
     """Issue 11 §3: tokens with iat in 1970 or exp in the year 10^22 were accepted when the issuer signed them."""
-    app, verifier = make(issuer, clock, max_token_age=4 * 3600, clock_skew=60)
+    app, verifier = make(issuer, clock)  # the defaults: max_token_age 4h, clock_skew 60s
     now = clock.now().timestamp()
     assert reason(verifier, app, issuer.token(0, exp=10**20)) == "too_old"  # iat in 1970
     assert reason(verifier, app, issuer.token(now, exp=10**20)) == "lifetime_too_long"  # exp in 10^22 AD

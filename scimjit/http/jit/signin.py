@@ -40,6 +40,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from scimjit.config import ConfigError
+from scimjit.delivery.signing import JWKS_MAX_AGE
 from scimjit.engine import JitEngine
 from scimjit.entitlement.apps import Application, check_url
 from scimjit.http.apidoc import JSON, doc, jit_errors, path, query, ref, resp
@@ -351,7 +352,7 @@ async def _exchange(
 
 
 JWK_SET = "application/jwk-set+json"  # RFC 7517 §8.5
-JWKS_CACHE = "public, max-age=300"  # a verifier that meets an unknown kid refetches (see the rotation docs)
+JWKS_CACHE = f"public, max-age={JWKS_MAX_AGE}"  # a new key is published PUBLISH_LEAD before it signs
 
 
 @doc(
