@@ -160,9 +160,12 @@ def decide(
     actor: str,
     now: datetime,
     http_request_id: str | None = None,
+    decided_via: str = "operator",
 ) -> AccessRequest:
     """An approver's `approve` or `deny`. One denial ends the request; `approvals_required` distinct
-    approvals approve it and create its grant. The requester can never decide their own request."""
+    approvals approve it and create its grant. The requester can never decide their own request.
+    `decided_via` (how the approver proved who they are: `console`, `admin-token`, `operator`) is kept on
+    the decision (`via`) and in its audit record (`decidedVia`)."""
     now_us = to_micros(now)
     # The requester's row before the request's, the order a user DELETE takes them in (store.users.lock)
     user_store.lock(conn, [get(conn, request_id).user_id])
@@ -189,7 +192,13 @@ def decide(
         raise JitError(409, "already_decided", f"{approver.user_name!r} has already decided this request")
     if not isinstance(comment, str | None):
         raise JitError(400, "invalid_request", "`comment` must be a string")
-    approvals.append({**_decision(approver.user_name, decision, now, comment), "approverId": approver.id})
+    approvals.append(
+        {
+            **_decision(approver.user_name, decision, now, comment),
+            "approverId": approver.id,
+            "via": decided_via,
+        }
+    )
     if decision == "deny":
         updated = _update(conn, row, status=DENIED, approvals=approvals, decided_at=now_us)
         _audit(
@@ -200,6 +209,7 @@ def decide(
             now_us,
             http_request_id,
             approver=approver.user_name,
+            decidedVia=decided_via,
             comment=comment,
         )
         return updated
@@ -214,13 +224,24 @@ def decide(
             now_us,
             http_request_id,
             approver=approver.user_name,
+            decidedVia=decided_via,
             approvals=yes,
             required=policy.approvals_required,
         )
         return updated
     user = grants.find_user(conn, row.user_id)
     return _approve(
-        conn, deprov, row, user, group, actor, approvals, now, http_request_id, approver.user_name
+        conn,
+        deprov,
+        row,
+        user,
+        group,
+        actor,
+        approvals,
+        now,
+        http_request_id,
+        approver.user_name,
+        decided_via,
     )
 
 
@@ -279,6 +300,7 @@ def _approve(
     now: datetime,
     http_request_id: str | None,
     approver_name: str | None = None,
+    decided_via: str | None = None,
 ) -> AccessRequest:
     now_us = to_micros(now)
     start = max(now_us, row.starts_at or now_us)
@@ -306,6 +328,7 @@ def _approve(
         approver=approver_name or actor,
         grantId=grant.id,
         approved=True,
+        **({"decidedVia": decided_via} if decided_via else {}),
     )
     return updated
 

@@ -2,6 +2,13 @@
 JIT engine's applications. The HTTP routes (`scimjit.http.jit.access`) and the CLI
 (`scimjit.cli.access`) both call these methods; each is one transaction.
 
+Who may decide (docs/jit-access.md, "Trust model"): a decision is made by a person who proved who they are to
+scimjit itself, and `decide` records how (`decided_via`): `console` (signed in to scimjit's console),
+`admin-token` (an admin token over the API, acting for the approver it names) or `operator` (the CLI or
+Python, which act on the database directly). A user's ID token may file a request for that user, once: its
+`jti` (or, without one, a digest of its claims) is claimed in the `used_once` replay cache in the same
+transaction as the request.
+
 Wiring lives in the composition root (scimjit.services): it builds the engine, then the `Deprovisioner`
 (`deprovisioner_for`, which is also the SCIM writes' listener), then `Access(engine, deprovisioner)`, then the
 sweeper's background task.
@@ -9,7 +16,11 @@ sweeper's background task.
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import orjson
 
 from scimjit.access import grants, requests
 from scimjit.access.sweeper import Sweeper
@@ -20,7 +31,31 @@ from scimjit.entitlement.policies import AccessSettings
 from scimjit.jiterrors import JitError
 from scimjit.provisioning.deprovision import Deprovisioner
 from scimjit.provisioning.reconcile import Reconciler, Schedule
-from scimjit.store import audit
+from scimjit.scim.identifiers import DisallowedIdentifier
+from scimjit.store import audit, used_once
+
+ID_TOKEN_PURPOSE = "id_token"  # noqa: S105 (a name, not a secret): the used_once purpose of ID tokens accepted for an action
+DECIDED_VIA = frozenset({"console", "admin-token", "operator"})
+
+
+class SingleUse(NamedTuple):
+    """What makes an accepted ID token single-use: its replay-cache value, kept until the token is dead."""
+
+    value: str
+    until: datetime
+
+
+def single_use(claims: dict[str, Any], skew: float) -> SingleUse:
+    """The issuer and `jti` when the token has one; otherwise a digest of all its verified claims (`iat`,
+    `exp`, `nonce`... make it one token's: an IdP without `jti` never issues the same claims twice, and a
+    replay is byte for byte the same token). Kept until `exp` plus the clock skew, after which the verifier
+    refuses it anyway."""
+    jti = claims.get("jti")
+    if isinstance(jti, str) and jti:
+        value = f"jti\n{claims.get('iss')}\n{jti}"
+    else:
+        value = "claims\n" + hashlib.sha256(orjson.dumps(claims, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return SingleUse(value, datetime.fromtimestamp(float(claims["exp"]) + skew, tz=UTC))
 
 
 def deprovisioner_for(engine: JitEngine) -> Deprovisioner:
@@ -145,13 +180,18 @@ class Access:
         requested_by: str,
         starts_at: Any = None,
         http_request_id: str | None = None,
+        once: SingleUse | None = None,
     ) -> dict[str, Any]:
+        """File a request. `once` (from `user_from_id_token`) is claimed in the same transaction: a replayed
+        ID token is refused (401 `token_replayed`), and a request that fails leaves the token unused."""
         now = self.clock.now()
         if duration is None:
             raise JitError(400, "invalid_request", '`duration` is required, e.g. "2h"')
         seconds = grants.seconds(duration)
         start = grants.instant(starts_at, "startsAt") if starts_at is not None else None
         with self.db.write() as conn:
+            if once is not None and not used_once.claim(conn, ID_TOKEN_PURPOSE, once.value, once.until, now):
+                raise JitError(401, "token_replayed", "this ID token was already used: sign in again")
             row = requests.create(
                 conn,
                 self.deprovisioner,
@@ -175,11 +215,16 @@ class Access:
         comment: Any = None,
         actor: str,
         http_request_id: str | None = None,
+        decided_via: str = "operator",
     ) -> dict[str, Any]:
-        """`approve` or `deny` by `approver` (a user row, or a user's id or userName). A refused decision
-        (self-approval, not an approver) is audited with outcome `refused`."""
+        """`approve` or `deny` by `approver` (a user row, or a user's id or userName), a person who proved who
+        they are to scimjit: `decided_via` says how (`console`, `admin-token`, `operator`; see the module
+        docstring) and is kept on the decision and in its audit record. A refused decision (self-approval,
+        not an approver) is audited with outcome `refused`."""
         if decision not in ("approve", "deny"):
             raise ValueError(decision)
+        if decided_via not in DECIDED_VIA:
+            raise ValueError(decided_via)
         now = self.clock.now()
         try:
             with self.db.write() as conn:
@@ -194,6 +239,7 @@ class Access:
                     actor=actor,
                     now=now,
                     http_request_id=http_request_id,
+                    decided_via=decided_via,
                 )
                 return requests.render(row, to_micros(now))
         except JitError as exc:
@@ -207,7 +253,7 @@ class Access:
                     resource_type="AccessRequest",
                     resource_id=request_id,
                     request_id=http_request_id,
-                    details={"reason": exc.reason, "detail": exc.detail},
+                    details={"reason": exc.reason, "detail": exc.detail, "decidedVia": decided_via},
                 )
             raise
 
@@ -218,9 +264,10 @@ class Access:
 
     # ------------------------------------------------------------------------------------ identity
 
-    async def user_from_id_token(self, application: Any, id_token: Any) -> tuple[Any, str]:
-        """The SCIM user an ID token (issued for `application`'s client) belongs to, and the actor name
-        `oidc:<sub>`: how a user files or decides a request without a scimjit token."""
+    async def user_from_id_token(self, application: Any, id_token: Any) -> tuple[Any, str, SingleUse]:
+        """The SCIM user an ID token (issued for `application`'s client) belongs to, the actor name
+        `oidc:<sub>`, and what makes it single-use (pass it to `create_request` as `once`): how a user files
+        a request for themselves without a scimjit token. Never a credential for deciding one."""
         if not isinstance(application, str) or not isinstance(id_token, str):
             raise JitError(400, "invalid_request", "send `application` with the user's `id_token`")
         app = self.engine.apps.get(application)
@@ -236,11 +283,17 @@ class Access:
 
         def read() -> Any:
             with self.db.read() as conn:
-                found = identity.find_subjects(conn, app, value)
+                try:
+                    found = identity.find_subjects(conn, app, value)
+                except DisallowedIdentifier as exc:
+                    raise JitError(
+                        403, "unknown_user", f"no SCIM user can have {app.match.attribute}: {exc}"
+                    ) from None
                 if len(found) != 1:
                     raise JitError(
                         403, "unknown_user", f"no single SCIM user has {app.match.attribute} = {value!r}"
                     )
                 return grants.find_user(conn, found[0].user_id)
 
-        return await self.db.run(read), f"oidc:{claims.get('sub')}"
+        skew = self.engine.settings.jit.clock_skew if app.clock_skew is None else app.clock_skew
+        return await self.db.run(read), f"oidc:{claims.get('sub')}", single_use(claims, skew)

@@ -40,7 +40,7 @@ from scimjit.metrics import EXPIRATIONS
 from scimjit.provisioning import reconcile
 from scimjit.provisioning.deprovision import Deprovisioner, Outcome, chunks
 from scimjit.provisioning.reconcile import Schedule
-from scimjit.store import audit, memberships
+from scimjit.store import audit, memberships, signin_states, used_once
 from scimjit.store import groups as group_rows
 from scimjit.store import users as user_rows
 from scimjit.store.db import Database
@@ -60,6 +60,7 @@ class SweepReport:
     events: int = 0  # outbox events written
     revoked: int = 0  # role.revoke events
     disabled: int = 0  # accounts disabled or deleted for lost entitlement
+    single_use_purged: int = 0  # expired sign-in states and replay-cache values deleted
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -125,7 +126,15 @@ class Sweeper:
             if n:
                 EXPIRATIONS.labels(kind=kind).inc(n)
         self._purge_audit(now)
+        report.single_use_purged = self._drain(lambda conn: self.purge_single_use(conn, now))
         return report
+
+    def purge_single_use(self, conn: sa.Connection, now: datetime) -> int:
+        """Abandoned sign-in states and replay-cache values past their expiry: they can no longer be used or
+        replayed, so keeping them would only grow the tables."""
+        return signin_states.purge_expired(conn, now, self.batch_size) + used_once.purge_expired(
+            conn, now, self.batch_size
+        )
 
     def _purge_audit(self, now: datetime) -> None:
         """Delete audit records past `audit_retention`, at most once a minute (an indexed range delete)."""

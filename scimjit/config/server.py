@@ -39,7 +39,8 @@ class ServerConfig(BaseModel):
     # a plain Group PATCH answers 200 with the group up to this many members, else 204 (docs/scim.md)
     group_patch_response_max_members: int = Field(default=100, ge=0)
     strict_attributes: bool = False  # unknown attributes / schema URNs in writes: 400 instead of ignored
-    metrics_token_required: bool = False  # /metrics asks for a token with the `metrics` (or admin) scope
+    # /metrics asks for a token with the `metrics` (or admin) scope; false opens it (application names, traffic)
+    metrics_token_required: bool = True
     request_log: bool = True  # one JSON log line per HTTP request
     log_level: str = "info"
     # HMAC key of the OIDC sign-in cookie (/jit/v1/apps/{name}/login); empty: a random key per process

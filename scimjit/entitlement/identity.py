@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from scimjit.entitlement import ledger
 from scimjit.entitlement.apps import Application
+from scimjit.scim.identifiers import identifier_key
 from scimjit.scim.schema import USER_URN
 from scimjit.store import users as user_rows
 from scimjit.store.memberships import live_groups
@@ -45,8 +46,11 @@ class Subject:
 
 
 def match_value(attribute: str, value: str) -> str:
-    """userName and emails are caseExact=false: compared on their lower-cased columns."""
-    return value.lower() if attribute in ("userName", "emails.value") else value
+    """The claim as the match rule's column holds it. userName and emails compare by their PRECIS key
+    (`scim.identifiers`, RFC 8265): a claim PRECIS refuses (U+212A KELVIN SIGN as the K of "Kate") raises
+    `DisallowedIdentifier` and matches nobody, where `str.lower` made it "kate". For an ASCII email the key is
+    the lower-cased address, which is what `user_values.value_ci` holds."""
+    return identifier_key(value) if attribute in ("userName", "emails.value") else value
 
 
 class Lookups:
@@ -72,7 +76,8 @@ class Lookups:
             )
 
     def find_subjects(self, conn: sa.Connection, value: str) -> list[Subject]:
-        """Users matching `value` under the app's rule (at most two: more than one is ambiguous)."""
+        """Users matching `value` under the app's rule (at most two: more than one is ambiguous). Raises
+        `DisallowedIdentifier` for a claim no identifier may be (see `match_value`)."""
         rows = conn.execute(self._find, {"value": match_value(self.app.match.attribute, value)})
         return [_subject(r) for r in rows]
 

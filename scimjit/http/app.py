@@ -58,10 +58,12 @@ async def readyz(request: Request) -> Response:
     svc: Services = request.app.state.services
     try:
         current = await svc.db.run(is_current, svc.db)
-    except Exception as exc:  # the database is unreachable: not ready, and say why without a trace
-        return JSONResponse({"status": "unavailable", "database": type(exc).__name__}, status_code=503)
+    except Exception as exc:  # unreachable: not ready; the why goes to the log, not to the client
+        log.warning("not ready: the database is unreachable (%s)", type(exc).__name__)
+        return JSONResponse({"status": "unavailable"}, status_code=503)
     if not current:
-        return JSONResponse({"status": "unavailable", "migrations": "pending"}, status_code=503)
+        log.warning("not ready: database migrations are pending (run `scimjit db upgrade`)")
+        return JSONResponse({"status": "unavailable"}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 

@@ -1,8 +1,9 @@
 """GET /metrics in the Prometheus text format.
 
-Open by default, like most exporters: it shows counts and latencies, never identities or secrets, and the
-scraper usually sits inside the network. Set `metrics_token_required = true` to ask for a token with the
-`metrics` (or `admin`) scope instead; see docs/configuration.md.
+Behind a token with the `metrics` (or `admin`) scope by default: the series name the configured applications
+and show their traffic, logins and failures, which is reconnaissance for anyone who can reach the port.
+`metrics_token_required = false` opens it for a scraper on a network that is already closed; see
+docs/configuration.md.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ clock read, a header appended to the response start, two metric updates and one 
 
 - **Request id**: a sane incoming `X-Request-Id` (a proxy's or the client's) is kept, otherwise one is made;
   it is returned as `X-Request-Id`, put in `scope["state"]["request_id"]` (so `request.state.request_id` in
-  handlers, and the audit trail records it) and on the log line.
+  handlers, and the audit trail records it) and on the log line. It is a `store.audit.RequestId`, which
+  remembers who chose it: the audit trail marks a client-chosen one (`details.requestIdFrom`).
 - **Log**: one JSON line per request on the `scimjit.access` logger: method, path (never the query string,
   which may hold filter values), route template, status, duration, request id, token name and client address.
   Never a header value or a body.
@@ -30,6 +31,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scimjit.metrics import HTTP_DURATION, HTTP_REQUESTS
+from scimjit.store.audit import RequestId
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,64}")
@@ -46,15 +48,15 @@ access_log = logging.getLogger("scimjit.access")
 error_log = logging.getLogger("scimjit.http")
 
 
-def request_id_from(scope: Scope) -> str:
+def request_id_from(scope: Scope) -> RequestId:
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER:
-            return value.decode("ascii") if _SANE_ID.fullmatch(value) else _new_id()
+            return RequestId(value.decode("ascii"), "client") if _SANE_ID.fullmatch(value) else _new_id()
     return _new_id()
 
 
-def _new_id() -> str:
-    return os.urandom(12).hex()
+def _new_id() -> RequestId:
+    return RequestId(os.urandom(12).hex(), "server")
 
 
 def route_template(scope: Scope, root_path: str) -> str:

@@ -53,6 +53,7 @@ from scimjit.entitlement.identity import Subject
 from scimjit.jiterrors import JitError
 from scimjit.metrics import LOGINS
 from scimjit.provisioning.oidc import OidcVerifier
+from scimjit.scim.identifiers import DisallowedIdentifier
 from scimjit.store import audit
 from scimjit.store import users as user_rows
 from scimjit.store.db import Database
@@ -154,7 +155,11 @@ class LoginService:
                 "email_not_verified",
                 "the token's email is not verified by the issuer (email_verified)",
             )
-        subjects, refs = await self.db.run(self._read, app, value, to_micros(at.now))
+        try:
+            subjects, refs = await self.db.run(self._read, app, value, to_micros(at.now))
+        except DisallowedIdentifier as exc:  # no user can have it: refused as unknown, audited with why
+            log.info("login claim refused by PRECIS: application=%s %s", app.name, exc.detail)
+            await self._refuse(at, 403, "unknown_user", f"no SCIM user can have {app.match.attribute}: {exc}")
         if not subjects:
             await self._refuse(at, 403, "unknown_user", f"no SCIM user has {app.match.attribute} = {value!r}")
         if len(subjects) > 1:

@@ -17,11 +17,18 @@ Action names are dotted, `<area>.<object>.<verb>` or `<area>.<verb>`; the ones s
   unknown attribute paths and schema URNs the write ignored, when there were any: see `scimjit.scim.ignored`);
 - `login.allowed`, `login.refused` (login decisions; `details.reason` says why);
 - `connector.call` (one delivery attempt; `details`: operation, result or error, duration);
-- `grant.create|extend|revoke|expire`, `request.create|approve|deny|cancel|expire` (time-bound access).
+- `grant.create|extend|revoke|expire`, `request.create|approve|deny|cancel|expire` (time-bound access;
+  a decision's `details.decidedVia` says how the approver proved who they are: `console`, `admin-token`,
+  `operator`);
 - `reconcile.repair` (one account brought back in line: `details` application, accountId, source, differences,
   events) and `reconcile.run` (one finished reconcile pass, with its counts; the schedule reads the last one).
 
 Outcomes: `success`, `failure`, `allowed`, `refused`, `error` (free text is accepted, these are the norm).
+
+Request ids: a caller may choose its own `X-Request-Id` (a proxy's, or the client's), and it is kept so the
+client's report of a failure can be joined with the row. But a client-chosen id is the client's word, not
+scimjit's: such a row says so with `details.requestIdFrom = "client"` (absent: scimjit made the id), so an
+auditor never mistakes an id a caller picked (perhaps to collide with another's) for one the server issued.
 """
 
 from __future__ import annotations
@@ -38,6 +45,18 @@ from scimjit.store.db import Database
 from scimjit.store.tables import audit_log
 
 MAX_IDS = 100  # lists of ids in `details` are capped here; the count is always exact
+
+
+class RequestId(str):
+    """A request id that knows who chose it: `client` (an incoming `X-Request-Id` that was kept) or `server`.
+    A `str`, so everything that passes request ids along keeps working; `record()` reads `chosen_by`."""
+
+    chosen_by: str
+
+    def __new__(cls, value: str, chosen_by: str) -> RequestId:
+        rid = super().__new__(cls, value)
+        rid.chosen_by = chosen_by
+        return rid
 
 
 def capped(ids: list[str] | tuple[str, ...], limit: int = MAX_IDS) -> list[str]:
@@ -66,11 +85,13 @@ def record(
     - `resource_type` / `resource_id`: what it was done to (`User` + SCIM id, `Grant` + grant id,
       `Application` + name, `OutboxEvent` + event id, ...).
     - `request_id`: the HTTP request id (`X-Request-Id`), so the audit row, the log line and the client's
-      report of a failure can be joined.
+      report of a failure can be joined. A `RequestId` the client chose adds `details.requestIdFrom`.
     - `details`: JSON-able facts: changed attribute names, member ids added/removed, the refusal reason,
       the connector result. Scrubbed of secrets here, but do not pass secrets in the first place.
     - `at_micros`: epoch microseconds from the injected clock (`scimjit.clock.to_micros(clock.now())`).
     """
+    if getattr(request_id, "chosen_by", None) == "client":
+        details = {**(details or {}), "requestIdFrom": "client"}
     conn.execute(
         _INSERT,
         {

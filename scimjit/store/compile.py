@@ -16,6 +16,9 @@ Semantics the RFC leaves open, chosen so that `not` is an exact complement:
 * caseExact=false strings compare lower-cased by Python's `str.lower` (what the `*_ci` columns hold, and what
   SQLite's `lower()` is replaced by in `store.db`); ordering operators and `sw` compare by code point;
   `co` / `sw` / `ew` take `%`, `_`, `*`, `?` and `[` literally and are case-sensitive on every dialect.
+* identifiers (`userName`) compare by their PRECIS key (RFC 8265, `scim.identifiers`), the literal mapped the
+  same way (for `co`/`sw`/`ew` and ordering, by the mapping part only); a literal PRECIS refuses matches
+  nothing (and `ne` everything).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from scimjit.clock import to_micros
+from scimjit.scim import identifiers
 from scimjit.scim.predicate import And, Compare, Not, Or, Predicate, ValuePath
 from scimjit.scim.schema import Attribute, AttrRef
 from scimjit.store import dialect as sql
@@ -55,6 +59,7 @@ class Operand:
     micros: bool = False  # a dateTime as epoch microseconds
     present: sa.ColumnElement[bool] | None = None  # how `pr` reads, when not "not null and not ''"
     max_length: int | None = None  # only this prefix is stored
+    identifier: bool = False  # holds PRECIS keys (`scim.identifiers`): compare with the literal's key
 
 
 Scope = Callable[[AttrRef], Operand]
@@ -113,6 +118,10 @@ def compare(operand: Operand, node: Compare, dialect: str) -> sa.ColumnElement[b
     expr = operand.expr
     if operand.micros:
         value = to_micros(value)
+    elif text and operand.identifier:
+        value = identifiers.literal_key(value) if op in ("eq", "ne") else identifiers.fragment_key(value)
+        if value is None:  # a literal no identifier can hold (U+212A): equal to none, and `ne` all
+            return sa.true() if op == "ne" else sa.false()
     elif text and not attr.case_exact:
         value = value.lower()
         expr = expr if operand.folded else sa.func.lower(expr)

@@ -7,8 +7,9 @@ would cost more than the query. PostgreSQL work goes to the thread pool, where n
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
@@ -45,6 +46,7 @@ class Database:
             "echo": echo,
         }
         if self.is_sqlite:
+            create_private_file(sqlite_path(self.url))
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             if ":memory:" in self.url or self.url in ("sqlite://", "sqlite:///"):
                 kwargs["poolclass"] = sa.pool.StaticPool
@@ -81,6 +83,26 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file a SQLite URL opens, or None for an in-memory database (or a `file:` URI, left to SQLite)."""
+    database = sa.engine.make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
+
+
+def create_private_file(path: str | None) -> None:
+    """Create the database file readable by its owner only (0600) before SQLite would create it 0644 under
+    the usual umask: it holds token hashes, users and the audit trail. SQLite gives its `-wal` and `-shm`
+    files the mode of the database file, so they are private too. An existing file is left as it is (its
+    mode is the operator's choice)."""
+    if path is None:
+        return
+    # It exists, or no such directory, a read-only place...: SQLite's own open reports those as usual.
+    with suppress(OSError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:

@@ -264,7 +264,13 @@ class _ResourceColumns:
 
 def _column(promoted: Promoted, attr: Attribute) -> Operand:
     column = promoted.column
-    return Operand(column, folded=promoted.folded, codepoint=_is_key(column), micros=attr.type == "dateTime")
+    return Operand(
+        column,
+        folded=promoted.folded,
+        codepoint=_is_key(column),
+        micros=attr.type == "dateTime",
+        identifier=promoted.identifier,
+    )
 
 
 @functools.cache

@@ -3,7 +3,8 @@
 The write path calls `user_columns` / `user_value_rows` / `group_columns`; the filter compiler and the sort
 resolver read `USER_COLUMNS` / `GROUP_COLUMNS` to push predicates onto those indexed columns.
 Lower-casing is Python's `str.lower` on both sides (SQLite's own lower() is ASCII-only; store.db registers
-Python's as the SQL `lower` on SQLite so JSON-fallback comparisons agree).
+Python's as the SQL `lower` on SQLite so JSON-fallback comparisons agree), except `user_name_ci`: it holds the
+PRECIS key of the userName (`scim.identifiers`, RFC 8265), so uniqueness and `userName eq` compare identifiers.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from scimjit.scim.errors import invalid_value
+from scimjit.scim.identifiers import DisallowedIdentifier, identifier_key
 from scimjit.scim.schema import Registry, ResourceType
 from scimjit.store.tables import groups, users
 
@@ -21,12 +23,13 @@ from scimjit.store.tables import groups, users
 class Promoted(NamedTuple):
     column: sa.Column[Any]
     folded: bool  # holds the lower-cased value (compare with a lower-cased literal)
+    identifier: bool = False  # holds `identifier_key` of the value (compare with the literal's key)
 
 
 # canonical path (as AttrRef.full_path) -> column
 USER_COLUMNS: dict[str, Promoted] = {
     "id": Promoted(users.c.id, False),
-    "userName": Promoted(users.c.user_name_ci, True),
+    "userName": Promoted(users.c.user_name_ci, True, identifier=True),
     "externalId": Promoted(users.c.external_id, False),
     "displayName": Promoted(users.c.display_name_ci, True),
     "name.familyName": Promoted(users.c.family_name_ci, True),
@@ -49,6 +52,14 @@ def fold(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
+def user_name_key(user_name: str) -> str:
+    """The stored `user_name_ci` of a userName; 400 invalidValue naming the character PRECIS refuses."""
+    try:
+        return identifier_key(user_name)
+    except DisallowedIdentifier as exc:
+        raise invalid_value(f"userName {exc.detail}") from None
+
+
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value != "" else None
 
@@ -59,7 +70,7 @@ def user_columns(doc: Mapping[str, Any]) -> dict[str, Any]:
     user_name = doc["userName"]
     return {
         "user_name": user_name,
-        "user_name_ci": user_name.lower(),
+        "user_name_ci": user_name_key(user_name),
         "external_id": _str_or_none(doc.get("externalId")),
         "display_name_ci": fold(_str_or_none(doc.get("displayName"))),
         "family_name_ci": fold(_str_or_none(name.get("familyName"))),

@@ -11,9 +11,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from scimjit.clock import from_micros, isoformat
 from scimjit.scim.errors import ScimError, uniqueness
+from scimjit.scim.identifiers import literal_key
 from scimjit.scim.schema import USER_URN, Registry, ResourceType
 from scimjit.store.memberships import live
-from scimjit.store.promoted import user_columns, user_value_rows
+from scimjit.store.promoted import user_columns, user_name_key, user_value_rows
 from scimjit.store.tables import Row, groups, memberships, user_values, users
 
 _TEXT_ARRAY = ARRAY(sa.Text)
@@ -81,17 +82,19 @@ _PROFILE = (users.c.id, users.c.user_name, users.c.active, users.c.data)
 
 
 def find_profile(conn: sa.Connection, ref: str) -> Row | None:
-    """(id, user_name, active, data) of the user with id `ref`, or else userName `ref` (case-insensitively):
-    what events carry and what a grant needs."""
+    """(id, user_name, active, data) of the user with id `ref`, or else userName `ref` (compared by its PRECIS
+    key): what events carry and what a grant needs."""
     row = conn.execute(sa.select(*_PROFILE).where(users.c.id == ref)).first()
     if row is None:
-        row = conn.execute(sa.select(*_PROFILE).where(users.c.user_name_ci == ref.lower())).first()
+        key = literal_key(ref)
+        if key is not None:
+            row = conn.execute(sa.select(*_PROFILE).where(users.c.user_name_ci == key)).first()
     return row
 
 
 def match_condition(attribute: str, value: Any) -> sa.ColumnElement[bool]:
-    """The WHERE clause of the app's match rule, on indexed columns. `value` is a literal (lower-cased by the
-    caller for case-insensitive attributes, see `match_value`) or a bind parameter."""
+    """The WHERE clause of the app's match rule, on indexed columns. `value` is a literal (the identifier key
+    for userName, lower-cased for emails: see `entitlement.identity.match_value`) or a bind parameter."""
     if attribute == "userName":
         return users.c.user_name_ci == value
     if attribute == "externalId":
@@ -135,7 +138,9 @@ def join_profile(
 
 
 def _check_user_name_free(conn: sa.Connection, user_name: str, own_pk: int | None) -> None:
-    found = conn.execute(_USER_NAME_OWNER, {"name": user_name.lower()}).first()
+    """409 uniqueness when another user's userName has the same PRECIS key ("KATE", fullwidth "kate" and
+    "kate" are one name); 400 invalidValue when the name is one PRECIS refuses (U+212A)."""
+    found = conn.execute(_USER_NAME_OWNER, {"name": user_name_key(user_name)}).first()
     if found is not None and found.pk != own_pk:
         raise uniqueness(f"userName {user_name!r} is already taken")
 
@@ -173,7 +178,7 @@ def update(
     password_hash: Any = KEEP,
 ) -> Any:
     """Replace the stored document of `current` (a row read in this transaction) and bump its version."""
-    if doc["userName"].lower() != current.user_name_ci:
+    if user_name_key(doc["userName"]) != current.user_name_ci:
         _check_user_name_free(conn, doc["userName"], current.pk)
     values: dict[str, Any] = {
         "data": dict(doc),

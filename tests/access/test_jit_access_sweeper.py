@@ -4,6 +4,8 @@ grace periods; scheduled starts; expiry notices."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import sqlalchemy as sa
 
@@ -305,3 +307,25 @@ def _id(db, name: str) -> str:
 
     with db.read() as conn:
         return str(conn.execute(sa.select(groups.c.id).where(groups.c.display_name == name)).scalar_one())
+
+
+def test_a_sweep_purges_dead_sign_in_states_and_replay_values(db, clock, access):
+    """Abandoned sign-in states and replay-cache values past expiry do not pile up: a sweep deletes them and
+    keeps the live ones."""
+    from scimjit.store import signin_states, used_once
+    from scimjit.store.tables import signin_states as states_table
+    from scimjit.store.tables import used_once as once_table
+
+    now = clock.now()
+    with db.write() as conn:
+        signin_states.put(conn, "abandoned", "console", {}, now + timedelta(minutes=10))
+        signin_states.put(conn, "live", "app:chat", {}, now + timedelta(hours=2))
+        used_once.claim(conn, "id_token", "dead", now + timedelta(minutes=5), now)
+        used_once.claim(conn, "id_token", "alive", now + timedelta(hours=2), now)
+    clock.advance(3600)
+    assert access.sweeper.sweep_once().single_use_purged == 2
+    with db.read() as conn:
+        assert [r.purpose for r in conn.execute(sa.select(states_table))] == ["app:chat"]
+        assert conn.execute(sa.select(sa.func.count()).select_from(once_table)).scalar() == 1
+    with db.write() as conn:
+        assert signin_states.take(conn, "live", "app:chat", clock.now()) == {}

@@ -61,6 +61,8 @@ def test_grants_and_requests_from_the_command_line(cli):
     assert code == 2 and "their own request" in err
     code, out, _ = cli("requests", "approve", request["id"], "--approver", "bob", "--json")
     assert code == 0 and json.loads(out)["status"] == "approved"
+    (decision,) = json.loads(out)["approvals"]
+    assert (decision["approver"], decision["via"]) == ("bob", "operator")  # the CLI acts on the database
 
     code, out, _ = cli("sweep", "--once")
     assert code == 0 and json.loads(out)["memberships_expired"] == 0

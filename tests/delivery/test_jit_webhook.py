@@ -103,3 +103,15 @@ def test_timeouts_and_refused_connections_are_transient(hook):
 def test_the_secret_never_shows():
     c = connector("http://127.0.0.1:1/events")
     assert "change-me" not in repr(c) and "change-me" not in str(vars(c).get("url"))
+
+
+@pytest.mark.parametrize("signature", ["sha256=é" + "0" * 63, "sha256=\udcff", "ünïcode"])
+def test_verify_signature_answers_false_to_a_non_ascii_signature_header_instead_of_raising(signature):
+    body, now = b'{"id": "1"}', time.time()
+    assert verify_signature("s3cret", body, signature, str(int(now)), now=now) is False
+
+
+@pytest.mark.parametrize("timestamp", ["\u0661\u0667" + "\u0660" * 8, "²", "12 ", "-1"])
+def test_verify_signature_answers_false_to_a_timestamp_that_is_not_ascii_digits(timestamp):
+    body = b'{"id": "1"}'
+    assert verify_signature("s3cret", body, sign("s3cret", timestamp, body), timestamp, now=0) is False

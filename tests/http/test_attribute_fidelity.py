@@ -67,7 +67,8 @@ def audits(server: Server, action: str, resource_id: str) -> list[dict[str, Any]
 
 
 def ignored_metric(server: Server, resource_type: str) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    text = httpx.get(f"{server.url}/metrics", headers=headers).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if (

@@ -43,6 +43,13 @@ class Live:
         headers = {"Authorization": f"Bearer {token or self.admin}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
+    def metrics(self) -> str:
+        """/metrics as a scraper reads it: with a token of its own (a `metrics` scope, its own bucket)."""
+        token = self.services.tokens.create(f"scraper-{os.urandom(4).hex()}", ["metrics"])
+        r = httpx.get(f"{self.url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.text
+
 
 @pytest.fixture
 def live(db, clock) -> Iterator[Live]:
@@ -201,13 +208,13 @@ def test_outbox_depth_age_and_dead_letters_are_read_from_the_database(live):
                     created_at=now - age * 1_000_000,
                 )
             )
-    text = httpx.get(f"{live.url}/metrics").text
+    text = live.metrics()
     assert metric(text, "scimjit_outbox_depth", status="pending") == 2
     assert metric(text, "scimjit_outbox_depth", status="dead") == 1
     assert metric(text, "scimjit_outbox_dead_letters") == 1
     assert metric(text, "scimjit_outbox_oldest_pending_age_seconds") == 90
     live.clock.advance(10)
-    assert metric(httpx.get(f"{live.url}/metrics").text, "scimjit_outbox_oldest_pending_age_seconds") == 100
+    assert metric(live.metrics(), "scimjit_outbox_oldest_pending_age_seconds") == 100
 
 
 def test_engine_metrics_are_exported(live):
@@ -218,7 +225,7 @@ def test_engine_metrics_are_exported(live):
     metrics.CONNECTOR_ERRORS.labels(application="wiki", operation="account.create", kind="transient").inc()
     metrics.EXPIRATIONS.labels(kind="grant").inc()
     metrics.DEAD_LETTERED.labels(application="wiki").inc()
-    text = httpx.get(f"{live.url}/metrics").text
+    text = live.metrics()
     for name in (
         "scimjit_logins_total",
         "scimjit_connector_call_duration_seconds_count",
@@ -229,15 +236,22 @@ def test_engine_metrics_are_exported(live):
         assert (metric(text, name) or 0) >= 1, name
 
 
-def test_metrics_can_require_a_token(live):
-    live.services.settings.metrics_token_required = True
-    assert httpx.get(f"{live.url}/metrics").status_code == 401
+def test_metrics_require_a_metrics_token_by_default(live):
+    assert Settings.load(environ={}).metrics_token_required is True
+    r = httpx.get(f"{live.url}/metrics")
+    assert r.status_code == 401 and "scimjit_http_requests_total" not in r.text
     scim_only = live.services.tokens.create("scraper-wrong", ["scim:read"])
     assert (
         httpx.get(f"{live.url}/metrics", headers={"Authorization": f"Bearer {scim_only}"}).status_code == 403
     )
     scraper = live.services.tokens.create("scraper", ["metrics"])
     r = httpx.get(f"{live.url}/metrics", headers={"Authorization": f"Bearer {scraper}"})
+    assert r.status_code == 200 and "scimjit_http_requests_total" in r.text
+
+
+def test_a_setting_opens_metrics_to_anyone(live):
+    live.services.settings.metrics_token_required = False
+    r = httpx.get(f"{live.url}/metrics")
     assert r.status_code == 200 and "scimjit_http_requests_total" in r.text
 
 
@@ -287,11 +301,12 @@ def _app_on(url: str):
     return create_app(services=Services.build(settings, db=Database(url)))
 
 
-def test_readyz_is_503_while_migrations_are_pending(tmp_path):
+def test_readyz_is_503_while_migrations_are_pending(tmp_path, log_lines):
     with serve(_app_on(f"sqlite:///{tmp_path}/empty.db")) as url:
         assert httpx.get(f"{url}/healthz").status_code == 200  # up, just not ready
         r = httpx.get(f"{url}/readyz")
-    assert r.status_code == 503 and r.json() == {"status": "unavailable", "migrations": "pending"}
+    assert r.status_code == 503 and r.json() == {"status": "unavailable"}  # the why is in the log only
+    assert any("migrations are pending" in line["msg"] for line in parse(log_lines))
 
 
 def test_readyz_is_503_when_the_database_is_unreachable():
@@ -300,7 +315,7 @@ def test_readyz_is_503_when_the_database_is_unreachable():
     app = _app_on(f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=2")
     with serve(app) as url:
         r = httpx.get(f"{url}/readyz", timeout=30)
-    assert r.status_code == 503 and r.json()["status"] == "unavailable" and "database" in r.json()
+    assert r.status_code == 503 and r.json() == {"status": "unavailable"}  # no driver or error class
 
 
 # ------------------------------------------------------------------ rate limits
@@ -344,7 +359,7 @@ def test_over_the_limit_is_429_with_retry_after_per_token(live):
         assert (
             o.get("/scim/v2/Users?filter=userName%20eq%20%22x%22").json()["totalResults"] == 0
         )  # 429: no write
-        metrics_text = c.get("/metrics").text  # /metrics is not rate limited (no token needed)
+    metrics_text = live.metrics()  # a scraper's own token: its own bucket
     assert (metric(metrics_text, "scimjit_rate_limited_total") or 0) >= 2
 
 

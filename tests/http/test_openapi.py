@@ -68,13 +68,13 @@ def test_the_document_is_valid_openapi_and_served_without_a_token(server):
 def test_security_follows_the_settings(server):
     spec = server.client.get(f"{server.url}/openapi.json").json()
     assert spec["paths"]["/healthz"]["get"]["security"] == []
-    assert spec["paths"]["/metrics"]["get"]["security"] == []
+    assert spec["paths"]["/metrics"]["get"]["security"] == [{"bearerAuth": []}]  # a token by default
     assert spec["paths"]["/scim/v2/Users"]["get"]["security"] == [{"bearerAuth": []}]
     assert spec["paths"]["/scim/v2/Schemas"]["get"]["security"] == [{"bearerAuth": []}]
-    settings = Settings.load(environ={}, anonymous_discovery=True, metrics_token_required=True)
+    settings = Settings.load(environ={}, anonymous_discovery=True, metrics_token_required=False)
     spec = build(settings, load_registry())
     assert spec["paths"]["/scim/v2/Schemas"]["get"]["security"] == []
-    assert spec["paths"]["/metrics"]["get"]["security"] == [{"bearerAuth": []}]
+    assert spec["paths"]["/metrics"]["get"]["security"] == []
 
 
 def test_request_bodies_come_from_the_schema_registry():

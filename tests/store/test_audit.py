@@ -220,8 +220,14 @@ def test_every_scim_write_is_audited_with_actor_resource_operation_and_changed_n
     ]
     create, replace, patch, _, gcreate, gpatch, gput, gdelete, delete = records
     assert create["resourceId"] == uid and create["requestId"] == "req-create-1"
-    assert create["details"] == {"userName": "alice", "changed": ["password", "title", "userName"]}
+    # the client chose that request id: kept, and the row says whose word it is
+    assert create["details"] == {
+        "userName": "alice",
+        "changed": ["password", "title", "userName"],
+        "requestIdFrom": "client",
+    }
     assert replace["requestId"] == put_request_id
+    assert "requestIdFrom" not in replace["details"]  # scimjit made this one
     assert replace["details"]["changed"] == ["password", "title"]
     assert patch["details"]["changed"] == ["name", f"{ENTERPRISE}:department"]  # name was absent: all of it
     assert gcreate["details"] == {

@@ -62,3 +62,50 @@ def test_upgrade_downgrade_upgrade_round_trips(backend, tmp_path):
         assert diff == []
     finally:
         drop_database(backend, fresh, url)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_0003_recomputes_user_name_keys_and_keeps_what_it_cannot_map(backend, tmp_path, caplog):
+    """Rows written with `str.lower` get their PRECIS key; a userName PRECIS refuses (U+212A), or one whose key
+    another user holds, keeps its old value and is logged by id (nothing deleted, the upgrade does not fail)."""
+    from scimjit.store.tables import users
+
+    fresh, url = make_database(backend, tmp_path)
+    names = {
+        "u-fullwidth": "\uff2a\uff2f",  # fullwidth JO: str.lower kept it fullwidth, its key is "jo"
+        "u-kelvin": "\u212aate",  # str.lower made it "kate"; PRECIS refuses it
+        "u-bob": "bob",
+        "u-bob-wide": "\uff42\uff4f\uff42",  # fullwidth bob: its key "bob" is taken
+    }
+    try:
+        with fresh.engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0002")
+            for n, (user_id, name) in enumerate(names.items()):
+                conn.execute(
+                    users.insert().values(
+                        pk=n + 1,
+                        id=user_id,
+                        user_name=name,
+                        user_name_ci=name.lower(),
+                        data={},
+                        created=1,
+                        last_modified=1,
+                    )
+                )
+        with caplog.at_level("WARNING", logger="scimjit.migrate"):
+            upgrade(fresh)
+        assert is_current(fresh)
+        with fresh.engine.connect() as conn:
+            keys = dict(conn.execute(sa.select(users.c.id, users.c.user_name_ci)).all())
+        assert keys == {
+            "u-fullwidth": "jo",
+            "u-kelvin": "kate",
+            "u-bob": "bob",
+            "u-bob-wide": "\uff42\uff4f\uff42",
+        }
+        logged = "\n".join(r.getMessage() for r in caplog.records)
+        assert "u-kelvin" in logged and "U+212A" in logged
+        assert "u-bob-wide" in logged and "u-bob" in logged
+        assert "u-fullwidth" not in logged
+    finally:
+        drop_database(backend, fresh, url)

@@ -2,8 +2,10 @@
 
 Signature: `X-Scimjit-Signature: sha256=<hex>` where hex = HMAC-SHA256(secret, f"{timestamp}.{body}") and
 `X-Scimjit-Timestamp` is the Unix time of the attempt. Signing the timestamp lets a receiver refuse replays
-older than a few minutes; `Idempotency-Key` (the event id, the same on every retry) lets it ignore a
-delivery it has already processed. `verify_signature` is the reference check for receivers.
+older than a few minutes. The signed body carries the event `id` (the same on every retry): that is what a
+receiver de-duplicates on. `Idempotency-Key` is a convenience copy of it and is **not signed** (a captured
+delivery replayed with a fresh key would pass a receiver that trusts the header). `verify_signature` is the
+reference check for receivers.
 
 Responses: 2xx = done (a JSON body may carry `downstreamId`, and `"result": "already_exists"` etc.);
 for a link (`"mode": "link"`) a 404 means "no such account"; 408, 429, 5xx, timeouts and connection errors
@@ -71,16 +73,14 @@ def verify_signature(
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> bool:
     """What a receiver does: recompute the HMAC over `timestamp.body`, compare in constant time, and refuse
-    timestamps outside `tolerance` (replays)."""
-    if not signature or not timestamp:
+    timestamps outside `tolerance` (replays). The compare is over bytes: `hmac.compare_digest` raises
+    TypeError on a non-ASCII `str`, and a header is whatever the sender put there, so such a header is a
+    plain False (401), never a crash."""
+    if not signature or not timestamp or not timestamp.isascii() or not timestamp.isdigit():
         return False
-    try:
-        sent = int(timestamp)
-    except ValueError:
+    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
         return False
-    if abs((time.time() if now is None else now) - sent) > tolerance:
-        return False
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+    return hmac.compare_digest(sign(secret, timestamp, body).encode(), signature.encode("utf-8", "replace"))
 
 
 class WebhookConnector:

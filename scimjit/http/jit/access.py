@@ -10,8 +10,15 @@ Requests:
   userName) with a token holding the `requests` scope (an integration acting for the user), or
   `"application"` + `"id_token"` (the user's own OIDC ID token for that application; no scimjit token needed)
 - `GET /requests/{id}` (scope `requests`)
-- `POST /requests/{id}/approve` and `/deny` `{"comment"?}` plus the approver, the same two ways (`"approver"`
-  with a `requests` token, or `"application"` + `"id_token"`)
+- `POST /requests/{id}/approve` and `/deny` `{"approver", "comment"?}` with an `admin` token only: the
+  decision of a person who proved who they are to scimjit (docs/jit-access.md, "Trust model"). The
+  `requests` scope files requests on behalf of users (a chat bot) but never decides them, and an ID token
+  is no credential for deciding (one issued to any configured application would do, and could be replayed).
+  The audit actor is `token:<name>`, the decision records `via: admin-token` and the approver named.
+  People decide in the console, which calls `Access.decide(..., decided_via="console")`.
+
+An ID token accepted to file a request is single-use: its `jti` is claimed in the `used_once` replay cache
+with the request (`Access.create_request(once=...)`), so a replayed token is a 401 `token_replayed`.
 
 Lists with SCIM filters (`GET /grants?filter=status eq "active"`, `GET /requests?filter=...`, scope `admin`)
 are the admin views of admin.py, in the same /jit/v1. Users and groups may be named by id, or by
@@ -26,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from scimjit.access.service import Access
+from scimjit.access.service import Access, SingleUse
 from scimjit.http.apidoc import AUTH_ERRORS, JSON, Json, body, doc, jit_errors, path, ref, resp
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
@@ -69,7 +76,17 @@ BODIES: dict[str, Json] = {
         },
         "required": ["group", "duration", "justification"],
     },
-    "Decision": {"type": "object", "properties": {"approver": _TEXT, "comment": _TEXT, **_OIDC}},
+    "Decision": {
+        "type": "object",
+        "properties": {
+            "approver": {
+                **_TEXT,
+                "description": "the person deciding (id or userName), for whom the admin acts",
+            },
+            "comment": _TEXT,
+        },
+        "required": ["approver"],
+    },
 }
 
 
@@ -77,7 +94,15 @@ def _bodies(*names: str) -> dict[str, Json]:
     return {name: BODIES[name] for name in names}
 
 
-WHO = "Either a token with the `requests` scope naming the user, or `application` + the user's `id_token`"
+WHO = (
+    "Either a token with the `requests` scope naming the `user`, or `application` + the user's own "
+    "`id_token` (single-use: a replayed token is a 401 `token_replayed`)"
+)
+DECIDERS = (
+    "With an `admin` token only, naming the `approver` it acts for (audited as `token:<name>`, "
+    "`decidedVia: admin-token`). A `requests` token may file requests but never decide them (403 `forbidden`), "
+    "and an ID token is not accepted here (403 `id_token_not_accepted`): people decide signed in to scimjit."
+)
 
 
 def _access(request: Request) -> Access:
@@ -99,19 +124,23 @@ async def _body(request: Request, *, optional: bool = False) -> dict[str, Any]:
     return await read_json_object(request, MAX_BODY)
 
 
-async def _who(request: Request, body: dict[str, Any], field: str) -> tuple[Any, str]:
-    """The user acting (requester or approver) and the actor name for the audit trail: named in `field`
-    by a token with the `requests` scope, or proven by the user's own ID token."""
+async def _requester(request: Request, body: dict[str, Any]) -> tuple[Any, str, SingleUse | None]:
+    """Who files the request, the actor name for the audit trail, and (for an ID token) what makes it
+    single-use: the `user` named by a token with the `requests` scope, or proven by their own ID token."""
     if "id_token" in body:
         charge_client(request)  # no scimjit token vouches for this caller: every request counts
         return await _access(request).user_from_id_token(body.get("application"), body.get("id_token"))
     principal = require(request, REQUESTS_SCOPE)
+    return _named(body, "user", "or send `application` + `id_token`"), principal.name, None
+
+
+def _named(body: dict[str, Any], field: str, hint: str = "") -> str:
     who = body.get(field)
     if not isinstance(who, str) or not who:
         raise JitError(
-            400, "invalid_request", f"name the `{field}` (id or userName), or send `application` + `id_token`"
+            400, "invalid_request", f"name the `{field}` (id or userName){' ' + hint if hint else ''}"
         )
-    return who, principal.name
+    return who
 
 
 # ---------------------------------------------------------------- grants
@@ -207,7 +236,7 @@ async def grant_revoke(request: Request) -> Response:
 )
 async def request_create(request: Request) -> Response:
     body = await _body(request)
-    user, actor = await _who(request, body, "user")
+    user, actor, once = await _requester(request, body)
     access = _access(request)
     doc = await access.db.run(
         access.create_request,
@@ -218,6 +247,7 @@ async def request_create(request: Request) -> Response:
         starts_at=body.get("startsAt"),
         requested_by=actor,
         http_request_id=_request_id(request),
+        once=once,
     )
     return json_response(doc, 201, {"Location": f"{request.url.path.rstrip('/')}/{doc['id']}"})
 
@@ -236,17 +266,25 @@ async def request_get(request: Request) -> Response:
 
 def _decide(decision: str) -> Endpoint:
     @doc(
-        f"{decision.capitalize()} a pending request as an approver (never one's own)",
+        f"{decision.capitalize()} a pending request for an approver (admin; never one's own)",
         "Access",
         {"200": REQUEST, **jit_errors(400, 401, 403, 404, 409, 413, 415, 429)},
         params=ONE,
         body=body(ref("Decision"), JSON),
-        description=WHO.replace("the user", "the approver"),
+        description=DECIDERS,
         components=_bodies("Decision"),
     )
     async def endpoint(request: Request) -> Response:
         body = await _body(request, optional=True)
-        approver, actor = await _who(request, body, "approver")
+        if "id_token" in body or "application" in body:
+            charge_client(request)  # a caller without a scimjit token: every attempt counts
+            raise JitError(
+                403,
+                "id_token_not_accepted",
+                "an ID token is not a credential for deciding: approve in the console, or with an admin token",
+            )
+        principal = require(request, "admin")  # a `requests` token files, never decides: 403
+        approver = _named(body, "approver")
         access = _access(request)
         doc = await access.db.run(
             access.decide,
@@ -254,8 +292,9 @@ def _decide(decision: str) -> Endpoint:
             approver=approver,
             decision=decision,
             comment=body.get("comment"),
-            actor=actor,
+            actor=f"token:{principal.name}",
             http_request_id=_request_id(request),
+            decided_via="admin-token",
         )
         return json_response(doc)
 

@@ -207,8 +207,7 @@ async def login_start(request: Request) -> Response:
 
 
 def _remember(db: Database, state: str, purpose: str, payload: dict[str, Any], now: datetime) -> None:
-    with db.write() as conn:
-        signin_states.purge_expired(conn, now, limit=100)  # abandoned sign-ins, a bounded few at a time
+    with db.write() as conn:  # abandoned sign-ins are purged by the sweeper
         signin_states.put(conn, state, purpose, payload, now + timedelta(seconds=COOKIE_MAX_AGE))
 
 

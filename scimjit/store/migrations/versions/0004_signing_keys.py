@@ -1,7 +1,7 @@
 """signing keys (scimjit's own: signed sign-in results, published as a JWKS)
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-02 01:30:00.000000
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"  # was 0002 in the brief; main now has 0003 before it
 branch_labels = None
 depends_on = None
 
