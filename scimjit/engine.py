@@ -1,5 +1,5 @@
 """The JIT engine: the one object that holds the applications, the token verifier, the connectors, the
-outbox deliverer and the login service, built from Settings. The composition root (scimjit.services) builds it
+outbox deliverer, the login service and scimjit's signer, built from Settings. The composition root (scimjit.services) builds it
 once; the HTTP layer, the CLI and the worker reach the JIT features through `services.engine`.
 """
 
@@ -14,6 +14,7 @@ from scimjit.delivery import connectors as connector_registry
 from scimjit.delivery import notifiers
 from scimjit.delivery.connectors.base import Connector
 from scimjit.delivery.deliverer import Deliverer, Report
+from scimjit.delivery.signing import Signer
 from scimjit.entitlement.apps import Application, build_applications
 from scimjit.provisioning.login import LoginResult, LoginService
 from scimjit.provisioning.oidc import JsonFetcher, OidcVerifier
@@ -50,6 +51,7 @@ class JitEngine:
         self.verifier = OidcVerifier(self.config, self.clock, fetcher)
         self.deliverer = Deliverer(db, self.clock, self.config, self.connector_for, rng)
         self.logins = LoginService(db, self.clock, self.config, self.apps, self.verifier, self.deliverer)
+        self.signer = Signer(db, self.clock)  # scimjit's own keys: signed sign-in results, the JWKS
 
     def connector_for(self, name: str) -> Connector | None:
         """The connector an outbox row's `application` names: an application's, or a built-in notifier."""

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from scimjit.cli import access, admin, directory, jit, reconcile, server
+from scimjit.cli import access, admin, directory, jit, keys, reconcile, server
 from scimjit.cli.errors import EXIT_USER_ERROR, describe, require_current_schema
 from scimjit.config import ConfigError, Settings
 
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     access.register_requests(requests)  # create, approve, deny
     admin.register_list(requests, "requests")
     admin.register_audit(sub)
+    keys.register(sub)  # keys list, keys rotate
     return parser
 
 

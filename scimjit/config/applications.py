@@ -81,6 +81,8 @@ class ApplicationConfig(StrictModel):
     issuer: str
     audience: Names
     match: MatchConfig
+    # None: true when the match claim is `email` (an unverified address can be anyone's)
+    require_email_verified: bool | None = None
     groups: Strings = ()  # entitlement: group displayNames or ids; empty = every active user
     on_first_login: Literal["create", "link"] = "create"
     roles: dict[str, Names] = Field(default_factory=dict)  # group -> downstream role(s)

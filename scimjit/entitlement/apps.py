@@ -79,6 +79,7 @@ class Application:
     clock_skew: float | None = None  # None: the engine-wide [jit] clock_skew
     async_create: bool = False  # transient connector failure on first login: 202 pending instead of 503
     description: str = ""
+    require_email_verified: bool = False  # the token's email_verified must be true to match
     # The authorization code flow (http/jit/signin.py); configured when redirect_after_login is set.
     client_id: str = ""  # empty: the first audience
     client_secret: str | None = field(default=None, repr=False)  # None: a public client (PKCE only)
@@ -106,6 +107,7 @@ class Application:
             "issuer": self.issuer,
             "audience": list(self.audience),
             "match": {"claim": self.match.claim, "attribute": self.match.attribute},
+            "requireEmailVerified": self.require_email_verified,
             "groups": list(self.groups),
             "onFirstLogin": self.on_first_login,
             "roles": {k: list(v) for k, v in self.roles.items()},
@@ -182,6 +184,9 @@ def _application(t: ApplicationConfig) -> Application:
         clock_skew=t.clock_skew,
         async_create=t.async_create,
         description=t.description,
+        require_email_verified=(
+            t.match.claim == "email" if t.require_email_verified is None else t.require_email_verified
+        ),
         client_id=t.client_id if t.client_id is not None else t.audience[0],
         client_secret=client_secret,
         redirect_after_login=t.redirect_after_login,

@@ -21,6 +21,7 @@ from scimjit.http import console
 from scimjit.http.apidoc import JSON, doc, resp
 from scimjit.http.jit import PREFIX as JIT_PREFIX
 from scimjit.http.jit import jit_api
+from scimjit.http.jit.signin import jwks
 from scimjit.http.metrics_route import metrics
 from scimjit.http.middleware import ObservabilityMiddleware
 from scimjit.http.openapi import openapi
@@ -87,6 +88,7 @@ def route_table() -> list[BaseRoute]:
         Route("/metrics", metrics),
         Route("/openapi.json", openapi),
         *console.routes,  # pages for people (/console): not in /openapi.json
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),  # the same set as /jit/v1/jwks.json
     ]
 
 

@@ -146,6 +146,15 @@ class LoginService:
         value = claims.get(app.match.claim)
         if not isinstance(value, str) or not value:
             await self._refuse(at, 401, "missing_claim", f"the token has no {app.match.claim!r} claim")
+        verified = claims.get("email_verified")
+        if app.require_email_verified and verified is not True and verified != "true":
+            # an address the issuer has not verified is whatever the user typed: it identifies no one
+            await self._refuse(
+                at,
+                403,
+                "email_not_verified",
+                "the token's email is not verified by the issuer (email_verified)",
+            )
         try:
             subjects, refs = await self.db.run(self._read, app, value, to_micros(at.now))
         except DisallowedIdentifier as exc:  # no user can have it: refused as unknown, audited with why

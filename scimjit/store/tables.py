@@ -235,3 +235,18 @@ used_once = sa.Table(
     sa.Column("value_hash", sa.String(64), primary_key=True),
     sa.Column("expires_at", Micros, nullable=False, index=True),
 )
+
+# scimjit's own signing keys (sign-in results; later Shared Signals SETs): the newest active key signs, active
+# and recently retired keys are published at the JWKS URL. `generation` is unique, so two processes racing to
+# create the first key (or to rotate) insert one row, not two.
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.Integer, nullable=False, unique=True),
+    sa.Column("algorithm", sa.String(16), nullable=False),
+    sa.Column("private_pem", sa.Text, nullable=False),
+    sa.Column("public_jwk", Json, nullable=False),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("retired_at", Micros, nullable=True),  # stops signing then; published until retired_at + grace
+)
