@@ -35,6 +35,7 @@ from scimjit.config.applications import (
     ApplicationConfig,
     ConnectorTable,
     MatchConfig,
+    SamlConfig,
 )
 from scimjit.config.jit import AutoApprove, JitConfig, JitSettings, Policy
 from scimjit.config.messages import describe_error, message
@@ -70,6 +71,7 @@ __all__ = [
     "MatchConfig",
     "Names",
     "Policy",
+    "SamlConfig",
     "ServerConfig",
     "Settings",
     "Strings",
