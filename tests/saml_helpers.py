@@ -33,7 +33,7 @@ def _instant(when: datetime) -> str:
 
 
 class SamlKey:
-    """An RSA key with a self-signed certificate valid 2020–2050 (the tests' frozen clock is in 2030)."""
+    """An RSA key with a self-signed certificate valid 2020 to 2050 (the tests' frozen clock is in 2030)."""
 
     def __init__(self, common_name: str = "test idp") -> None:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
