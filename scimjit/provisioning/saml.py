@@ -209,6 +209,8 @@ def _check_response_fields(idp: SamlIdp, response: etree._Element, in_response_t
     if issuer_el is not None and _text(issuer_el, "Issuer") != idp.idp_entity_id:
         raise refused("issuer", f"the Response's Issuer is not {idp.idp_entity_id!r}")
     answered = response.get("InResponseTo")
+    if answered is not None and in_response_to is None:
+        raise refused("in_response_to", "the Response answers a request: send its id as in_response_to")
     if answered is not None and answered != in_response_to:
         raise refused("in_response_to", "the Response answers another request than in_response_to")
 

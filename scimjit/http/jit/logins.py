@@ -18,11 +18,11 @@ from scimjit.http.body import read_json_object
 from scimjit.http.jit.errors import error, json_response
 from scimjit.http.ratelimit import charge_client_failure, check_client
 from scimjit.jiterrors import JitError
+from scimjit.provisioning.saml import MAX_SAML_RESPONSE_B64
 from scimjit.store.tokens import Principal
 
-MAX_LOGIN_BODY = (
-    256 * 1024
-)  # room for a base64 SAML Response of MAX_SAML_RESPONSE_BYTES and the JSON around it
+# a base64 SAML Response of the largest size accepted, and room for the JSON around it
+MAX_LOGIN_BODY = MAX_SAML_RESPONSE_B64 + 16 * 1024
 LOGIN_REQUEST = {
     "oneOf": [
         {
@@ -65,7 +65,7 @@ async def login(request: Request) -> Response:
     if (
         not isinstance(application, str)
         or (id_token is None) == (saml_response is None)  # exactly one credential
-        or not isinstance(id_token or saml_response, str)
+        or not isinstance(id_token if saml_response is None else saml_response, str)
         or (in_response_to is not None and (saml_response is None or not isinstance(in_response_to, str)))
     ):
         return error(400, "invalid_request", USAGE)
