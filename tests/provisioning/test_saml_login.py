@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from lxml import etree
 
+from scimjit.clock import to_micros
 from scimjit.config import ConfigError, Settings
 from scimjit.engine import JitEngine
 from scimjit.jiterrors import JitError
@@ -227,8 +228,8 @@ def test_replayed_assertion_is_refused(db, clock, idp, wiki):
     with db.read() as conn:
         kept = conn.execute(sa.select(used_once.c.purpose, used_once.c.expires_at)).all()
     assert [p for p, _ in kept] == ["saml_assertion"]
-    # kept until NotOnOrAfter (5 minutes) + the default skew, and no longer
-    assert kept[0][1] > int((clock.now() + timedelta(minutes=5)).timestamp() * 1_000_000)
+    # kept until NotOnOrAfter (5 minutes) + the [jit] clock_skew (60 s), and no longer
+    assert kept[0][1] == to_micros(clock.now() + timedelta(minutes=6))
 
 
 def test_comment_inside_the_name_id_cannot_truncate_it(db, clock, idp, wiki, directory):
@@ -274,6 +275,30 @@ def test_refusals_are_audited_and_oidc_is_refused_for_a_saml_only_app(db, clock,
     with pytest.raises(JitError) as excinfo:
         asyncio.run(wiki.login("wiki", "a.b.c"))
     assert (excinfo.value.status, excinfo.value.reason) == (400, "oidc_not_configured")
+
+
+def test_key_rollover_and_encryption_keys_in_metadata(db, clock, idp, hook, tmp_path, directory):
+    """Metadata with an encryption-only key (ignored), the old signing key and the new one: a Response signed
+    by either signing key is accepted, one signed with the encryption key is not."""
+    new, encryption = SamlKey("new signing key"), SamlKey("encryption key")
+    root = etree.fromstring(idp.metadata())
+    descriptor = root.find("{urn:oasis:names:tc:SAML:2.0:metadata}IDPSSODescriptor")
+    template = descriptor.find("{urn:oasis:names:tc:SAML:2.0:metadata}KeyDescriptor")
+    for key, use in ((new, None), (encryption, "encryption")):
+        extra = copy.deepcopy(template)
+        del extra.attrib["use"]
+        if use:
+            extra.set("use", use)
+        extra.find(f".//{{{DS}}}X509Certificate").text = key.cert_b64
+        template.addnext(extra)
+    path = tmp_path / "rollover.xml"
+    path.write_bytes(etree.tostring(root))
+    engine = make_engine(db, clock, str(path), hook)
+    subjects = [c["subject"] for c in engine.apps["wiki"].summary()["saml"]["certificates"]]
+    assert sorted(subjects) == ["CN=new signing key", "CN=test idp"]
+    assert login(engine, idp.response(clock.now(), key=new)).status_code == 200
+    assert login(engine, idp.response(clock.now())).status_code == 200
+    assert_refused(engine, idp.response(clock.now(), key=encryption), "signature")
 
 
 # --- configuration --------------------------------------------------------------------------------------
