@@ -74,6 +74,11 @@ class SamlIdp:
 def load_idp(config: SamlConfig, where: str) -> SamlIdp:
     """The SamlIdp of one `[applications.saml]` table; ConfigError (naming `where`) when it cannot be read."""
     if config.idp_metadata is not None:
+        if config.idp_metadata.startswith(("https://", "http://")):
+            raise ConfigError(
+                f"{where}: saml.idp_metadata is read from a file; save the IdP's metadata URL to one "
+                "(e.g. curl -o /etc/scimjit/idp-metadata.xml URL) and name its path"
+            )
         entity_id, pems = _read_metadata(Path(config.idp_metadata), where)
     else:
         assert config.idp_entity_id is not None

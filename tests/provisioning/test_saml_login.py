@@ -320,6 +320,7 @@ def test_inline_idp_and_config_errors(db, clock, idp, hook, metadata, tmp_path):
         return str(excinfo.value)
 
     assert "cannot be read" in error(saml_config(str(tmp_path / "missing.xml"), hook.url))
+    assert "read from a file" in error(saml_config("https://idp.example.com/metadata", hook.url))
     (tmp_path / "bad.xml").write_text(
         "<md:EntityDescriptor xmlns:md='urn:oasis:names:tc:SAML:2.0:metadata'/>"
     )
