@@ -1,6 +1,7 @@
-"""The JIT engine: the one object that holds the applications, the token verifier, the connectors, the
-outbox deliverer, the login service and scimjit's signer, built from Settings. The composition root (scimjit.services) builds it
-once; the HTTP layer, the CLI and the worker reach the JIT features through `services.engine`.
+"""The JIT engine: the one object that holds the applications, the token verifiers (OIDC, SAML), the
+connectors, the outbox deliverer, the login service and scimjit's signer, built from Settings. The composition
+root (scimjit.services) builds it once; the HTTP layer, the CLI and the worker reach the JIT features through
+`services.engine`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from scimjit.delivery.signing import Signer
 from scimjit.entitlement.apps import Application, build_applications
 from scimjit.provisioning.login import LoginResult, LoginService
 from scimjit.provisioning.oidc import JsonFetcher, OidcVerifier
+from scimjit.provisioning.saml import SamlVerifier
 from scimjit.store.db import Database
 
 
@@ -49,8 +51,11 @@ class JitEngine:
             notifiers.build(settings.notifications, self.config.http_timeout)
         )
         self.verifier = OidcVerifier(self.config, self.clock, fetcher)
+        self.saml = SamlVerifier(self.config, self.clock, db)
         self.deliverer = Deliverer(db, self.clock, self.config, self.connector_for, rng)
-        self.logins = LoginService(db, self.clock, self.config, self.apps, self.verifier, self.deliverer)
+        self.logins = LoginService(
+            db, self.clock, self.config, self.apps, self.verifier, self.deliverer, self.saml
+        )
         self.signer = Signer(db, self.clock)  # scimjit's own keys: signed sign-in results, the JWKS
 
     def connector_for(self, name: str) -> Connector | None:
@@ -62,6 +67,20 @@ class JitEngine:
     ) -> LoginResult:
         """The login hook (see login.py); raises JitError. `caller` is the application token's name."""
         return await self.logins.login(application, id_token, caller=caller, request_id=request_id)
+
+    async def saml_login(
+        self,
+        application: str,
+        saml_response: str,
+        *,
+        in_response_to: str | None = None,
+        caller: str | None = None,
+        request_id: str | None = None,
+    ) -> LoginResult:
+        """The login hook with a SAML Response (base64) instead of an ID token (see saml.py); raises JitError."""
+        return await self.logins.saml_login(
+            application, saml_response, in_response_to=in_response_to, caller=caller, request_id=request_id
+        )
 
     async def deliver_due(self, *, worker: str | None = None) -> list[Report]:
         """One delivery round of the outbox (see delivery.py)."""

@@ -38,7 +38,7 @@ def apps_list(args: argparse.Namespace) -> int:
     rows = [
         {
             "name": s["name"],
-            "issuer": s["issuer"],
+            "issuer": s["issuer"] or f"saml: {s['saml']['idpEntityId']}",  # a SAML-only application
             "audience": ",".join(s["audience"]),
             "match": f"{s['match']['claim']} -> {s['match']['attribute']}",
             "groups": ",".join(s["groups"]) or "(all active users)",

@@ -35,6 +35,7 @@ from scimjit.config.applications import (
     ApplicationConfig,
     ConnectorTable,
     MatchConfig,
+    SamlConfig,
 )
 from scimjit.config.console import ConsoleConfig
 from scimjit.config.jit import AutoApprove, JitConfig, JitSettings, Policy
@@ -75,6 +76,7 @@ __all__ = [
     "Names",
     "NotificationsConfig",
     "Policy",
+    "SamlConfig",
     "ServerConfig",
     "Settings",
     "Strings",

@@ -28,6 +28,7 @@ from scimjit.config import (
     is_loopback_host,
     validate_document,
 )
+from scimjit.entitlement.saml_idp import SamlIdp, load_idp
 from scimjit.redact import is_secret_key
 
 __all__ = [
@@ -66,7 +67,7 @@ class ConnectorConfig:
 @dataclass(frozen=True, slots=True)
 class Application:
     name: str
-    issuer: str
+    issuer: str  # empty: no OIDC issuer (a SAML-only application)
     audience: tuple[str, ...]
     match: MatchRule
     groups: tuple[str, ...]  # entitlement: group displayNames or ids; empty = every active user
@@ -85,6 +86,7 @@ class Application:
     client_secret: str | None = field(default=None, repr=False)  # None: a public client (PKCE only)
     redirect_after_login: str | None = None
     scopes: tuple[str, ...] = DEFAULT_SCOPES
+    saml: SamlIdp | None = None  # [applications.saml]: the IdP whose signed Responses the login hook takes
     # The group references the login needs to look at, lower-cased, for one indexed membership query.
     group_refs: frozenset[str] = field(default=frozenset(), compare=False)
 
@@ -115,6 +117,7 @@ class Application:
             "gracePeriod": self.grace_period,
             "asyncCreate": self.async_create,
             "connector": {"type": self.connector.type, **self.connector.redacted()},
+            **({"saml": self.saml.summary()} if self.saml is not None else {}),
         }
 
 
@@ -171,7 +174,7 @@ def _application(t: ApplicationConfig) -> Application:
         client_secret = os.environ[var]
     return Application(
         name=t.name,
-        issuer=t.issuer,
+        issuer=t.issuer or "",
         audience=t.audience,
         match=MatchRule(claim=t.match.claim, attribute=t.match.attribute),
         groups=t.groups,
@@ -187,10 +190,11 @@ def _application(t: ApplicationConfig) -> Application:
         require_email_verified=(
             t.match.claim == "email" if t.require_email_verified is None else t.require_email_verified
         ),
-        client_id=t.client_id if t.client_id is not None else t.audience[0],
+        client_id=t.client_id if t.client_id is not None else (t.audience[0] if t.audience else ""),
         client_secret=client_secret,
         redirect_after_login=t.redirect_after_login,
         scopes=t.scopes,
+        saml=load_idp(t.saml, where) if t.saml is not None else None,
         group_refs=frozenset(r.lower() for r in (*t.groups, *t.roles)),
     )
 

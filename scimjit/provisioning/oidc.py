@@ -104,6 +104,10 @@ class OidcVerifier:
 
     async def verify(self, app: Application, token: str) -> dict[str, Any]:
         """The verified claims of `token` for `app`, or JitError (401; 503 when the issuer cannot be reached)."""
+        if not app.issuer:
+            raise JitError(
+                400, "oidc_not_configured", f"{app.name!r} has no OIDC issuer: send a saml_response"
+            )
         header = _header(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in app.algorithms:

@@ -81,7 +81,15 @@ def error_of(text: str, tmp_path: Path, environ: dict[str, str] | None = None) -
             "[jit] membership_ttl: membership_ttl.g must be at least 1s",
         ),
         ("jit = 3", "[jit]: expected a table, got 3"),
-        ('[[applications]]\nname = "x"', "[[applications]] 'x' issuer: required"),
+        ('[[applications]]\nname = "x"', "[[applications]] 'x' match: required"),
+        (  # issuer may be left out only for a SAML application ([applications.saml])
+            APP.replace('issuer = "https://idp.example.com"\n', ""),
+            "[[applications]] 'wiki': set `issuer` and `audience` (OIDC), or an [applications.saml] table",
+        ),
+        (
+            APP.replace('audience = ["wiki"]\n', ""),
+            "[[applications]] 'wiki': `audience`: expected the OIDC client id(s) whose ID tokens are accepted",
+        ),
         (
             APP.replace('audience = ["wiki"]', "audience = 5"),
             "[[applications]] 'wiki' audience: expected a list, got 5",

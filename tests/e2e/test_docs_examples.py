@@ -8,6 +8,7 @@ quickstart's configuration must pass `scimjit apps list`.
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +292,72 @@ def test_guides_link_to_existing_documents(name):
     text = (DOCS / name).read_text()
     for target in re.findall(r"\]\(([a-z-]+\.md)(?:#[^)]*)?\)", text):
         assert (DOCS / target).exists(), f"{name} links to missing {target}"
+
+
+def saml_section() -> str:
+    text = (DOCS / "jit-provisioning.md").read_text()
+    return text.split("\n## SAML sign-ins\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_saml_worked_example(db, clock, tmp_path, monkeypatch, capsys):
+    """docs/jit-provisioning.md, "SAML sign-ins": its configuration loads, `scimjit apps list` prints what the
+    page shows, and the ACS handler of the page, run as written against a real server, creates the account
+    once, finds it next time and has the replay refused as the page says."""
+    from scimjit.config import Settings
+    from scimjit.http.app import create_app
+    from scimjit.services import Services
+    from tests.jit_helpers import WebhookReceiver, add_group, add_user
+    from tests.live_server import serve
+    from tests.saml_helpers import LocalSamlIdp, encode
+
+    section = saml_section()
+    (toml_text,) = re.findall(r"```toml\n(.*?)```", section, re.S)
+    (console,) = re.findall(r"```console\n(.*?)```", section, re.S)
+    (handler,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    idp = LocalSamlIdp()
+    metadata = tmp_path / "idp-metadata.xml"
+    metadata.write_bytes(idp.metadata())
+    monkeypatch.setenv("WIKI_WEBHOOK_SECRET", "change-me")
+
+    with WebhookReceiver().running() as hook:
+        config_text = toml_text.replace("/etc/scimjit/idp-metadata.xml", str(metadata)).replace(
+            "https://wiki.internal/scimjit/events", hook.url
+        )
+        config = tmp_path / "scimjit.toml"
+        config.write_text(config_text)
+        monkeypatch.setenv("SCIMJIT_CONFIG", str(config))
+        assert main(["apps", "list"]) == 0
+        command, *shown = console.strip().splitlines()
+        assert command == "$ scimjit apps list"
+        assert capsys.readouterr().out.strip().splitlines() == shown
+
+        raw = tomllib.loads(config_text)
+        settings = Settings.load(environ={}, database_url=db.url, token_cache_seconds=0, document=raw)
+        services = Services.build(settings, db=db, clock=clock)
+        alice = add_user(db, "alice")
+        add_group(db, "wiki-users", [alice])
+        add_group(db, "wiki-admins", [alice])
+
+        class RetryLater(Exception):
+            pass
+
+        class Forbidden(Exception):
+            pass
+
+        page: dict[str, Any] = {"RetryLater": RetryLater, "Forbidden": Forbidden}
+        exec(compile(handler, "jit-provisioning.md", "exec"), page)
+        page["SCIMJIT_LOGIN_TOKEN"] = services.tokens.create("wiki-login", ["login"], application="wiki")
+        with serve(create_app(services=services)) as url:
+            page["SCIMJIT_URL"] = url
+            ensure_account = page["ensure_account"]
+            first = encode(idp.response(clock.now(), in_response_to="_req-1"))
+            answer = ensure_account({"SAMLResponse": first, "RelayState": "/"}, "_req-1")
+            assert answer["account"]["status"] == "created" and answer["roles"] == ["admin"]
+            assert [e["user"]["userName"] for e in hook.of_type("account.create")] == ["alice"]
+            later = encode(idp.response(clock.now(), in_response_to="_req-2"))
+            assert ensure_account({"SAMLResponse": later}, "_req-2")["account"]["status"] == "existing"
+            with pytest.raises(Forbidden) as excinfo:
+                ensure_account({"SAMLResponse": first}, "_req-1")
+            error, detail = excinfo.value.args
+            assert error == "invalid_saml_response" and detail.startswith("replayed: assertion '_a")
+            assert len(hook.of_type("account.create")) == 1
