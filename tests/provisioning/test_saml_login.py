@@ -335,3 +335,12 @@ def test_inline_idp_and_config_errors(db, clock, idp, hook, metadata, tmp_path):
         f'[applications.connector]\ntype = "webhook"\nurl = "{hook.url}"\nsecret = "s"\n'
     )
     assert "issuer" in error(neither)
+
+
+def test_an_attribute_named_email_needs_no_email_verified(db, clock, idp, hook, metadata, directory):
+    """`require_email_verified` is an ID-token rule (its default follows a match on the `email` claim); a SAML
+    attribute called `email` is the IdP's signed statement and has no such claim, so it still signs in."""
+    engine = make_engine(db, clock, metadata, hook, claim="email", attribute="emails.value")
+    assert engine.apps["wiki"].require_email_verified  # the default for an `email` match
+    response = idp.response(clock.now(), name_id="opaque-2", attributes={"email": "alice@example.com"})
+    assert login(engine, response).body["user"]["userName"] == "alice"
