@@ -54,6 +54,8 @@ class AccessSettings:
     notify_applications: tuple[str, ...] = ()
     membership_ttl: Mapping[str, int] = field(default_factory=dict)  # group ref -> seconds
     policies: tuple[Policy, ...] = ()
+    schedule_max_shifts: int = JitConfig.model_fields["schedule_max_shifts"].default
+    schedule_max_shift: float = JitConfig.model_fields["schedule_max_shift"].default
 
     def policy_for(self, group_id: str, display_name: str) -> Policy | None:
         for policy in self.policies:
@@ -86,4 +88,6 @@ class AccessSettings:
             notify_applications=jit.notify_applications,
             membership_ttl={ref: int(seconds) for ref, seconds in jit.membership_ttl.items()},
             policies=jit.policies,
+            schedule_max_shifts=jit.schedule_max_shifts,
+            schedule_max_shift=jit.schedule_max_shift,
         )
