@@ -17,9 +17,10 @@ shift's id), a unique pair, so the plan is *compared*, not replayed:
 
 All or nothing: every shift is checked first (unknown user or group, `endsAt` not after `startsAt`, longer
 than `[jit] schedule_max_shift`, a repeated id) and any bad shift refuses the plan with 400 `invalid_schedule`
-listing the bad shifts by id; nothing is written. A valid plan is applied in one transaction. Cost is bounded:
-at most `[jit] schedule_max_shifts` shifts per plan, and the grants read are those of this source named by the
-plan's ids (IN lists of 500) plus the source's open grants not named (the ones to revoke).
+listing the bad shifts by id; nothing is written. A valid plan is applied in one transaction (on PostgreSQL
+under a transaction-scoped advisory lock per source, so two plans of one source never interleave). Cost is
+bounded: at most `[jit] schedule_max_shifts` shifts per plan, and the grants read are those of this source
+named by the plan's ids (IN lists of 500) plus the source's open grants not named (the ones to revoke).
 """
 
 from __future__ import annotations
@@ -159,6 +160,8 @@ def apply(
 ) -> Summary:
     """Bring the grants of `source` in line with the plan, in the caller's transaction (see the module)."""
     now_us = to_micros(now)
+    if conn.dialect.name == "postgresql":  # one plan of a source at a time (SQLite: one writer anyway)
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"schedule:{source}"})
     users, groups, bad = _resolve(conn, shifts)
     if bad:
         _refuse(bad)

@@ -236,3 +236,25 @@ def test_put_schedule_over_http(api, clock, db):
         "shifts": [{"id": "x", "error": "no user has the id or userName 'nobody'"}],
     }
     assert httpx.put(f"{url}/rota", json=[], headers=scheduler, timeout=30).status_code == 400
+
+
+def test_two_plans_of_one_source_at_once_make_each_grant_once(db, clock, access, people):
+    """The scheduler retries while its first PUT is still running: the two never interleave."""
+    import threading
+
+    plan = {"shifts": [shift(clock, f"s{i}", start=i + 1, end=i + 2) for i in range(5)]}
+    barrier = threading.Barrier(2)
+    results: list[dict[str, int]] = []
+
+    def send() -> None:
+        barrier.wait()
+        results.append(put(access, plan))
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r["created"] for r in results) == [0, 5]
+    assert sorted(r["unchanged"] for r in results) == [0, 5]
+    assert len(rows(db)) == 5
