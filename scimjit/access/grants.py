@@ -142,9 +142,12 @@ def create(
     now: datetime,
     request_id: str | None = None,
     http_request_id: str | None = None,
+    source_name: str | None = None,
+    source_ref: str | None = None,
 ) -> Grant:
     """Create a grant for the `user` row in the `group` row (from `find_user` / `find_group`); active at
-    once unless `starts_at` is in the future. Returns the grants row."""
+    once unless `starts_at` is in the future. `source_name` / `source_ref` name the scheduling system and
+    shift a grant comes from (access/schedules.py). Returns the grants row."""
     if not user.active:
         raise JitError(409, "inactive_user", f"user {user.user_name!r} is not active")
     now_us = to_micros(now)
@@ -161,6 +164,8 @@ def create(
             justification=justification,
             created_by=actor,
             request_id=request_id,
+            source=source_name,
+            source_ref=source_ref,
             created_at=now_us,
             updated_at=now_us,
             version=1,
@@ -183,6 +188,8 @@ def create(
         expiresAt=_iso(expires_at),
         justification=justification,
         requestId=request_id,
+        source=source_name,
+        shift=source_ref,
     )
     return row
 

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from scimjit.access import grants, requests
+from scimjit.access import grants, requests, schedules
 from scimjit.access.sweeper import Sweeper
 from scimjit.clock import to_micros
 from scimjit.engine import JitEngine
@@ -83,6 +83,34 @@ class Access:
         interval = engine.settings.jit.reconcile_interval
         if interval > 0:  # wherever the sweeper loop runs, the reconcile runs beside it
             self.sweeper.schedule = Schedule(self.reconciler, interval)
+
+    # ------------------------------------------------------------------------------------ schedules
+
+    def apply_schedule(
+        self, source: Any, plan: Any, *, actor: str, http_request_id: str | None = None
+    ) -> dict[str, int]:
+        """A scheduling system's complete plan for `source` (access/schedules.py): the summary
+        {created, updated, revoked, unchanged, skipped}. Refused whole (400 `invalid_schedule`) if any shift
+        is bad."""
+        name = schedules.check_source(source)
+        if not isinstance(plan, dict):
+            raise JitError(400, "invalid_request", 'the plan must be an object {"shifts": [...]}')
+        period, shifts = schedules.parse(
+            plan, self.settings.schedule_max_shifts, self.settings.schedule_max_shift
+        )
+        now = self.clock.now()
+        with self.db.write() as conn:
+            summary = schedules.apply(
+                conn,
+                self.deprovisioner,
+                name,
+                period,
+                shifts,
+                actor=actor,
+                now=now,
+                http_request_id=http_request_id,
+            )
+        return summary.to_json()
 
     # ------------------------------------------------------------------------------------ grants
 

@@ -124,6 +124,10 @@ class ApplicationConfig(StrictModel):
     roles: dict[str, Names] = Field(default_factory=dict)  # group -> downstream role(s)
     on_unentitled: Literal["disable", "delete", "keep"] = "disable"
     grace_period: Duration = 0.0
+    # idle reclaim (access/sweeper.py): an account whose last login is older than this is disabled or deleted;
+    # None (the default) never reclaims
+    idle_after: Duration | None = None
+    on_idle: Literal["disable", "delete"] = "disable"
     connector: ConnectorTable
     algorithms: Strings = ASYMMETRIC_ALGORITHMS
     clock_skew: Duration | None = None  # None: the engine-wide [jit] clock_skew
@@ -142,6 +146,13 @@ class ApplicationConfig(StrictModel):
         if value is not None and not value.strip():
             raise ValueError("expected a non-empty string")
         return value.strip() if value is not None else None
+
+    @field_validator("idle_after")
+    @classmethod
+    def _idle_after(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError('expected a positive duration such as "30d" (leave it out to never reclaim)')
+        return value
 
     @field_validator("issuer")
     @classmethod

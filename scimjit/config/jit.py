@@ -114,6 +114,9 @@ class JitConfig(JitSettings):
     membership_ttl: dict[str, Duration] = Field(default_factory=dict)  # group ref -> seconds
     reconcile_interval: Duration = 3600.0  # scheduled reconcile pass with each connector; 0: none
     policies: tuple[Policy, ...] = ()
+    # PUT /jit/v1/schedules/{source} (access/schedules.py): shifts per plan, and the longest shift accepted
+    schedule_max_shifts: int = Field(default=5000, ge=1, le=100_000)
+    schedule_max_shift: Duration = 86_400.0
 
     @field_validator("policies", mode="before")
     @classmethod

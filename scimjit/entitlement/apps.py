@@ -76,6 +76,8 @@ class Application:
     on_unentitled: OnUnentitled
     grace_period: float
     connector: ConnectorConfig
+    idle_after: float | None = None  # seconds without a login before the sweeper reclaims; None: never
+    on_idle: Literal["disable", "delete"] = "disable"
     algorithms: tuple[str, ...] = ASYMMETRIC_ALGORITHMS
     clock_skew: float | None = None  # None: the engine-wide [jit] clock_skew
     async_create: bool = False  # transient connector failure on first login: 202 pending instead of 503
@@ -115,6 +117,8 @@ class Application:
             "roles": {k: list(v) for k, v in self.roles.items()},
             "onUnentitled": self.on_unentitled,
             "gracePeriod": self.grace_period,
+            "idleAfter": self.idle_after,
+            "onIdle": self.on_idle,
             "asyncCreate": self.async_create,
             "connector": {"type": self.connector.type, **self.connector.redacted()},
             **({"saml": self.saml.summary()} if self.saml is not None else {}),
@@ -183,6 +187,8 @@ def _application(t: ApplicationConfig) -> Application:
         on_unentitled=t.on_unentitled,
         grace_period=t.grace_period,
         connector=connector,
+        idle_after=t.idle_after,
+        on_idle=t.on_idle,
         algorithms=t.algorithms,
         clock_skew=t.clock_skew,
         async_create=t.async_create,

@@ -132,6 +132,8 @@ accounts = sa.Table(
     sa.Column("updated_at", Micros, nullable=False),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     sa.UniqueConstraint("application", "user_id"),
+    # the sweeper's idle scan (entitlement/ledger.py `idle`): a range of one application's active accounts
+    sa.Index("ix_accounts_application_status_last_login_at", "application", "status", "last_login_at"),
 )
 
 outbox = sa.Table(
@@ -173,6 +175,10 @@ grants = sa.Table(
     sa.Column("created_at", Micros, nullable=False),
     sa.Column("updated_at", Micros, nullable=False),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    # a grant made from a scheduling system's shift (access/schedules.py): the source's name and its shift id
+    sa.Column("source", sa.String(128), nullable=True),
+    sa.Column("source_ref", sa.String(256), nullable=True),
+    sa.UniqueConstraint("source", "source_ref"),
 )
 
 access_requests = sa.Table(
