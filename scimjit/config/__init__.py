@@ -3,7 +3,8 @@ defaults, validated key by key.
 
 Every section the code reads has a typed model here: `[server]` (ServerConfig, the fields of Settings),
 `[jit]` (JitConfig: the engine's knobs, JitSettings, plus time-bound access and `[[jit.policies]]`) and
-`[[applications]]` (ApplicationConfig). The models are strict (a TOML `"10"` is not an integer, `"false"` is
+`[[applications]]` (ApplicationConfig) and `[[authorization_servers]]` (AuthorizationServerConfig, whose
+access tokens SCIM clients may present). The models are strict (a TOML `"10"` is not an integer, `"false"` is
 not a boolean) and forbid unknown keys, so a typo stops startup with one line naming the file, the key and
 what was expected (ConfigError) instead of being ignored. Environment variables are strings: they are parsed
 per type here (booleans: 1/true/yes/on or 0/false/no/off, nothing else) and then validated the same way.
@@ -36,6 +37,7 @@ from scimjit.config.applications import (
     ConnectorTable,
     MatchConfig,
 )
+from scimjit.config.authservers import AuthorizationServerConfig
 from scimjit.config.jit import AutoApprove, JitConfig, JitSettings, Policy
 from scimjit.config.messages import describe_error, message
 from scimjit.config.server import DEFAULT_DATABASE_URL, ServerConfig
@@ -60,6 +62,7 @@ __all__ = [
     "MATCH_ATTRIBUTES",
     "MAX_DURATION",
     "ApplicationConfig",
+    "AuthorizationServerConfig",
     "AutoApprove",
     "ConfigError",
     "ConfigFile",
@@ -88,8 +91,9 @@ class ConfigFile(StrictModel):
     server: ServerConfig = Field(default_factory=ServerConfig)
     jit: JitConfig = Field(default_factory=JitConfig)
     applications: tuple[ApplicationConfig, ...] = ()
+    authorization_servers: tuple[AuthorizationServerConfig, ...] = ()
 
-    @field_validator("applications", mode="before")
+    @field_validator("applications", "authorization_servers", mode="before")
     @classmethod
     def _applications(cls, value: Any) -> Any:
         return tuple(value) if isinstance(value, list) else value
@@ -102,6 +106,17 @@ class ConfigFile(StrictModel):
             if app.name in seen:
                 raise ValueError(f"application {app.name!r}: the name is used twice")
             seen.add(app.name)
+        return value
+
+    @field_validator("authorization_servers")
+    @classmethod
+    def _one_per_issuer(
+        cls, value: tuple[AuthorizationServerConfig, ...]
+    ) -> tuple[AuthorizationServerConfig, ...]:
+        issuers = [server.issuer for server in value]
+        for issuer in issuers:
+            if issuers.count(issuer) > 1:
+                raise ValueError(f"authorization server {issuer!r}: the issuer is listed twice")
         return value
 
 
@@ -120,6 +135,7 @@ class Settings(ServerConfig):
 
     jit: JitConfig = Field(default_factory=JitConfig)
     applications: tuple[ApplicationConfig, ...] = ()
+    authorization_servers: tuple[AuthorizationServerConfig, ...] = ()
 
     @classmethod
     def load(
@@ -153,7 +169,12 @@ class Settings(ServerConfig):
                 origin[name] = var
         values.update(overrides)
         try:
-            return cls.model_validate({**values, "jit": file.jit, "applications": file.applications})
+            return cls.model_validate({
+                    **values,
+                    "jit": file.jit,
+                    "applications": file.applications,
+                    "authorization_servers": file.authorization_servers,
+                })
         except ValidationError as exc:
             first = exc.errors()[0]
             key = str(first["loc"][0]) if first["loc"] else ""

@@ -22,6 +22,7 @@ from scimjit.http.jit import PREFIX as JIT_PREFIX
 from scimjit.http.jit import jit_api
 from scimjit.http.metrics_route import metrics
 from scimjit.http.middleware import ObservabilityMiddleware
+from scimjit.http.oauth import OAuthMiddleware, oauth_verifier
 from scimjit.http.openapi import openapi
 from scimjit.http.ratelimit import KnownTokens, RateLimiter
 from scimjit.http.responses import (
@@ -123,7 +124,14 @@ def create_app(
             Exception: unexpected_error_handler,
         },
         lifespan=lifespan,
-        middleware=[Middleware(ObservabilityMiddleware, request_log=svc.settings.request_log)],
+        middleware=[
+            Middleware(ObservabilityMiddleware, request_log=svc.settings.request_log),
+            *(
+                [Middleware(OAuthMiddleware, verifier=oauth_verifier(svc))]
+                if svc.settings.authorization_servers
+                else []
+            ),
+        ],
     )
     app.state.services = svc
     app.state.rate_limiter = RateLimiter(svc.settings.rate_limit_per_second, svc.settings.rate_limit_burst)
