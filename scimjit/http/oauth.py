@@ -15,7 +15,9 @@ Two kinds, told apart by their shape:
   asked again for `FAILURE_BACKOFF` seconds, so a burst of requests does not hammer it.
 
 The token's `scope` (and `scp`) values and its `client_id` are mapped to scimjit scopes by the server's
-`scopes` and `clients` tables; a verified token that maps to none is a 403 that says so. The principal is
+`scopes` and `clients` tables; `clients` applies only to a token the client holds for itself (no `sub`, or
+`sub` equal to `client_id`), never to one a user obtained through that client. A verified token that maps to
+none is a 403 that says so. The principal is
 named `oauth:<issuer host>:<client_id or sub>`, which keys its rate-limit bucket and the audit trail.
 
 Why here and async: verifying may need the network (JWKS, introspection), and `require` is synchronous in
@@ -295,9 +297,14 @@ class OAuthVerifier:
         token_scopes = scope.split() if isinstance(scope, str) else []
         if isinstance(scp, list):
             token_scopes += [s for s in scp if isinstance(s, str)]
-        granted = server.grants(token_scopes, client_id)
         sub = claims.get("sub")
-        who = client_id or (sub if isinstance(sub, str) else None) or "unknown"
+        sub = sub if isinstance(sub, str) else None
+        # `clients` grants only to a token of the client itself (no user: client credentials, or Canaille's
+        # provisioning token); a token a user got through that client (code flow) gets `scopes` grants only,
+        # else any user who signs in to the application could provision
+        for_itself = client_id is not None and (sub is None or sub == client_id)
+        granted = server.grants(token_scopes, client_id if for_itself else None)
+        who = client_id or sub or "unknown"
         if not granted:
             raise ScimError(
                 403,

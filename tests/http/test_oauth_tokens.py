@@ -250,6 +250,16 @@ def test_an_opaque_token_that_maps_to_nothing_is_403(running):
     assert r.status_code == 403 and "maps to no scimjit scope" in scim_detail(r)
 
 
+def test_client_grants_never_reach_a_token_a_user_got_through_that_client(running):
+    user_token = uuid.uuid4().hex
+    running.intro.active(user_token, client_id="canaille", sub="alice", scope="openid profile")
+    r = running.get(user_token)
+    assert r.status_code == 403 and "maps to no scimjit scope" in scim_detail(r)
+    # the same for a JWT: client credentials (sub = client_id) map, a user's token does not
+    assert running.get(running.jwt(scope="openid", client_id="canaille", sub="canaille")).status_code == 200
+    assert running.get(running.jwt(scope="openid", client_id="canaille", sub="alice")).status_code == 403
+
+
 def test_an_unreachable_introspection_endpoint_is_503_and_not_hammered(running):
     token = uuid.uuid4().hex
     running.intro.active(token, client_id="canaille")
