@@ -169,12 +169,14 @@ class Settings(ServerConfig):
                 origin[name] = var
         values.update(overrides)
         try:
-            return cls.model_validate({
+            return cls.model_validate(
+                {
                     **values,
                     "jit": file.jit,
                     "applications": file.applications,
                     "authorization_servers": file.authorization_servers,
-                })
+                }
+            )
         except ValidationError as exc:
             first = exc.errors()[0]
             key = str(first["loc"][0]) if first["loc"] else ""

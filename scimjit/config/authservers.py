@@ -62,7 +62,8 @@ class AuthorizationServerConfig(StrictModel):
             if not key or not granted or unknown:
                 raise ValueError(
                     f"{show(key)} must map to scimjit scopes, one or more of "
-                    f"{', '.join(sorted(GRANTABLE_SCOPES))}" + (f" (not {', '.join(unknown)})" if unknown else "")
+                    f"{', '.join(sorted(GRANTABLE_SCOPES))}"
+                    + (f" (not {', '.join(unknown)})" if unknown else "")
                 )
         return value
 

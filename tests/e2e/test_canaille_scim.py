@@ -11,6 +11,7 @@ the SCIM requests have been answered, so each step is asserted right after it.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tomllib
@@ -50,8 +51,13 @@ def toml_table(name: str, table: dict[str, Any]) -> str:
 class Chain:
     """Canaille, the scimjit process, its webhook downstream and what the test needs to look at them."""
 
-    def __init__(self, iam: Any, served: Served, db: Any, env: dict[str, str], name: str, client: Any):
-        self.iam, self.served, self.db, self.env, self.name, self.client = iam, served, db, env, name, client
+    def __init__(
+        self, iam: Any, served: Served, db: Any, env: dict[str, str], hook: WebhookReceiver, **names: Any
+    ) -> None:
+        self.iam, self.served, self.db, self.env, self.hook = iam, served, db, env, hook
+        self.name: str = names["name"]  # the JIT application, and its Canaille client id
+        self.prov: str = names["prov"]  # the Canaille client that pushes SCIM
+        self.client: Any = names["client"]  # the Canaille client users sign in with
         self.url = served.url
         admin = Services.build(Settings.load(environ={}, database_url=db.url), db=db)
         self.headers = {"Authorization": f"Bearer {admin.tokens.create('test-admin', ['admin'])}"}
@@ -179,14 +185,15 @@ def chain(db, iam_server, tmp_path) -> Iterator[Chain]:
             SCIMJIT_RUN_SWEEPER="false",
         )
         with serve(SCIMJIT, env, tmp_path) as served:
-            pusher = canaille_client(iam_server, prov, client_uri=f"{served.url}/scim/v2", redirect_uris=[DONE])
+            pusher = canaille_client(
+                iam_server, prov, client_uri=f"{served.url}/scim/v2", redirect_uris=[DONE]
+            )
             with iam_server.app.app_context():  # trusted: 127.0.0.1 is in TRUSTED_DOMAINS (tests/conftest.py)
                 assert pusher.trusted
             wiki = canaille_client(
                 iam_server, name, redirect_uris=[f"{served.url}/jit/v1/apps/{name}/callback"]
             )
-            chain = Chain(iam_server, served, db, env, name, wiki)
-            chain.hook = hook  # type: ignore[attr-defined]
+            chain = Chain(iam_server, served, db, env, hook, name=name, prov=prov, client=wiki)
             try:
                 yield chain
             finally:
@@ -196,7 +203,7 @@ def chain(db, iam_server, tmp_path) -> Iterator[Chain]:
 
 def test_canaille_provisions_scimjit_and_a_login_makes_then_removes_the_account(chain, iam_server):
     iam, name = chain.iam, chain.name
-    hook: WebhookReceiver = chain.hook  # type: ignore[attr-defined]
+    hook = chain.hook
     user_name = f"alice{uuid.uuid4().hex[:6]}"
     email = f"{user_name}@example.com"
 
@@ -239,9 +246,16 @@ def test_canaille_provisions_scimjit_and_a_login_makes_then_removes_the_account(
     removed = [e["type"] for e in hook.events if e["user"]["userName"] == user_name]
     assert removed[-1] == "account.delete", hook.events
 
-    # every push was made with Canaille's own opaque token, introspected, not with a scimjit token
-    out, err = chain.served.output()
+    # every push was made with Canaille's own opaque token, introspected: the access log names its principal
+    _, err = chain.served.output()
     assert "Traceback" not in err
+    log = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    pushes = [e for e in log if e.get("path", "").startswith("/scim/v2/") and e.get("token") != "test-admin"]
+    methods = {e["method"] for e in pushes}
+    assert {"GET", "POST", "PUT", "DELETE"} <= methods, methods
+    host = httpx.URL(iam.url).netloc.decode()
+    assert {e["token"] for e in pushes} == {f"oauth:{host}:{chain.prov}"}
+    assert all(e["status"] < 300 for e in pushes), [e for e in pushes if e["status"] >= 300]
 
 
 def test_canaille_token_without_a_mapping_is_refused(chain, iam_server):

@@ -297,7 +297,12 @@ def test_grantable_scopes_are_scimjits_scopes():
         ({"issuer": "https://idp.example", "audience": "x", "scopes": {"a": ["root"]}}, "not root"),
         ({"issuer": "http://idp.example", "audience": "x", "clients": {"a": "admin"}}, "https://"),
         (
-            {"issuer": "https://idp.example", "audience": "x", "clients": {"a": "admin"}, "algorithms": ["HS256"]},
+            {
+                "issuer": "https://idp.example",
+                "audience": "x",
+                "clients": {"a": "admin"},
+                "algorithms": ["HS256"],
+            },
             "never HMAC",
         ),
         (
