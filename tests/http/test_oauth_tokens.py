@@ -315,3 +315,19 @@ def test_bad_authorization_server_tables_stop_the_start(table, message):
     with pytest.raises(ConfigError) as err:
         Settings.load(environ={}, document={"authorization_servers": [table]})
     assert message in str(err.value) and "authorization_servers" in str(err.value)
+
+
+@pytest.mark.parametrize("doc", ["configuration.md", "entra.md", "okta.md"])
+def test_the_documented_authorization_server_tables_are_valid(doc):
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from scimjit.config import validate_document
+
+    text = (Path(__file__).parents[2] / "docs" / doc).read_text()
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "[[authorization_servers]]" in b]
+    assert blocks
+    for block in blocks:
+        servers = validate_document(tomllib.loads(block)).authorization_servers
+        assert servers and all(s.scopes or s.clients for s in servers)
