@@ -100,6 +100,9 @@ def create_app(
     """Build the app. `background` tasks (worker, sweeper) run for the app's lifetime."""
     svc = services or Services.build(settings or Settings.load(), db=db, clock=clock)
     tasks: list[BackgroundTask] = list(background or [])
+    # OAuth access tokens (http/oauth.py): only when an authorization server is configured, so a deployment
+    # with scimjit tokens alone has no extra middleware on its hot path
+    oauth = oauth_verifier(svc) if svc.settings.authorization_servers else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -114,6 +117,8 @@ def create_app(
                     await asyncio.wait_for(task, timeout=10)
                 except Exception:  # a background task failing at shutdown must not block it
                     log.exception("background task did not stop cleanly")
+            if oauth is not None:
+                await oauth.aclose()
 
     app = Starlette(
         routes=route_table(),
@@ -126,11 +131,7 @@ def create_app(
         lifespan=lifespan,
         middleware=[
             Middleware(ObservabilityMiddleware, request_log=svc.settings.request_log),
-            *(
-                [Middleware(OAuthMiddleware, verifier=oauth_verifier(svc))]
-                if svc.settings.authorization_servers
-                else []
-            ),
+            *([Middleware(OAuthMiddleware, verifier=oauth)] if oauth is not None else []),
         ],
     )
     app.state.services = svc

@@ -28,6 +28,7 @@ bearer token that is not a scimjit token, and leaves its outcome in the request 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -122,6 +123,7 @@ class OAuthVerifier:
         self._http = LoopClient(settings.http_timeout)
         self._fetcher = HttpJsonFetcher(settings.http_timeout)
         self._cache: OrderedDict[bytes, tuple[float, Principal | ScimError]] = OrderedDict()
+        self._inflight: dict[bytes, asyncio.Future[Principal | ScimError]] = {}
         self.introspections = 0  # requests sent to introspection endpoints (for tests and metrics)
 
     async def verify(self, token: str) -> Principal:
@@ -193,9 +195,18 @@ class OAuthVerifier:
         if cached is not None and cached[0] > now:
             self._cache.move_to_end(key)
             return _outcome(cached[1])
+        # concurrent requests with one new token share one introspection (a burst asks once)
+        pending = self._inflight.get(key)
+        if pending is None or pending.done():
+            pending = self._inflight[key] = asyncio.ensure_future(self._lookup(token, key, now))
+            pending.add_done_callback(lambda _: self._inflight.pop(key, None))
+        return _outcome(await asyncio.shield(pending))
+
+    async def _lookup(self, token: str, key: bytes, now: float) -> Principal | ScimError:
+        """Ask the servers that introspect, in order, until one says the token is active; cache the answer."""
         servers = [s for s in self.servers if s.config.client_id]
         if not servers:
-            raise invalid_token("not a scimjit token, and no authorization server introspects opaque tokens")
+            return invalid_token("not a scimjit token, and no authorization server introspects opaque tokens")
         failure: ScimError | None = None
         for server in servers:
             if server.down_until > now:
@@ -212,12 +223,12 @@ class OAuthVerifier:
                 continue
             outcome, until = self._introspected(server, answer, now)
             self._remember(key, min(until, now + server.config.introspection_cache), outcome)
-            return _outcome(outcome)
+            return outcome
         if failure is not None:  # not known to be inactive everywhere: the token may be good
-            raise failure
+            return failure
         refusal = invalid_token("the token is not active")
         self._remember(key, now + min(s.config.introspection_cache for s in servers), refusal)
-        raise refusal
+        return refusal
 
     def _introspected(
         self, server: _Server, answer: Mapping[str, Any], now: float
@@ -317,6 +328,9 @@ class OAuthVerifier:
     async def aclose(self) -> None:
         await self._http.aclose()
         await self._fetcher.aclose()
+        closer = getattr(self.keys.fetcher, "aclose", None)
+        if closer is not None:
+            await closer()
 
 
 def _outcome(outcome: Principal | ScimError) -> Principal:

@@ -158,7 +158,10 @@ def test_builtin_connector_settings_are_typed(tmp_path):
             POLICY + 'auto_approve = { max_duration = "1h", whom = [] }',
             "'prod-admins' auto_approve.whom: unknown key",
         ),
-        ("[sever]\nbase_url = ''", "sever: unknown key; known keys: applications, authorization_servers, jit, server"),
+        (
+            "[sever]\nbase_url = ''",
+            "sever: unknown key; known keys: applications, authorization_servers, jit, server",
+        ),
     ],
 )
 def test_unknown_keys_stop_the_load(text, expected, tmp_path):

@@ -5,6 +5,7 @@ scimjit."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -271,6 +272,35 @@ def test_an_unreachable_introspection_endpoint_is_503_and_not_hammered(running):
     running.intro.down = False
     running.clock.advance(6)
     assert running.get(token).status_code == 200
+
+
+def test_a_burst_with_one_new_token_asks_the_introspection_endpoint_once():
+    """Concurrent requests with the same uncached token share one introspection."""
+    from scimjit.config import AuthorizationServerConfig, JitSettings
+    from scimjit.http.oauth import OAuthVerifier
+
+    clock = FrozenClock()
+    with Introspection("http://127.0.0.1:1").running() as intro:
+        server = AuthorizationServerConfig(
+            issuer="http://127.0.0.1:1",
+            introspection_endpoint=intro.url,
+            client_id="scimjit",
+            client_secret="intro-secret",
+            clients={"canaille": ("scim:write",)},
+        )
+        token = uuid.uuid4().hex
+        intro.active(token, iss="http://127.0.0.1:1", client_id="canaille")
+        verifier = OAuthVerifier((server,), JitSettings(), clock)
+
+        async def burst() -> list[Any]:
+            try:
+                return await asyncio.gather(*(verifier.verify(token) for _ in range(20)))
+            finally:
+                await verifier.aclose()
+
+        principals = asyncio.run(burst())
+    assert {p.name for p in principals} == {"oauth:127.0.0.1:1:canaille"}
+    assert intro.calls == 1 and verifier.introspections == 1
 
 
 def test_scimjit_tokens_keep_working_without_the_network(running, db):
