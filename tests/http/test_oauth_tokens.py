@@ -99,7 +99,13 @@ class Running:
 
 
 @pytest.fixture
-def running(db) -> Iterator[Running]:
+def limits(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """`[server]` overrides of a test (the per-address limit of the flood test)."""
+    return dict(getattr(request, "param", {}))
+
+
+@pytest.fixture
+def running(db, limits) -> Iterator[Running]:
     clock = FrozenClock()
     with LocalIssuer().running() as issuer, Introspection(issuer.url).running() as intro:
         document = {
@@ -117,7 +123,7 @@ def running(db) -> Iterator[Running]:
                 }
             ]
         }
-        settings = Settings.load(environ={}, database_url=db.url, document=document)
+        settings = Settings.load(environ={}, database_url=db.url, document=document, **limits)
         services = Services.build(settings, db=db, clock=clock)
         with serve(create_app(services=services)) as url:
             yield Running(url + "/scim/v2", issuer, intro, clock)
@@ -301,6 +307,19 @@ def test_a_burst_with_one_new_token_asks_the_introspection_endpoint_once():
         principals = asyncio.run(burst())
     assert {p.name for p in principals} == {"oauth:127.0.0.1:1:canaille"}
     assert intro.calls == 1 and verifier.introspections == 1
+
+
+@pytest.mark.parametrize(
+    "limits", [{"client_rate_limit_per_second": 0.001, "client_rate_limit_burst": 2}], indirect=True
+)
+def test_a_flood_of_bogus_tokens_stops_reaching_the_introspection_endpoint(running):
+    token = uuid.uuid4().hex
+    running.intro.active(token, client_id="canaille")
+    assert running.get(token).status_code == 200  # a good token, remembered (KnownTokens)
+    statuses = [running.get(uuid.uuid4().hex).status_code for _ in range(6)]
+    assert statuses == [401, 401, 429, 429, 429, 429]
+    assert running.intro.calls == 3  # the good token and two bogus ones; none once the bucket is empty
+    assert running.get(token).status_code == 200  # the good token is not throttled by the flood
 
 
 def test_scimjit_tokens_keep_working_without_the_network(running, db):
