@@ -124,6 +124,7 @@ class OAuthVerifier:
         self._fetcher = HttpJsonFetcher(settings.http_timeout)
         self._cache: OrderedDict[bytes, tuple[float, Principal | ScimError]] = OrderedDict()
         self._inflight: dict[bytes, asyncio.Future[Principal | ScimError]] = {}
+        self._jwt: dict[str, JsonWebToken] = {}  # one decoder per algorithm, each accepting only that one
         self.introspections = 0  # requests sent to introspection endpoints (for tests and metrics)
 
     async def verify(self, token: str) -> Principal:
@@ -159,7 +160,8 @@ class OAuthVerifier:
                 raise unavailable("The authorization server's keys cannot be fetched now") from None
             raise invalid_token(exc.detail) from None
         try:
-            claims = dict(JsonWebToken([alg]).decode(token, key))
+            jwt = self._jwt.get(alg) or self._jwt.setdefault(alg, JsonWebToken([alg]))
+            claims = dict(jwt.decode(token, key))
         except BadSignatureError:
             raise invalid_token("the signature does not verify with the issuer's key") from None
         except (JoseError, ValueError, TypeError) as exc:
