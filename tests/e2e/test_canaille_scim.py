@@ -244,7 +244,9 @@ def test_canaille_provisions_scimjit_and_a_login_makes_then_removes_the_account(
     assert r.status_code == 404
     chain.deliver()
     removed = [e["type"] for e in hook.events if e["user"]["userName"] == user_name]
-    assert removed[-1] == "account.delete", hook.events
+    assert removed == ["account.create", "account.delete"], hook.events
+    [left] = chain.group_by_external_id(group.id)  # Canaille pushed the group again without the user
+    assert left["id"] == pushed_group["id"] and left.get("members", []) == []
 
     # every push was made with Canaille's own opaque token, introspected: the access log names its principal
     _, err = chain.served.output()
