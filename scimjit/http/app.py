@@ -24,6 +24,7 @@ from scimjit.http.jit import jit_api
 from scimjit.http.jit.signin import jwks
 from scimjit.http.metrics_route import metrics
 from scimjit.http.middleware import ObservabilityMiddleware
+from scimjit.http.oauth import OAuthMiddleware, oauth_verifier
 from scimjit.http.openapi import openapi
 from scimjit.http.ratelimit import KnownTokens, RateLimiter
 from scimjit.http.responses import (
@@ -103,6 +104,9 @@ def create_app(
     """Build the app. `background` tasks (worker, sweeper) run for the app's lifetime."""
     svc = services or Services.build(settings or Settings.load(), db=db, clock=clock)
     tasks: list[BackgroundTask] = list(background or [])
+    # OAuth access tokens (http/oauth.py): only when an authorization server is configured, so a deployment
+    # with scimjit tokens alone has no extra middleware on its hot path
+    oauth = oauth_verifier(svc) if svc.settings.authorization_servers else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -117,6 +121,8 @@ def create_app(
                     await asyncio.wait_for(task, timeout=10)
                 except Exception:  # a background task failing at shutdown must not block it
                     log.exception("background task did not stop cleanly")
+            if oauth is not None:
+                await oauth.aclose()
 
     app = Starlette(
         routes=route_table(),
@@ -127,7 +133,10 @@ def create_app(
             Exception: unexpected_error_handler,
         },
         lifespan=lifespan,
-        middleware=[Middleware(ObservabilityMiddleware, request_log=svc.settings.request_log)],
+        middleware=[
+            Middleware(ObservabilityMiddleware, request_log=svc.settings.request_log),
+            *([Middleware(OAuthMiddleware, verifier=oauth)] if oauth is not None else []),
+        ],
     )
     app.state.services = svc
     app.state.rate_limiter = RateLimiter(svc.settings.rate_limit_per_second, svc.settings.rate_limit_burst)

@@ -211,7 +211,8 @@ def _components(registry: Registry, declared: dict[str, Any]) -> dict[str, Any]:
             "bearerAuth": {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "A scimjit token: sjt_<id>_<secret>",
+                "description": "A scimjit token: sjt_<id>_<secret>; or an OAuth 2.0 access token of a configured"
+                " authorization server ([[authorization_servers]]: RFC 9068 JWT or, by introspection, opaque)",
             }
         },
     }

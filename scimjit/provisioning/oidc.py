@@ -178,6 +178,12 @@ class OidcVerifier:
 
     # --- keys -------------------------------------------------------------------------------------------
 
+    async def signing_key(self, issuer: str, alg: str, kid: str | None) -> Key:
+        """The issuer's public key for a token signed with `alg` and `kid`, from the cached JWKS (rotation
+        and refetch limits as above): shared with the RFC 9068 access-token check (scimjit.http.oauth), so
+        there is one JWKS machinery. JitError 401 `unknown_key`, or 503 `issuer_unavailable`."""
+        return await self._key(issuer, alg, kid)
+
     async def _key(self, issuer: str, alg: str, kid: str | None) -> Key:
         state = self._issuers.setdefault(issuer_id(issuer), _IssuerKeys())
         now = self.clock.now().timestamp()

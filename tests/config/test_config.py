@@ -168,7 +168,7 @@ def test_builtin_connector_settings_are_typed(tmp_path):
         ),
         (
             "[sever]\nbase_url = ''",
-            "sever: unknown key; known keys: applications, console, jit, notifications, server",
+            "sever: unknown key; known keys: applications, authorization_servers, console, jit, notifications, server",
         ),
     ],
 )

@@ -53,7 +53,8 @@ def test_the_document_is_valid_openapi_and_served_without_a_token(server):
     assert spec["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http",
         "scheme": "bearer",
-        "description": "A scimjit token: sjt_<id>_<secret>",
+        "description": "A scimjit token: sjt_<id>_<secret>; or an OAuth 2.0 access token of a configured"
+        " authorization server ([[authorization_servers]]: RFC 9068 JWT or, by introspection, opaque)",
     }
     import schemathesis  # parses and checks the document (dev dependency)
 
