@@ -22,11 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet
 
 from scimjit.config import Settings
 from scimjit.services import Services
 from tests.cli_server import Served, cli_env, serve
 from tests.jit_helpers import WebhookReceiver
+from tests.live_server import free_port
 
 SCIMJIT = [str(Path(sys.executable).with_name("scimjit"))]
 DONE = "http://127.0.0.1:9/done"
@@ -145,10 +148,11 @@ def chain(db, iam_server, tmp_path) -> Iterator[Chain]:
     suffix = uuid.uuid4().hex[:6]
     name, prov = f"wiki{suffix}", f"prov{suffix}"
     issuer = iam_server.url.rstrip("/")
+    port = free_port()  # known before the start: the sign-in's redirect_uri comes from base_url only
     with WebhookReceiver().running() as hook:
         config = tmp_path / "scimjit.toml"
         config.write_text(
-            '[server]\nsession_secret = "test-secret"\n\n'
+            f'[server]\nsession_secret = "test-secret"\nbase_url = "http://127.0.0.1:{port}"\n\n'
             + toml_table(
                 "authorization_servers",
                 {
@@ -169,6 +173,7 @@ def chain(db, iam_server, tmp_path) -> Iterator[Chain]:
                     "audience": [name],
                     "client_secret": "s3cret",
                     "match": {"claim": "email", "attribute": "emails.value"},
+                    "require_email_verified": False,  # Canaille sends no email_verified claim
                     "groups": [f"{name}-users"],
                     "on_first_login": "create",
                     "on_unentitled": "delete",
@@ -184,7 +189,7 @@ def chain(db, iam_server, tmp_path) -> Iterator[Chain]:
             SCIMJIT_RUN_WORKER="false",  # the test delivers with `scimjit worker --once`
             SCIMJIT_RUN_SWEEPER="false",
         )
-        with serve(SCIMJIT, env, tmp_path) as served:
+        with serve(SCIMJIT, env, tmp_path, port=port) as served:
             pusher = canaille_client(
                 iam_server, prov, client_uri=f"{served.url}/scim/v2", redirect_uris=[DONE]
             )
@@ -231,7 +236,10 @@ def test_canaille_provisions_scimjit_and_a_login_makes_then_removes_the_account(
     # 4. the user signs in through Canaille to the JIT application: the account is created downstream
     done = chain.sign_in(user)
     assert str(done.copy_with(query=None)) == DONE
-    assert dict(done.params) == {"status": "created", "user": pushed["id"]}
+    assert set(done.params) == {"result"}  # the signed result, verified with scimjit's published keys
+    keys = KeySet.import_key_set(httpx.get(f"{chain.url}/jit/v1/jwks.json").json())
+    result = jwt.decode(done.params["result"], keys, algorithms=["ES256"]).claims
+    assert (result["sub"], result["status"], result["aud"]) == (pushed["id"], "created", name)
     chain.deliver()
     created = [e for e in hook.events if e["user"]["userName"] == user_name]
     assert [e["type"] for e in created] == ["account.create"], hook.events
