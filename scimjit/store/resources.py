@@ -44,6 +44,7 @@ class Context:
     # group PATCH: render the members only if the group has at most this many, else answer without the
     # document (204); None renders as the projection says (Bulk, and requests naming `attributes`)
     members_cap: int | None = None
+    patch_max_operations: int | None = None  # the setting: a PATCH with more operations is `tooMany`
 
     def ignored(self) -> Ignored:
         """A fresh record of what one write ignores (see `scim.ignored`)."""
@@ -161,7 +162,7 @@ def patch_user(ctx: Context, user_id: str, body: Mapping[str, Any], if_match: st
 
     def change(current: Any) -> tuple[dict[str, Any] | None, Any]:
         before = {"schemas": current.data.get("schemas", [rt.schema]), "id": current.id, **current.data}
-        result = apply_patch(ctx.registry, rt, before, body, ignored)
+        result = apply_patch(ctx.registry, rt, before, body, ignored, ctx.patch_max_operations)
         changed.update(result.changed)
         if not result.changed:
             return None, user_rows.KEEP
@@ -298,7 +299,7 @@ def patch_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match: 
     with ctx.db.write() as conn:
         current = _group_for_write(conn, group_id, if_match)
         before = {"schemas": current.data.get("schemas", [rt.schema]), "id": current.id, **current.data}
-        result = apply_patch(ctx.registry, rt, before, body, ignored)
+        result = apply_patch(ctx.registry, rt, before, body, ignored, ctx.patch_max_operations)
         ops = result.member_ops
         _lock_users(
             ctx,
