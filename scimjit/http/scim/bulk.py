@@ -1,7 +1,9 @@
 """POST /Bulk (RFC 7644 §3.7): operations in order, `bulkId` references resolved, `failOnErrors` honoured.
 
 Each operation is its own transaction, as the RFC allows: a failed operation leaves the earlier ones done and
-is reported in place. Limits (`maxOperations`, `maxPayloadSize`) are advertised and enforced with 413.
+is reported in place. Limits (`maxOperations`, `maxPayloadSize`) are advertised and enforced with 413; an
+operation whose `data` nests deeper than `MAX_DATA_DEPTH` is `400 invalidSyntax` in place (resolving its
+`bulkId` references walks it, and no SCIM resource is that deep).
 """
 
 from __future__ import annotations
@@ -54,23 +56,29 @@ BULK_RESPONSE: dict[str, Any] = {
     },
 }
 PATH = re.compile(r"^/(Users|Groups)(?:/([^/]+))?$")
+MAX_DATA_DEPTH = 32  # a User with an extension's complex multi-valued attribute is 5 levels deep
 
 
 class UnresolvedReference(Exception):
     pass
 
 
-def _resolve(value: Any, ids: dict[str, str]) -> Any:
-    """Replace every `bulkId:<id>` string with the id the earlier operation created."""
+def _resolve(value: Any, ids: dict[str, str], depth: int = 0) -> Any:
+    """Replace every `bulkId:<id>` string with the id the earlier operation created.
+
+    The walk is bounded (`MAX_DATA_DEPTH`): a body nested hundreds of levels deep would otherwise exhaust the
+    interpreter's stack and answer 500 with a traceback in the log."""
     if isinstance(value, str) and value.startswith("bulkId:"):
         ref = value[len("bulkId:") :]
         if ref not in ids:
             raise UnresolvedReference(ref)
         return ids[ref]
+    if isinstance(value, dict | list) and depth >= MAX_DATA_DEPTH:
+        raise invalid_syntax(f"bulk operation data nests deeper than {MAX_DATA_DEPTH} levels")
     if isinstance(value, dict):
-        return {k: _resolve(v, ids) for k, v in value.items()}
+        return {k: _resolve(v, ids, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve(v, ids) for v in value]
+        return [_resolve(v, ids, depth + 1) for v in value]
     return value
 
 
