@@ -1,7 +1,8 @@
 """POST /Bulk (RFC 7644 §3.7): operations in order, `bulkId` references resolved, `failOnErrors` honoured.
 
 Each operation is its own transaction, as the RFC allows: a failed operation leaves the earlier ones done and
-is reported in place. Limits (`maxOperations`, `maxPayloadSize`) are advertised and enforced with 413; an
+is reported in place. Operations run one after the other, each through `store.resources.run_write`, so a
+password is hashed off the event loop between them. Limits (`maxOperations`, `maxPayloadSize`) are advertised and enforced with 413; an
 operation whose `data` nests deeper than `MAX_DATA_DEPTH` is `400 invalidSyntax` in place (resolving its
 `bulkId` references walks it, and no SCIM resource is that deep).
 """
@@ -117,7 +118,9 @@ def _run_one(ctx: ops.Context, op: dict[str, Any], ids: dict[str, str]) -> tuple
     return 200, written.document
 
 
-def _run_all(ctx: ops.Context, operations: list[Any], fail_on_errors: int | None) -> list[dict[str, Any]]:
+async def _run_all(
+    ctx: ops.Context, operations: list[Any], fail_on_errors: int | None
+) -> list[dict[str, Any]]:
     ids: dict[str, str] = {}
     results: list[dict[str, Any]] = []
     errors = 0
@@ -130,7 +133,7 @@ def _run_all(ctx: ops.Context, operations: list[Any], fail_on_errors: int | None
         if op.get("bulkId"):
             result["bulkId"] = op["bulkId"]
         try:
-            status, doc = _run_one(ctx, op, ids)
+            status, doc = await ops.run_write(ctx, _run_one, op, ids)
         except UnresolvedReference as exc:
             status, doc = (
                 409,
@@ -188,5 +191,5 @@ async def bulk(request: Request) -> Response:
     if fail_on_errors is not None and (not isinstance(fail_on_errors, int) or fail_on_errors < 1):
         raise invalid_syntax("failOnErrors must be a positive integer")
     ctx = context(request, Projection(frozenset(), frozenset({"members", "groups"})))
-    results = await ctx.db.run(_run_all, ctx, operations, fail_on_errors)
+    results = await _run_all(ctx, operations, fail_on_errors)
     return scim_response({"schemas": [BULK_RESPONSE_URN], "Operations": results})
