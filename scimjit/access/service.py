@@ -99,6 +99,7 @@ class Access:
                 end = current.expires_at + int(grants.seconds(duration) * 1_000_000)
             else:
                 end = grants.instant(expires_at, "expiresAt")
+            grants.within_horizon(to_micros(now), end, "the grant")
             row = grants.extend(
                 conn,
                 self.deprovisioner,
@@ -151,6 +152,8 @@ class Access:
             raise JitError(400, "invalid_request", '`duration` is required, e.g. "2h"')
         seconds = grants.seconds(duration)
         start = grants.instant(starts_at, "startsAt") if starts_at is not None else None
+        if start is not None:
+            grants.within_horizon(to_micros(now), start + int(seconds * 1_000_000), "the requested access")
         with self.db.write() as conn:
             row = requests.create(
                 conn,
