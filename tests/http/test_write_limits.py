@@ -1,13 +1,10 @@
-"""The write-side limits of issue 11 §1b over HTTP: operations per PATCH (`patch_max_operations`, advertised
-in /ServiceProviderConfig) and the nesting of a Bulk operation's data (bulkId resolution); each refused with
+"""The write-side limits of issue 11 §1b over HTTP: operations per PATCH (`patch_max_operations`) and the nesting of a Bulk operation's data (bulkId resolution); each refused with
 a SCIM error, nothing written, and no traceback in the log."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
-
-from scimjit.http.scim.discovery import SPC_LIMITS_URN
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -43,11 +40,11 @@ def test_the_cap_applies_inside_bulk(server):
     assert "emails" not in server.client.get(f"/Users/{uid}").json()
 
 
-def test_the_cap_is_advertised_in_an_extension_of_the_service_provider_config(server):
-    server.services.settings.patch_max_operations = 250
+def test_the_service_provider_config_stays_plain_rfc_7643(server):
+    """No scimjit extension object in it: strict clients (scim2-tester) refuse any key RFC 7643 does not define."""
     spc = server.client.get("/ServiceProviderConfig").json()
-    assert SPC_LIMITS_URN in spc["schemas"]
-    assert spc[SPC_LIMITS_URN] == {"patchMaxOperations": 250}
+    assert spc["schemas"] == ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"]
+    assert not [key for key in spc if key.startswith("urn:")]
 
 
 def _nested(depth: int, leaf: Any) -> Any:
