@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from scimjit.access import notify
 from scimjit.clock import from_micros, isoformat, to_micros
-from scimjit.config import parse_duration
+from scimjit.config import MAX_DURATION, parse_duration
 from scimjit.delivery import outbox
 from scimjit.delivery.connectors.base import ACCESS_EXPIRING
 from scimjit.entitlement import ledger
@@ -108,6 +108,16 @@ def seconds(value: Any, name: str = "duration") -> float:
     return result
 
 
+def within_horizon(now_us: int, end_us: int, what: str) -> int:
+    """`end_us`, when it is at most `MAX_DURATION` (100 years, as for every duration) after now.
+
+    Each part may be in range and the sum not: a `startsAt` in 9999 plus a day, or a grant extended by a
+    century again and again, ends past the last datetime and would fail far away (a 500 on every read)."""
+    if end_us - now_us > int(MAX_DURATION * 1_000_000):
+        raise JitError(400, "invalid_request", f"{what} must end within 100 years from now")
+    return end_us
+
+
 def window(
     now: datetime, *, duration: Any = None, expires_at: Any = None, starts_at: Any = None
 ) -> tuple[int, int]:
@@ -123,7 +133,7 @@ def window(
         end = instant(expires_at, "expiresAt")
     if end <= start:
         raise JitError(400, "invalid_request", "the grant must end after it starts (and after now)")
-    return start, end
+    return start, within_horizon(now_us, end, "the grant")
 
 
 # ---------------------------------------------------------------- operations

@@ -164,6 +164,7 @@ class Access:
                 end = current.expires_at + int(grants.seconds(duration) * 1_000_000)
             else:
                 end = grants.instant(expires_at, "expiresAt")
+            grants.within_horizon(to_micros(now), end, "the grant")
             row = grants.extend(
                 conn,
                 self.deprovisioner,
@@ -219,6 +220,8 @@ class Access:
             raise JitError(400, "invalid_request", '`duration` is required, e.g. "2h"')
         seconds = grants.seconds(duration)
         start = grants.instant(starts_at, "startsAt") if starts_at is not None else None
+        if start is not None:
+            grants.within_horizon(to_micros(now), start + int(seconds * 1_000_000), "the requested access")
         with self.db.write() as conn:
             if once is not None and not used_once.claim(conn, ID_TOKEN_PURPOSE, once.value, once.until, now):
                 raise JitError(401, "token_replayed", "this ID token was already used: sign in again")

@@ -38,6 +38,8 @@ class ServerConfig(BaseModel):
     client_rate_limit_burst: int = Field(default=200, ge=0)
     # a plain Group PATCH answers 200 with the group up to this many members, else 204 (docs/scim.md)
     group_patch_response_max_members: int = Field(default=100, ge=0)
+    # most operations in one PATCH (`tooMany` over it); advertised in /ServiceProviderConfig (docs/scim.md)
+    patch_max_operations: int = Field(default=1000, ge=1)
     strict_attributes: bool = False  # unknown attributes / schema URNs in writes: 400 instead of ignored
     # /metrics asks for a token with the `metrics` (or admin) scope; false opens it (application names, traffic)
     metrics_token_required: bool = True
