@@ -40,9 +40,11 @@ T = TypeVar("T")
 
 DEFAULT_STATEMENT_TIMEOUT = 5.0  # seconds; `[server] statement_timeout`
 DEFAULT_INLINE_BUDGET = 0.020  # seconds a SQLite read may hold the event loop before it moves to a thread
-# How often (in SQLite VM instructions) the progress handler looks at the clock: about every 10-50 µs of work,
-# so a deadline is kept to well under a millisecond, for a cost of a few percent on long queries only.
-_PROGRESS_STEPS = 2000
+# How often (in SQLite VM instructions) the progress handler looks at the clock: roughly every 0.1-0.5 ms of
+# work. Each call takes the GIL, and a query in a worker thread that asks for the GIL while the loop holds it
+# waits up to the switch interval (5 ms) for it, so a small step slows that query and interrupts the loop
+# for nothing: deadlines of milliseconds need no finer check.
+_PROGRESS_STEPS = 50_000
 UNBOUNDED = "scimjit_unbounded"  # execution option: no statement time limit (schema migrations)
 _STATE = "scimjit_deadline"  # key of a SQLite connection's `_Deadline` in its pool record's info
 
