@@ -19,6 +19,10 @@ class ServerConfig(BaseModel):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     max_filter_length: int = Field(default=4096, ge=1)
     max_filter_depth: int = Field(default=32, ge=1)
+    # comparisons in one filter (each `attr op value`, `pr` included); bounds the SQL one filter can ask for
+    filter_max_terms: int = Field(default=50, ge=1)
+    # the longest any one SQL statement may run; over it 400 tooMany, the transaction rolled back; 0: no limit
+    statement_timeout: Duration = 5.0
     max_page_size: int = Field(default=1000, ge=1)
     default_page_size: int = Field(default=100, ge=1)
     max_bulk_operations: int = Field(default=1000, ge=0)
