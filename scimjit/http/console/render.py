@@ -32,6 +32,7 @@ TITLES = {
     "inactive_user": "Your account is not active",
     "issuer_unavailable": "Sign-in is unavailable right now",
     "not_found": "Not found",
+    "not_yours": "This request is not yours to see",
 }
 
 
