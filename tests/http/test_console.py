@@ -362,17 +362,46 @@ def test_admin_pages(db, world):
     assert carol.get("/console/admin/dead").status_code == 200
 
 
-def test_lists_page_in_sql(db, world):
-    """A page holds `page_size` rows and says how many there are; page 2 holds the rest."""
-    from tests.jit_helpers import add_user
+def _link(html: str, rel: str) -> str | None:
+    found = re.search(rf'<a href="([^"]+)" rel="{rel}">', html)
+    return found.group(1).replace("&amp;", "&") if found else None
 
+
+def test_lists_page_in_sql(db, world):
+    """A page holds `page_size` rows and says how many there are; the directory pages with keyset cursors
+    (Next / Previous), the audit trail by page number."""
     for i in range(120):
         add_user(db, f"user{i:03d}")
     carol = world.sign_in("carol")
     first = carol.get("/console/admin/users").text
-    assert "124 in all, page 1" in first and first.count("<tr>") == 51  # header + page_size (50)
-    third = carol.get("/console/admin/users", params={"page": "3"}).text
-    assert third.count("<tr>") == 1 + 24 and "Next" not in third
+    assert "124 in all" in first and first.count("<tr>") == 51  # header + page_size (50)
+    assert _link(first, "prev") is None
+    second = carol.get("/console/admin/users" + (_link(first, "next") or "")).text
+    third = carol.get("/console/admin/users" + (_link(second, "next") or "")).text
+    assert third.count("<tr>") == 1 + 24 and _link(third, "next") is None
+    names = [re.findall(r"<tr><td>([^<]+)</td>", page) for page in (first, second, third)]
+    assert sorted(n for page in names for n in page) == sorted(
+        ["alice", "bob", "carol", "dave"] + [f"user{i:03d}" for i in range(120)]
+    )
+    back = carol.get("/console/admin/users" + (_link(third, "prev") or "")).text
+    assert re.findall(r"<tr><td>([^<]+)</td>", back) == names[1]
+
+    # the filter stays on every page; a cursor of another filter, or a forged one, is refused
+    filtered = carol.get("/console/admin/users", params={"filter": 'userName sw "user"'}).text
+    assert "120 in all" in filtered and "alice" not in filtered
+    following = _link(filtered, "next") or ""
+    assert "filter=" in following
+    assert "alice" not in carol.get("/console/admin/users" + following).text
+    cursor = following.split("cursor=")[1].split("&")[0]
+    other = carol.get("/console/admin/users", params={"cursor": cursor})
+    assert other.status_code == 400 and "This page link is no longer valid" in other.text
+
+    for i in range(60):
+        world.services.access.create_grant(user=f"user{i:03d}", group="prod-admins", duration="1h", actor="t")
+    trail = carol.get("/console/admin/audit", params={"filter": 'action eq "grant.create"'}).text
+    assert "60 in all, page 1" in trail and trail.count('class="event"') == 50
+    rest = carol.get("/console/admin/audit" + (_link(trail, "next") or "")).text
+    assert "page 2" in rest and rest.count('class="event"') == 10 and _link(rest, "next") is None
 
 
 def test_console_off_without_its_table(db):

