@@ -302,7 +302,9 @@ def sign_out(services: Services, session: Session) -> None:
         revoke(conn, session, services.clock.now())
 
 
-def directory_page(services: Services, kind: str, where: str | None, cursor: str, size: int) -> dict[str, Any]:
+def directory_page(
+    services: Services, kind: str, where: str | None, cursor: str, size: int
+) -> dict[str, Any]:
     """Users or Groups with a SCIM filter, one page in SQL (`store.query.search`, as /scim/v2 lists).
 
     Keyset-paged with the search's own cursors (RFC 9865), not OFFSET: the directory is the one list that
