@@ -478,13 +478,14 @@ def test_two_distinct_approvers(db, world):
     assert file_request(alice).status_code == 303
     (pending,) = rows(db, access_requests)
     bob = world.sign_in("bob")
-    assert (
-        bob.post(
-            f"/console/requests/{pending.id}/approve", data={"csrf": csrf(bob.get("/console/").text)}
-        ).status_code
-        == 303
+    first = bob.post(
+        f"/console/requests/{pending.id}/approve", data={"csrf": csrf(bob.get("/console/").text)}
     )
+    assert first.status_code == 303 and first.headers["location"] == "/console/approvals?note=counted"
+    assert "waits for more approvals" in bob.get(first.headers["location"]).text
     assert rows(db, access_requests)[0].status == "pending" and rows(db, grants) == []
+    waiting = bob.get(f"/console/requests/{pending.id}").text
+    assert 'id="waiting"' in waiting and 'id="approve"' not in waiting and "2 approvals needed" in waiting
     queue = bob.get("/console/approvals").text
     assert "You approved; waiting for others." in queue and "bob: approve" in queue
     again = bob.post(f"/console/requests/{pending.id}/approve", data={"csrf": csrf(queue)})
