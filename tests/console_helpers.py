@@ -94,6 +94,12 @@ class Idp:
         self.client = client
         return client
 
+    def add(self, name: str) -> None:
+        """One more person at the provider (`name@example.com`), who has consented to the console."""
+        if name not in self.people:
+            self.people[name] = self.iam.random_user(user_name=name, emails=[f"{name}@example.com"])
+        self.iam.consent(self.people[name], self.client)
+
     def as_(self, name: str) -> None:
         """The provider treats every request as `name`'s (pytest-iam skips its own login screen)."""
         self.iam.login(self.people[name])

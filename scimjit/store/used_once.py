@@ -1,5 +1,6 @@
 """Owner of `used_once`: a replay cache for values that may be accepted once (an ID token's `jti`, a SAML
-assertion id, the `jti` of a signed sign-in result).
+assertion id, the `jti` of a signed sign-in result), and the list of console sessions signed out before their
+end (their random id, purpose "console_session": `is_claimed` is what refuses a copied cookie after sign-out).
 
 `claim` inserts the value's hash; the primary key makes a second claim fail, so a replay is refused even when
 the two requests race on different processes. A row is kept until `expires_at`, the moment the value would be
@@ -46,6 +47,18 @@ def claim(conn: sa.Connection, purpose: str, value: str, expires_at: datetime, n
         .returning(used_once.c.value_hash)  # rowcount is not reliable here on every driver; RETURNING is
     ).first()
     return inserted is not None
+
+
+def is_claimed(conn: sa.Connection, purpose: str, value: str, now: datetime) -> bool:
+    """Whether `value` is claimed for `purpose` and the claim still holds: one primary-key lookup."""
+    found = conn.execute(
+        sa.select(used_once.c.expires_at).where(
+            used_once.c.purpose == purpose,
+            used_once.c.value_hash == _hash(value),
+            used_once.c.expires_at > to_micros(now),
+        )
+    ).first()
+    return found is not None
 
 
 def purge_expired(conn: sa.Connection, now: datetime, limit: int = 1000) -> int:

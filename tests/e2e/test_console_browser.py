@@ -1,8 +1,9 @@
 """The console in a real browser: headless Chromium (Debian's `chromium` + `chromedriver`, driven by
 Selenium; nothing is downloaded) against a running `scimjit serve` and the real OIDC provider of pytest-iam.
 
-alice signs in and requests prod-admins for 1h; bob, an approver, signs in, sees it and approves; alice sees
-her active grant; carol, a console admin, sees it in the expiring list and in the audit trail; alice cannot
+alice signs in and requests prod-admins for 1h; bob, an approver, is mailed about it (a real SMTP server
+here), signs in, sees it in his queue, follows the link of the mail to the request's page and approves there;
+alice sees her active grant; carol, a console admin, sees it in the expiring list and in the audit trail; alice cannot
 approve her own request. Each page is photographed (docs/console.md shows them): into the directory named by
 SCIMJIT_CONSOLE_SCREENSHOTS (`docs/console` to refresh the docs), else into the test's tmp directory.
 """
@@ -10,8 +11,12 @@ SCIMJIT_CONSOLE_SCREENSHOTS (`docs/console` to refresh the docs), else into the 
 from __future__ import annotations
 
 import os
+import re
 import sys
+import threading
 from collections.abc import Iterator
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +63,43 @@ eligible = ["engineers"]
 max_duration = "8h"
 approvers = ["sre-leads"]
 description = "Production administration"
+
+[notifications.email]
+host = "127.0.0.1"
+port = {smtp_port}
+starttls = false
+from = "jit@example.com"
 """
+
+
+class Mailbox:
+    """An SMTP server on 127.0.0.1 (aiosmtpd) that keeps the mails it accepts."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.port = free_port()
+        self.mails: list[tuple[list[str], EmailMessage]] = []
+        self.arrived = threading.Condition()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.arrived:
+            self.mails.append(
+                (list(envelope.rcpt_tos), message_from_bytes(envelope.content, policy=policy.default))
+            )
+            self.arrived.notify_all()
+        return "250 OK"
+
+    def first_to(self, address: str) -> EmailMessage:
+        """The first mail to `address`, waiting for the worker to send it (a bound on waiting, not a timing)."""
+
+        def found() -> list[EmailMessage]:
+            return [m for rcpt, m in self.mails if address in rcpt]
+
+        with self.arrived:
+            assert self.arrived.wait_for(found, timeout=WAIT), f"no mail to {address}"
+            return found()[0]
 
 
 @pytest.fixture(scope="session")
@@ -67,12 +108,26 @@ def idp(iam_server) -> Idp:
 
 
 @pytest.fixture
-def console(db, idp, tmp_path) -> Iterator[str]:
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox()
+    box.controller.start()
+    try:
+        yield box
+    finally:
+        box.controller.stop()
+
+
+@pytest.fixture
+def console(db, idp, mailbox, tmp_path) -> Iterator[str]:
     """`scimjit serve` with a [console] against pytest-iam, on a port known before it starts (base_url)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     config = tmp_path / "scimjit.toml"
-    config.write_text(CONFIG.format(issuer=idp.issuer, client_id=CLIENT_ID, client_secret=CLIENT_SECRET))
+    config.write_text(
+        CONFIG.format(
+            issuer=idp.issuer, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, smtp_port=mailbox.port
+        )
+    )
     seed_directory(db)
     idp.register(url)
     env = cli_env(
@@ -168,7 +223,7 @@ def rows(db, table: sa.Table) -> list[Any]:
         return list(conn.execute(sa.select(table)))
 
 
-def test_request_approve_grant_expiring_audit_in_a_browser(db, console, browser, idp, shots):
+def test_request_approve_grant_expiring_audit_in_a_browser(db, console, browser, idp, shots, mailbox):
     person = Person(browser, console, idp, shots)
 
     # alice signs in and requests prod-admins for 1h
@@ -207,14 +262,25 @@ def test_request_approve_grant_expiring_audit_in_a_browser(db, console, browser,
     person.sign_out()
     person.snap("signed-out-after")
 
-    # bob, an approver, sees it and approves
+    # bob, an approver, is mailed a link to the request; he sees it in his queue, follows the link and
+    # approves on the request's page
+    mail = mailbox.first_to("bob@example.com")
+    text = mail.get_content()
+    (link,) = re.findall(r"Open: (\S+)", text)
+    assert link == f"{console}/console/requests/{request.id}"
     person.sign_in("bob")
     row = person.open("/console/approvals", f'#queue tr[data-id="{request.id}"]')
     assert "alice" in row.text and "Roll out the payment fix" in row.text and "1h" in row.text
-    row.find_element(By.NAME, "comment").send_keys("approved for the incident")
     person.snap("approvals")
-    row.find_element(By.CSS_SELECTOR, "button.approve").click()
-    person.wait("#empty-queue")
+    person.driver.get(link)
+    facts = person.wait(f'#request[data-id="{request.id}"][data-status="pending"]')
+    assert "alice" in facts.text and "Roll out the payment fix" in facts.text
+    person.driver.find_element(By.ID, "comment").send_keys("approved for the incident")
+    person.snap("request-page")
+    person.driver.find_element(By.ID, "approve").click()
+    decided = person.wait(f'#request[data-id="{request.id}"][data-status="approved"]')
+    assert "approved" in decided.text and "approved for the incident" in person.text()
+    person.snap("request-page-decided")
     assert rows(db, access_requests)[0].status == "approved"
     person.sign_out()
 

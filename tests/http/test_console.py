@@ -18,8 +18,10 @@ from scimjit.clock import FrozenClock
 from scimjit.config import Settings
 from scimjit.http.app import create_app
 from scimjit.services import Services
-from scimjit.store.tables import access_requests, audit_log, grants
+from scimjit.store import used_once
+from scimjit.store.tables import access_requests, audit_log, grants, outbox
 from tests.console_helpers import Idp, console_document, seed_directory, sign_in
+from tests.jit_helpers import add_user
 from tests.live_server import serve
 
 
@@ -45,10 +47,18 @@ def policy() -> dict[str, Any]:
 
 
 @pytest.fixture
-def world(db, idp, policy) -> Iterator[World]:
+def notifications() -> dict[str, Any]:
+    """The `[notifications]` table (none: a test parametrizes `notifications` to have one)."""
+    return {}
+
+
+@pytest.fixture
+def world(db, idp, policy, notifications) -> Iterator[World]:
     clock = FrozenClock(datetime.now(UTC))  # the provider signs with real time
     document = console_document(idp.issuer)
     document["jit"]["policies"][0].update(policy)
+    if notifications:
+        document["notifications"] = notifications
     settings = Settings.load(
         environ={},
         database_url=db.url,
@@ -241,6 +251,32 @@ def test_sign_out_clears_the_session(world):
     assert alice.get("/console/").status_code == 401
 
 
+def test_sign_out_ends_every_copy_of_the_session(db, world):
+    """A cookie copied before sign-out (another tab, a stolen copy) is refused after it, on every page."""
+    alice = world.sign_in("alice")
+    copy = httpx.Client(base_url=world.url, cookies={"scimjit_console": alice.cookies["scimjit_console"]})
+    assert copy.get("/console/").status_code == 200
+    token = csrf(alice.get("/console/").text)
+    assert alice.post("/console/logout", data={"csrf": token}).status_code == 200
+
+    page = copy.get("/console/")
+    assert page.status_code == 401 and "Sign in to continue" in page.text and 'id="who"' not in page.text
+    filed = copy.post(
+        "/console/requests",
+        data={"csrf": token, "group": "prod-admins", "duration": "3600s", "justification": "x"},
+    )
+    assert filed.status_code == 401 and "You are signed out" in filed.text
+    assert rows(db, access_requests) == []
+    # the claim lasts as long as the session would have: the sweeper's purge of expired rows keeps it
+    world.clock.advance(3600)
+    with db.write() as conn:
+        used_once.purge_expired(conn, world.clock.now())
+    assert copy.get("/console/").status_code == 401
+    # signing in again starts a new session, which works
+    again = world.sign_in("alice")
+    assert again.get("/console/").status_code == 200
+
+
 def test_cookie_attributes(world):
     client = httpx.Client(base_url=world.url)
     start = client.get("/console/login")
@@ -326,17 +362,46 @@ def test_admin_pages(db, world):
     assert carol.get("/console/admin/dead").status_code == 200
 
 
-def test_lists_page_in_sql(db, world):
-    """A page holds `page_size` rows and says how many there are; page 2 holds the rest."""
-    from tests.jit_helpers import add_user
+def _link(html: str, rel: str) -> str | None:
+    found = re.search(rf'<a href="([^"]+)" rel="{rel}">', html)
+    return found.group(1).replace("&amp;", "&") if found else None
 
+
+def test_lists_page_in_sql(db, world):
+    """A page holds `page_size` rows and says how many there are; the directory pages with keyset cursors
+    (Next / Previous), the audit trail by page number."""
     for i in range(120):
         add_user(db, f"user{i:03d}")
     carol = world.sign_in("carol")
     first = carol.get("/console/admin/users").text
-    assert "124 in all, page 1" in first and first.count("<tr>") == 51  # header + page_size (50)
-    third = carol.get("/console/admin/users", params={"page": "3"}).text
-    assert third.count("<tr>") == 1 + 24 and "Next" not in third
+    assert "124 in all" in first and first.count("<tr>") == 51  # header + page_size (50)
+    assert _link(first, "prev") is None
+    second = carol.get("/console/admin/users" + (_link(first, "next") or "")).text
+    third = carol.get("/console/admin/users" + (_link(second, "next") or "")).text
+    assert third.count("<tr>") == 1 + 24 and _link(third, "next") is None
+    names = [re.findall(r"<tr><td>([^<]+)</td>", page) for page in (first, second, third)]
+    assert sorted(n for page in names for n in page) == sorted(
+        ["alice", "bob", "carol", "dave"] + [f"user{i:03d}" for i in range(120)]
+    )
+    back = carol.get("/console/admin/users" + (_link(third, "prev") or "")).text
+    assert re.findall(r"<tr><td>([^<]+)</td>", back) == names[1]
+
+    # the filter stays on every page; a cursor of another filter, or a forged one, is refused
+    filtered = carol.get("/console/admin/users", params={"filter": 'userName sw "user"'}).text
+    assert "120 in all" in filtered and "alice" not in filtered
+    following = _link(filtered, "next") or ""
+    assert "filter=" in following
+    assert "alice" not in carol.get("/console/admin/users" + following).text
+    cursor = following.split("cursor=")[1].split("&")[0]
+    other = carol.get("/console/admin/users", params={"cursor": cursor})
+    assert other.status_code == 400 and "This page link is no longer valid" in other.text
+
+    for i in range(60):
+        world.services.access.create_grant(user=f"user{i:03d}", group="prod-admins", duration="1h", actor="t")
+    trail = carol.get("/console/admin/audit", params={"filter": 'action eq "grant.create"'}).text
+    assert "60 in all, page 1" in trail and trail.count('class="event"') == 50
+    rest = carol.get("/console/admin/audit" + (_link(trail, "next") or "")).text
+    assert "page 2" in rest and rest.count('class="event"') == 10 and _link(rest, "next") is None
 
 
 def test_console_off_without_its_table(db):
@@ -413,13 +478,14 @@ def test_two_distinct_approvers(db, world):
     assert file_request(alice).status_code == 303
     (pending,) = rows(db, access_requests)
     bob = world.sign_in("bob")
-    assert (
-        bob.post(
-            f"/console/requests/{pending.id}/approve", data={"csrf": csrf(bob.get("/console/").text)}
-        ).status_code
-        == 303
+    first = bob.post(
+        f"/console/requests/{pending.id}/approve", data={"csrf": csrf(bob.get("/console/").text)}
     )
+    assert first.status_code == 303 and first.headers["location"] == "/console/approvals?note=counted"
+    assert "waits for more approvals" in bob.get(first.headers["location"]).text
     assert rows(db, access_requests)[0].status == "pending" and rows(db, grants) == []
+    waiting = bob.get(f"/console/requests/{pending.id}").text
+    assert 'id="waiting"' in waiting and 'id="approve"' not in waiting and "2 approvals needed" in waiting
     queue = bob.get("/console/approvals").text
     assert "You approved; waiting for others." in queue and "bob: approve" in queue
     again = bob.post(f"/console/requests/{pending.id}/approve", data={"csrf": csrf(queue)})
@@ -444,3 +510,103 @@ def test_auto_approve_from_the_console(db, world):
     longer = file_request(alice, duration="7200s")  # beyond auto_approve: waits for an approver
     assert longer.headers["location"] == "/console/?note=requested"
     assert "Done: access approved." in alice.get("/console/?note=approved").text
+
+
+# ---------------------------------------------------------------- the request page
+
+
+def test_the_request_page_for_requester_approver_outsider_and_admin(db, world):
+    alice = world.sign_in("alice")
+    assert file_request(alice, justification="deploy <b>1.2</b>").status_code == 303
+    (pending,) = rows(db, access_requests)
+    path = f"/console/requests/{pending.id}"
+    home = alice.get("/console/").text
+    assert f'href="{path}"' in home  # linked from "my requests"
+
+    mine = alice.get(path)
+    assert mine.status_code == 200 and 'data-status="pending"' in mine.text
+    assert 'id="requester">alice<' in mine.text and "deploy &lt;b&gt;1.2&lt;/b&gt;" in mine.text
+    assert "1h" in mine.text and "Nobody has decided yet." in mine.text
+    assert 'id="cancel"' in mine.text and 'id="approve"' not in mine.text  # never her own decision
+
+    bob = world.sign_in("bob")
+    assert f'href="{path}"' in bob.get("/console/approvals").text  # linked from the queue
+    theirs = bob.get(path)
+    assert theirs.status_code == 200 and 'id="approve"' in theirs.text and 'id="deny"' in theirs.text
+    assert 'id="cancel"' not in theirs.text
+
+    erin_id = add_user(db, "erin", emails=["erin@example.com"])  # in no group: an outsider
+    world.idp.add("erin")
+    erin = world.sign_in("erin")
+    refused = erin.get(path)
+    assert refused.status_code == 403 and "This request is not yours to see" in refused.text
+    assert "deploy" not in refused.text and erin_id not in refused.text
+
+    carol = world.sign_in("carol")  # a console admin: sees it, may not decide (not an approver)
+    seen = carol.get(path)
+    assert seen.status_code == 200 and 'id="requester">alice<' in seen.text
+    assert 'id="approve"' not in seen.text and 'id="cancel"' not in seen.text
+
+    unknown = bob.get("/console/requests/no-such-request")
+    assert unknown.status_code == 404 and "Traceback" not in unknown.text
+
+
+def test_approve_and_cancel_from_the_request_page(db, world):
+    alice = world.sign_in("alice")
+    assert file_request(alice).status_code == 303
+    assert file_request(alice, duration="7200s").status_code == 303
+    first, second = sorted(rows(db, access_requests), key=lambda r: r.duration_seconds)
+
+    bob = world.sign_in("bob")
+    page = bob.get(f"/console/requests/{first.id}").text
+    decided = bob.post(
+        f"/console/requests/{first.id}/approve",
+        data={"csrf": csrf(page), "from": "page", "comment": "for the release"},
+    )
+    assert decided.status_code == 303
+    assert decided.headers["location"] == f"/console/requests/{first.id}?note=approved"
+    after = bob.get(decided.headers["location"]).text
+    assert 'data-status="approved"' in after and "Done: access approved." in after
+    assert 'data-approver="bob" data-decision="approve"' in after and "for the release" in after
+    assert 'id="approve"' not in after  # decided: nothing more to do
+    (grant,) = rows(db, grants)
+    assert grant.user_id == world.ids["alice"] and grant.status == "active"
+    assert {r.id: r.status for r in rows(db, access_requests)}[first.id] == "approved"
+
+    page = alice.get(f"/console/requests/{second.id}").text
+    cancelled = alice.post(f"/console/requests/{second.id}/cancel", data={"csrf": csrf(page), "from": "page"})
+    assert cancelled.headers["location"] == f"/console/requests/{second.id}?note=cancelled"
+    assert 'data-status="cancelled"' in alice.get(cancelled.headers["location"]).text
+    assert [r.actor for r in audit(db, "request.cancel")] == ["console:alice"]
+
+
+@pytest.mark.parametrize(
+    "notifications", [{"email": {"host": "127.0.0.1", "port": 2525, "starttls": False, "from": "jit@x.test"}}]
+)
+def test_the_notification_link_opens_the_request_page_for_the_approver(db, world):
+    """The link `request.created` carries (access.notify.console_link) is a page, not a dead end."""
+    alice = world.sign_in("alice")
+    assert file_request(alice).status_code == 303
+    (pending,) = rows(db, access_requests)
+    told = rows(db, outbox, outbox.c.type == "request.created", outbox.c.user_id == world.ids["bob"])
+    (event,) = [r.payload for r in told]
+    assert event["link"] == f"{world.url}/console/requests/{pending.id}"
+
+    bob = world.sign_in("bob")
+    page = bob.get(event["link"])
+    assert page.status_code == 200 and f'data-id="{pending.id}"' in page.text and 'id="approve"' in page.text
+
+    # signed out, the link leads through sign-in back to the same page
+    anonymous = httpx.Client(base_url=world.url)
+    signed_out = anonymous.get(event["link"])
+    assert signed_out.status_code == 401
+    assert f'href="/console/login?next=/console/requests/{pending.id}"' in signed_out.text
+    start = anonymous.get(f"/console/login?next=/console/requests/{pending.id}")
+    world.idp.as_("bob")
+    try:
+        callback = httpx.get(start.headers["location"]).headers["location"]
+    finally:
+        world.idp.iam.logout()
+    back = anonymous.get(callback)
+    assert back.status_code == 303 and back.headers["location"] == f"/console/requests/{pending.id}"
+    assert 'id="approve"' in anonymous.get(back.headers["location"]).text

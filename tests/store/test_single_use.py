@@ -66,3 +66,19 @@ def test_a_value_is_claimed_once_until_it_expires(db: Database, clock: FrozenClo
         assert used_once.claim(conn, "id_token", "jti-1", until + timedelta(minutes=5), until)
     with db.write() as conn:
         assert used_once.purge_expired(conn, until + timedelta(hours=1)) == 2
+
+
+def test_is_claimed_holds_until_the_claim_ends(db: Database, clock: FrozenClock) -> None:
+    """What refuses a console session after its sign-out: claimed for its purpose, until its end only."""
+    now = clock.now()
+    end = now + timedelta(hours=8)
+    with db.read() as conn:
+        assert not used_once.is_claimed(conn, "console_session", "sid-1", now)
+    with db.write() as conn:
+        assert used_once.claim(conn, "console_session", "sid-1", end, now)
+    with db.read() as conn:
+        assert used_once.is_claimed(conn, "console_session", "sid-1", now)
+        assert used_once.is_claimed(conn, "console_session", "sid-1", end - timedelta(microseconds=1))
+        assert not used_once.is_claimed(conn, "console-id-token", "sid-1", now)  # another purpose
+        assert not used_once.is_claimed(conn, "console_session", "sid-2", now)
+        assert not used_once.is_claimed(conn, "console_session", "sid-1", end)  # over: refused on its own

@@ -58,20 +58,22 @@ def handler(
             if config is None:
                 return HTMLResponse("Not Found", status_code=404)
             current = session.current(request)
+            if current is not None:
+                admin_now = await services.db.run(pages.signed_in_as, services, config, current)
+                if admin_now is None:  # signed out, in this browser or in one holding a copy of the cookie
+                    current = None
+                else:
+                    request.state.console_admin = admin_now
             if signed_in and current is None:
                 if request.method == "GET":
                     return page(request, None, "signed_out.html", 401, next=request.url.path)
                 return refusal(
                     request, None, 401, "signed_out", "Your session ended. Sign in again and retry."
                 )
-            if current is not None:
-                request.state.console_admin = await services.db.run(
-                    pages.is_admin, services, config, current.user_id
+            if admin and current is not None and not request.state.console_admin:
+                return refusal(
+                    request, current, 403, "not_admin", "These pages are for console administrators."
                 )
-                if admin and not request.state.console_admin:
-                    return refusal(
-                        request, current, 403, "not_admin", "These pages are for console administrators."
-                    )
             try:
                 return await fn(request, services, config, current)
             except JitError as exc:
@@ -149,6 +151,7 @@ async def logout(
         values = await pages.form(request, s)
         if isinstance(values, Response):
             return values
+        await services.db.run(pages.sign_out, services, s)  # every copy of the cookie, not only this one
     response = page(request, None, "signed_out.html", 200, next=PREFIX + "/", goodbye=True)
     session.end(request, response)
     return response
@@ -216,6 +219,24 @@ async def request_create(
 
 
 @handler()
+async def request_page(
+    request: Request, services: Services, config: ConsoleConfig, s: session.Session | None
+) -> Response:
+    """The page a notification links to (`access.notify.console_link`): the request, its decisions so far
+    and the actions this person may take on it."""
+    me = _session(s)
+    data = await services.db.run(
+        pages.request_data, services, me, request.path_params["id"], request.state.console_admin
+    )
+    return page(request, me, "request_page.html", **data)
+
+
+def _after(values: dict[str, str], doc: dict[str, Any], elsewhere: str) -> str:
+    """Where a decision or a cancellation returns to: the request's page when it was taken there."""
+    return f"{PREFIX}/requests/{doc['id']}" if values.get("from") == "page" else elsewhere
+
+
+@handler()
 async def request_cancel(
     request: Request, services: Services, config: ConsoleConfig, s: session.Session | None
 ) -> Response:
@@ -224,7 +245,7 @@ async def request_cancel(
     if isinstance(values, Response):
         return values
     access = services.access
-    await access.db.run(
+    doc = await access.db.run(
         functools.partial(
             access.cancel_request,
             request.path_params["id"],
@@ -233,7 +254,7 @@ async def request_cancel(
             http_request_id=_request_id(request),
         )
     )
-    return pages.back(PREFIX + "/", "cancelled")
+    return pages.back(_after(values, doc, PREFIX + "/"), "cancelled")
 
 
 # ---------------------------------------------------------------- approver
@@ -258,7 +279,7 @@ def decide(decision: str) -> Callable[[Request], Awaitable[Response]]:
         if isinstance(values, Response):
             return values
         access = services.access
-        await access.db.run(
+        doc = await access.db.run(
             functools.partial(
                 access.decide,
                 request.path_params["id"],
@@ -270,7 +291,10 @@ def decide(decision: str) -> Callable[[Request], Awaitable[Response]]:
                 decided_via="console",  # signed in with OIDC just now, by the console's own client
             )
         )
-        return pages.back(PREFIX + "/approvals", "approved" if decision == "approve" else "denied")
+        note = (
+            "denied" if decision == "deny" else "approved" if doc.get("status") == "approved" else "counted"
+        )
+        return pages.back(_after(values, doc, PREFIX + "/approvals"), note)
 
     endpoint.__name__ = f"request_{decision}"
     return endpoint
@@ -289,9 +313,8 @@ def directory(kind: str) -> Callable[[Request], Awaitable[Response]]:
         request: Request, services: Services, config: ConsoleConfig, s: session.Session | None
     ) -> Response:
         where = _filter(request)
-        data = await services.db.run(
-            pages.directory_page, services, kind, where, pages.page_number(request), config.page_size
-        )
+        cursor = request.query_params.get("cursor", "")
+        data = await services.db.run(pages.directory_page, services, kind, where, cursor, config.page_size)
         return page(request, s, "directory.html", kind=kind, filter=where, **data)
 
     endpoint.__name__ = f"admin_{kind.lower()}s"
@@ -378,6 +401,7 @@ routes: list[BaseRoute] = [
     _route("/logout", logout, "POST"),
     _route("/request", request_form),
     _route("/requests", request_create, "POST"),
+    _route("/requests/{id}", request_page),
     _route("/requests/{id}/cancel", request_cancel, "POST"),
     _route("/approvals", approvals),
     _route("/requests/{id}/approve", decide("approve"), "POST"),

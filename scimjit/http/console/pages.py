@@ -1,8 +1,9 @@
 """The console's pages: what a requester, an approver and an admin see and do. Each handler reads through
 the owners that exist (`store.admin` views with the SCIM filter compiler, `store.query` for users and groups,
 `store.users` / `store.groups` for names) and acts only through `access.service.Access` (every policy rule
-lives there) or the deliverer (dead-letter retry). Every list pages in SQL: one `LIMIT/OFFSET` page and a
-count, whatever the size of the table.
+lives there) or the deliverer (dead-letter retry). Every list pages in SQL, one page and a count whatever the
+size of the table: Users and Groups with the SCIM search's keyset cursors, the other lists with LIMIT/OFFSET
+(they are read from their newest or soonest end, and a deep page of 100,000 audit rows still takes tens of ms).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from scimjit.access.service import Access
 from scimjit.clock import to_micros
 from scimjit.config import ConsoleConfig
 from scimjit.http.console.render import refusal
-from scimjit.http.console.session import Session, check_csrf
+from scimjit.http.console.session import Session, check_csrf, revoke, revoked
 from scimjit.jiterrors import JitError
 from scimjit.scim.resource import parse_datetime
 from scimjit.services import Services
@@ -230,29 +231,90 @@ def queue_data(services: Services, session: Session, number: int, size: int) -> 
     }
 
 
+def request_data(services: Services, session: Session, request_id: str, admin_now: bool) -> dict[str, Any]:
+    """One request as its page shows it, and what this person may do with it there.
+
+    Who sees it: its requester, the policy's approvers (live members of its `approvers` groups), anyone who
+    has already decided it (an approver who since left the group still sees what they decided) and console
+    admins; anyone else is refused (403 `not_yours`). Deciding is offered to an approver who has not
+    decided yet and is not the requester, cancelling to the requester; `Access` checks both again on POST.
+    """
+    now = services.clock.now()
+    now_us = to_micros(now)
+    with services.db.read() as conn:
+        row = request_rows.get(conn, request_id)  # 404 `not_found` for an unknown id
+        found = group_store.names(conn, ids={row.group_id})
+        group = found[0] if found else None
+        policy = services.access.settings.policy_for(group.id, group.display_name) if group else None
+        mine = row.user_id == session.user_id
+        decided = any(a.get("approverId") == session.user_id for a in row.approvals or [])
+        approver = bool(
+            policy
+            and policy.approvers
+            and request_rows.is_member(conn, session.user_id, policy.approvers, now_us)
+        )
+        if not (mine or decided or approver or admin_now):
+            raise JitError(
+                403,
+                "not_yours",
+                "A request is shown to its requester, its approvers and console administrators.",
+            )
+        requester = user_store.profiles(conn, [row.user_id]).get(row.user_id)
+    doc = request_rows.render(row, now_us)
+    pending = doc["status"] == "pending"
+    return {
+        "req": doc,
+        "requester": requester.user_name if requester else row.user_id,
+        "group": group.display_name if group else row.group_id,
+        "duration": _human(row.duration_seconds),
+        "required": policy.approvals_required if policy else 1,
+        "mine": mine,
+        "may_decide": pending and approver and not mine and not decided,
+        "waiting": pending and decided,
+        "may_cancel": pending and mine,
+    }
+
+
 # ---------------------------------------------------------------- admin
 
 
-def is_admin(services: Services, config: ConsoleConfig, user_id: str) -> bool:
+def signed_in_as(services: Services, config: ConsoleConfig, session: Session) -> bool | None:
+    """What every console request checks of its session, in one read: None when it was signed out (by any
+    copy of its cookie: a primary-key lookup in `used_once`), else whether its person is an admin now."""
+    now = services.clock.now()
+    with services.db.read() as conn:
+        if revoked(conn, session, now):
+            return None
+        return _is_admin(conn, config, session.user_id, to_micros(now))
+
+
+def _is_admin(conn: sa.Connection, config: ConsoleConfig, user_id: str, now_us: int) -> bool:
     """Live membership of any `[console] admin_groups` group."""
     if not config.admin_groups:
         return False
-    now_us = to_micros(services.clock.now())
     refs = config.admin_groups
-    with services.db.read() as conn:
-        stmt = live_groups(user_id, now_us, group_ids=refs, names_ci={r.lower() for r in refs})
-        return conn.execute(stmt.limit(1)).first() is not None
+    stmt = live_groups(user_id, now_us, group_ids=refs, names_ci={r.lower() for r in refs})
+    return conn.execute(stmt.limit(1)).first() is not None
+
+
+def sign_out(services: Services, session: Session) -> None:
+    with services.db.write() as conn:
+        revoke(conn, session, services.clock.now())
 
 
 def directory_page(
-    services: Services, kind: str, where: str | None, number: int, size: int
+    services: Services, kind: str, where: str | None, cursor: str, size: int
 ) -> dict[str, Any]:
-    """Users or Groups with a SCIM filter, one page in SQL (`store.query.search`, as /scim/v2 lists)."""
+    """Users or Groups with a SCIM filter, one page in SQL (`store.query.search`, as /scim/v2 lists).
+
+    Keyset-paged with the search's own cursors (RFC 9865), not OFFSET: the directory is the list that grows
+    to 100,000s of rows, and a deep OFFSET page reads every row before it, where a cursor page seeks its
+    first row through the primary key at any depth (the count is the same either way)."""
     registry = services.registry
     settings = services.settings
     params = SearchParams(
         filter=where or None,
-        start_index=(number - 1) * size + 1,
+        cursor=cursor,
         count=size,
         max_page_size=settings.max_page_size,
         max_filter_length=settings.max_filter_length,
@@ -274,7 +336,12 @@ def directory_page(
         rows = [{"id": r.id, "name": r.display_name, "display": "", "active": True} for r in found.rows]
     return {
         "rows": rows,
-        "paging": {"number": number, "total": found.total, "more": number * size < found.total, "size": size},
+        "paging": {
+            "total": found.total,
+            "size": size,
+            "next_cursor": found.next_cursor,
+            "previous_cursor": found.previous_cursor,
+        },
     }
 
 

@@ -27,11 +27,13 @@ TITLES = {
     "not_admin": "Administrators only",
     "invalid_request": "Something in the form is missing or wrong",
     "invalidFilter": "The filter is not valid",
+    "invalidCursor": "This page link is no longer valid",
     "invalid_state": "This sign-in expired",
     "unknown_user": "You are not in the directory",
     "inactive_user": "Your account is not active",
     "issuer_unavailable": "Sign-in is unavailable right now",
     "not_found": "Not found",
+    "not_yours": "This request is not yours to see",
 }
 
 

@@ -1,10 +1,16 @@
 """The console's session: a signed, HttpOnly, SameSite=Lax cookie (Secure when `base_url` is https), and the
 CSRF token every form carries.
 
-Why a signed cookie and not a table: a session holds only who signed in (SCIM user id, userName, admin or not
-is looked up live on every page) and when it ends, so there is nothing to look up per request. The cookie is
-signed with `itsdangerous` (HMAC-SHA256 under `server.session_secret`, a random key per process when that is
-unset) and carries its own end (`session_lifetime`), checked against the injectable clock.
+Why a signed cookie and not a sessions table: a session holds only who signed in (SCIM user id, userName;
+admin or not is looked up live on every page) and when it ends. The cookie is signed with `itsdangerous`
+(HMAC-SHA256 under `server.session_secret`, a random key per process when that is unset) and carries its own
+end (`session_lifetime`), checked against the injectable clock.
+
+Sign-out ends the session on the server too, not only in the browser that signed out: `revoke` claims the
+session's random `sid` in `store.used_once` (purpose "console_session", kept until the session would have
+ended anyway), and every console request asks `revoked` (one primary-key lookup, in the read that also checks
+admin membership), so a cookie copied before sign-out is refused after it. Only sessions that signed out are
+stored, each for at most `session_lifetime`; the sweeper purges them with the other expired `used_once` rows.
 
 CSRF: each session has a random `sid`; a form's token is HMAC(key, "csrf:" + sid), so it is bound to the
 session, cannot be made without the key, and changes with every sign-in. Every POST checks it in constant
@@ -17,13 +23,18 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from itsdangerous import BadSignature, URLSafeSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
+from scimjit.store import used_once
+
 COOKIE = "scimjit_console"
+SIGNED_OUT = "console_session"  # the `used_once` purpose of the ids of sessions that signed out
 PATH = "/console"
 _PROCESS_KEY = secrets.token_hex(32)  # used when `session_secret` is not set (one process only)
 
@@ -88,6 +99,17 @@ def start(request: Request, response: Response, user_id: str, user_name: str, li
 
 def end(request: Request, response: Response) -> None:
     response.delete_cookie(COOKIE, path=PATH, secure=secure(request), httponly=True, samesite="lax")
+
+
+def revoke(conn: sa.Connection, session: Session, now: datetime) -> None:
+    """End `session` for every copy of its cookie (inside the caller's write transaction)."""
+    until = datetime.fromtimestamp(session.expires, UTC)
+    used_once.claim(conn, SIGNED_OUT, session.sid, until, now)
+
+
+def revoked(conn: sa.Connection, session: Session, now: datetime) -> bool:
+    """Whether `session` was signed out (by any copy of its cookie) before its end."""
+    return used_once.is_claimed(conn, SIGNED_OUT, session.sid, now)
 
 
 def csrf_token(request: Request, session: Session) -> str:
