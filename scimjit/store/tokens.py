@@ -21,7 +21,8 @@ from scimjit.store.db import Database
 from scimjit.store.tables import tokens
 
 PREFIX = "sjt_"
-SCOPES = frozenset({"scim:read", "scim:write", "admin", "login", "requests", "metrics"})
+# `ssf`: a Shared Signals receiver managing its own streams (http/ssf.py)
+SCOPES = frozenset({"scim:read", "scim:write", "admin", "login", "requests", "metrics", "ssf"})
 
 
 @dataclass(frozen=True, slots=True)
