@@ -36,6 +36,7 @@ MAX_BODY = 64 * 1024
 MAX_STREAMS = 10  # per receiver (token): bounded emission cost per change
 MAX_EVENTS = 100  # SETs per poll answer
 T = TypeVar("T")
+NO_BASE_URL = {"500": resp("server.base_url is not set (base_url_required)", ref("JitError"), JSON)}
 
 STREAM_ID = query("stream_id", {"type": "string"}, "The stream (without it, GET lists the caller's streams)")
 CONFIG = {
@@ -213,7 +214,7 @@ def _owned(engine: JitEngine, stream_id: str, owner: str) -> Stream:
 @doc(
     "Shared Signals transmitter metadata (SSF 1.0 §7)",
     "Shared Signals",
-    {"200": resp("transmitter configuration", {"type": "object"}, JSON), **jit_errors(500)},
+    {"200": resp("transmitter configuration", {"type": "object"}, JSON), **NO_BASE_URL},
     secure=False,
 )
 async def configuration(request: Request) -> Response:
@@ -273,7 +274,8 @@ async def stream_get(request: Request) -> Response:
     {
         "201": resp("the stream", ref("SsfStream"), JSON),
         "409": resp("too many streams", ref("JitError"), JSON),
-        **jit_errors(400, 401, 403, 413, 415, 429, 500),
+        **jit_errors(400, 401, 403, 413, 415, 429),
+        **NO_BASE_URL,
     },
     body=body(ref("SsfStream"), JSON),
     components=COMPONENTS,
@@ -336,7 +338,11 @@ async def _change(request: Request, *, replace: bool) -> Response:
 @doc(
     "Update a stream (only the members sent change)",
     "Shared Signals",
-    {"200": resp("the stream", ref("SsfStream"), JSON), **jit_errors(400, 401, 403, 404, 413, 415, 429, 500)},
+    {
+        "200": resp("the stream", ref("SsfStream"), JSON),
+        **jit_errors(400, 401, 403, 404, 413, 415, 429),
+        **NO_BASE_URL,
+    },
     body=body(ref("SsfStream"), JSON),
     components=COMPONENTS,
 )
@@ -347,7 +353,11 @@ async def stream_update(request: Request) -> Response:
 @doc(
     "Replace a stream's receiver-supplied configuration",
     "Shared Signals",
-    {"200": resp("the stream", ref("SsfStream"), JSON), **jit_errors(400, 401, 403, 404, 413, 415, 429, 500)},
+    {
+        "200": resp("the stream", ref("SsfStream"), JSON),
+        **jit_errors(400, 401, 403, 404, 413, 415, 429),
+        **NO_BASE_URL,
+    },
     body=body(ref("SsfStream"), JSON),
     components=COMPONENTS,
 )
@@ -358,7 +368,7 @@ async def stream_replace(request: Request) -> Response:
 @doc(
     "Delete a stream (its subjects and undelivered SETs go with it)",
     "Shared Signals",
-    {"204": resp("deleted"), **jit_errors(401, 403, 404, 429, 500)},
+    {"204": resp("deleted"), **jit_errors(401, 403, 404, 429), **NO_BASE_URL},
     params=[STREAM_ID],
 )
 async def stream_delete(request: Request) -> Response:
@@ -390,7 +400,7 @@ def _status(stream: Stream) -> dict[str, Any]:
 @doc(
     "A stream's status (enabled, paused: SETs held, disabled: SETs dropped)",
     "Shared Signals",
-    {"200": resp("status", ref("SsfStatus"), JSON), **jit_errors(401, 403, 404, 429, 500)},
+    {"200": resp("status", ref("SsfStatus"), JSON), **jit_errors(401, 403, 404, 429), **NO_BASE_URL},
     params=[STREAM_ID],
     components=COMPONENTS,
 )
@@ -405,7 +415,11 @@ async def status_get(request: Request) -> Response:
 @doc(
     "Change a stream's status",
     "Shared Signals",
-    {"200": resp("status", ref("SsfStatus"), JSON), **jit_errors(400, 401, 403, 404, 413, 415, 429, 500)},
+    {
+        "200": resp("status", ref("SsfStatus"), JSON),
+        **jit_errors(400, 401, 403, 404, 413, 415, 429),
+        **NO_BASE_URL,
+    },
     body=body(ref("SsfStatus"), JSON),
     components=COMPONENTS,
 )
@@ -457,7 +471,7 @@ async def _subject(request: Request) -> tuple[JitEngine, Stream, str, dict[str, 
 @doc(
     "Add a subject to a stream (default_subjects is NONE: a stream hears only of its subjects)",
     "Shared Signals",
-    {"200": resp("added"), **jit_errors(400, 401, 403, 404, 413, 415, 429, 500)},
+    {"200": resp("added"), **jit_errors(400, 401, 403, 404, 413, 415, 429), **NO_BASE_URL},
     body=body(ref("SsfSubject"), JSON),
     components=COMPONENTS,
 )
@@ -476,7 +490,7 @@ async def subject_add(request: Request) -> Response:
 @doc(
     "Remove a subject from a stream",
     "Shared Signals",
-    {"204": resp("removed"), **jit_errors(400, 401, 403, 404, 413, 415, 429, 500)},
+    {"204": resp("removed"), **jit_errors(400, 401, 403, 404, 413, 415, 429), **NO_BASE_URL},
     body=body(ref("SsfSubject"), JSON),
     components=COMPONENTS,
 )
@@ -498,7 +512,7 @@ async def subject_remove(request: Request) -> Response:
 @doc(
     "Ask for a verification SET through the stream (carries your `state` back)",
     "Shared Signals",
-    {"204": resp("queued"), **jit_errors(400, 401, 403, 404, 413, 415, 429, 500)},
+    {"204": resp("queued"), **jit_errors(400, 401, 403, 404, 413, 415, 429), **NO_BASE_URL},
     body=body(ref("SsfVerify"), JSON),
     components=COMPONENTS,
 )
@@ -530,7 +544,11 @@ def _jtis(value: Any, what: str) -> list[str]:
 @doc(
     "Poll a stream's SETs and acknowledge those received (RFC 8936)",
     "Shared Signals",
-    {"200": resp("SETs by jti", POLL_ANSWER, JSON), **jit_errors(400, 401, 403, 404, 413, 415, 429, 500)},
+    {
+        "200": resp("SETs by jti", POLL_ANSWER, JSON),
+        **jit_errors(400, 401, 403, 404, 413, 415, 429),
+        **NO_BASE_URL,
+    },
     body=body(ref("SsfPoll"), JSON),
     params=[{"name": "stream_id", "in": "path", "required": True, "schema": {"type": "string"}}],
     components=COMPONENTS,
