@@ -442,6 +442,8 @@ async def status_set(request: Request) -> Response:
         with engine.db.write() as conn:
             if not ssf.update(conn, stream_id, owner, values):
                 raise JitError(404, "not_found", f"no stream {stream_id!r} of this receiver")
+            if status == ssf.DISABLED:  # disabled drops what waits (pushes drop themselves: SetPusher)
+                ssf.clear_queue(conn, stream_id)
             stream = ssf.get(conn, stream_id, owner)
         assert stream is not None
         return stream

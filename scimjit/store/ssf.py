@@ -96,7 +96,7 @@ def delete(conn: sa.Connection, stream_id: str, owner: str) -> bool:
     if gone.rowcount != 1:
         return False
     conn.execute(ssf_subjects.delete().where(ssf_subjects.c.stream_id == stream_id))
-    conn.execute(ssf_poll.delete().where(ssf_poll.c.stream_id == stream_id))
+    clear_queue(conn, stream_id)
     return True
 
 
@@ -158,6 +158,11 @@ def queue_many(conn: sa.Connection, items: Sequence[tuple[str, Mapping[str, Any]
                 for sid, claims in items
             ],
         )
+
+
+def clear_queue(conn: sa.Connection, stream_id: str) -> None:
+    """Drop a stream's waiting SETs (it was disabled)."""
+    conn.execute(ssf_poll.delete().where(ssf_poll.c.stream_id == stream_id))
 
 
 def acknowledge(conn: sa.Connection, stream_id: str, jtis: Sequence[str]) -> int:
