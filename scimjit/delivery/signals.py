@@ -144,19 +144,39 @@ class Signals:
     ) -> int:
         """One SET per (stream, event type) for the streams that asked for the type and for this user (the
         SCIM user document), in the caller's transaction. Returns how many were written."""
+        return self.emit_many(conn, [(user, events)], now)
+
+    def emit_many(
+        self,
+        conn: sa.Connection,
+        items: Sequence[tuple[Mapping[str, Any], Mapping[str, Mapping[str, Any]]]],
+        now: datetime,
+    ) -> int:
+        """`emit` for many (user, events) pairs with one subject query (a sweeper batch, a group change)."""
         streams = self._streams(conn)
-        if not streams or not events:
+        items = [(user, events) for user, events in items if events]
+        if not streams or not items:
             return 0
-        wanted = [s for s in streams if any(e in events for e in events_delivered(s))]
-        subjects = ssf.subjects_matching(conn, [s.id for s in wanted], user_keys(user))
-        sets = [
-            (stream, self._claims(stream, subjects[stream.id], type_, body, now))
-            for stream in wanted
-            if stream.id in subjects
-            for type_, body in events.items()
-            if type_ in events_delivered(stream)
-        ]
-        self._write(conn, sets, str(user["id"]), now)
+        types = {t for _, events in items for t in events}
+        wanted = [s for s in streams if types.intersection(events_delivered(s))]
+        keys = {id(user): user_keys(user) for user, _ in items}
+        found = ssf.subjects_by_key(
+            conn, [s.id for s in wanted], sorted({k for ks in keys.values() for k in ks})
+        )
+        sets: list[tuple[Stream, dict[str, Any], str]] = []
+        for user, events in items:
+            for stream in wanted:
+                subject = next(
+                    (found[(stream.id, k)] for k in sorted(keys[id(user)]) if (stream.id, k) in found), None
+                )
+                if subject is None:
+                    continue
+                for type_, body in events.items():
+                    if type_ in events_delivered(stream):
+                        sets.append(
+                            (stream, self._claims(stream, subject, type_, body, now), str(user["id"]))
+                        )
+        self._write(conn, sets, now)
         return len(sets)
 
     def verify(self, conn: sa.Connection, stream: Stream, state: str | None) -> str:
@@ -164,7 +184,7 @@ class Signals:
         now = self.clock.now()
         body = {"state": state} if state is not None else {}
         claims = self._claims(stream, {"format": "opaque", "id": stream.id}, VERIFICATION, body, now)
-        self._write(conn, [(stream, claims)], None, now)
+        self._write(conn, [(stream, claims, None)], now)
         return str(claims["jti"])
 
     def _claims(
@@ -183,11 +203,7 @@ class Signals:
         }
 
     def _write(
-        self,
-        conn: sa.Connection,
-        sets: Sequence[tuple[Stream, dict[str, Any]]],
-        user_id: str | None,
-        now: datetime,
+        self, conn: sa.Connection, sets: Sequence[tuple[Stream, dict[str, Any], str | None]], now: datetime
     ) -> None:
         pushes = [
             (
@@ -200,11 +216,11 @@ class Signals:
                 },
                 user_id,
             )
-            for s, c in sets
+            for s, c, user_id in sets
             if s.method == ssf.PUSH
         ]
         outbox.enqueue_many(conn, pushes, now=now)
-        ssf.queue_many(conn, [(s.id, c) for s, c in sets if s.method == ssf.POLL], to_micros(now))
+        ssf.queue_many(conn, [(s.id, c) for s, c, _ in sets if s.method == ssf.POLL], to_micros(now))
 
     # ------------------------------------------------------------------------------------------ poll
 

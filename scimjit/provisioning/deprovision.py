@@ -251,6 +251,7 @@ class Deprovisioner:
         refs = self.live_refs(conn, app, ids, now_us)
         grace_us = int(app.grace_period * 1_000_000)
         items: list[tuple[dict[str, Any], str | None]] = []
+        signalled: list[tuple[dict[str, Any], dict[str, dict[str, Any]]]] = []  # Shared Signals, per user
         updates: dict[tuple[tuple[str, ...], str, int | None, int | None], list[int]] = {}
         for acc in rows:
             mine = refs.get(acc.user_id, set())
@@ -285,7 +286,7 @@ class Deprovisioner:
                     extra = {"role": role} if role is not None else {}
                     event = outbox.new_event(kind, app.name, doc, new_roles, now, **extra)
                     items.append((event, acc.user_id))
-                self._signal_access_changed(conn, app, doc, ending, new_roles, now)
+                signalled.append((doc, access_signal(app, ending, new_roles)))
             result.revoked += len(revoked)
             result.granted += len(granted)
             changed = (
@@ -297,6 +298,8 @@ class Deprovisioner:
             if changed:
                 updates.setdefault((tuple(new_roles), status, since, recheck), []).append(acc.id)
         result.events = outbox.enqueue_many(conn, items, now=now)
+        if self.signals is not None:
+            self.signals.emit_many(conn, signalled, now)
         # set-based: one UPDATE per distinct outcome (an expiry batch has one or two), not one per account
         for (roles, status, since, recheck), ids in updates.items():
             ledger.set_many(
@@ -353,31 +356,6 @@ class Deprovisioner:
         if events:
             self.signals.emit(conn, user_document(after), events, self.clock.now())
 
-    def _signal_access_changed(
-        self,
-        conn: sa.Connection,
-        app: Application,
-        doc: Mapping[str, Any],
-        ending: str | None,
-        roles: Sequence[str],
-        now: datetime,
-    ) -> None:
-        """SETs for one application's account: CAEP session-revoked (scoped to the application) when the
-        account is disabled or deleted there, CAEP token-claims-change (the new `roles`) when roles changed."""
-        if self.signals is None:
-            return
-        if ending is not None:
-            body: dict[str, Any] = {
-                "initiating_entity": "policy",
-                "reason_admin": {"en": f"Access to application {app.name} ended"},
-                "application": app.name,
-            }
-            self.signals.emit(conn, doc, {ssf.SESSION_REVOKED: body}, now)
-        else:
-            claims = {"roles": list(roles)}
-            body = {"claims": claims, "initiating_entity": "policy", "application": app.name}
-            self.signals.emit(conn, doc, {ssf.TOKEN_CLAIMS_CHANGE: body}, now)
-
     # ------------------------------------------------------------------------------------ helpers
 
     def _end_access(
@@ -387,3 +365,16 @@ class Deprovisioner:
         access concern above this one, which hands its step in as `end_access`."""
         if self.end_access is not None:
             self.end_access(conn, user_id, group_id, now_us)
+
+
+def access_signal(app: Application, ending: str | None, roles: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The SET events for one application's account: CAEP session-revoked (scoped to the application) when the
+    account is disabled or deleted there, else CAEP token-claims-change with the `roles` it has now."""
+    if ending is not None:
+        reason = {"en": f"Access to application {app.name} ended"}
+        body = {"initiating_entity": "policy", "reason_admin": reason, "application": app.name}
+        return {ssf.SESSION_REVOKED: body}
+    claims = {"roles": list(roles)}
+    return {
+        ssf.TOKEN_CLAIMS_CHANGE: {"claims": claims, "initiating_entity": "policy", "application": app.name}
+    }

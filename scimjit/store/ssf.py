@@ -127,21 +127,20 @@ def remove_subject(conn: sa.Connection, stream_id: str, key: str) -> bool:
     return result.rowcount > 0
 
 
-def subjects_matching(
+def subjects_by_key(
     conn: sa.Connection, stream_ids: Sequence[str], keys: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    """Per stream (of `stream_ids`) that asked for one of `keys`: the subject identifier it asked with (the
-    first by key order, so a repeated emission picks the same one)."""
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """(stream id, subject key) -> the subject identifier as the stream added it, for the streams of
+    `stream_ids` that asked for one of `keys` (a query per 500 keys)."""
     if not stream_ids or not keys:
         return {}
-    stmt = (
-        sa.select(ssf_subjects.c.stream_id, ssf_subjects.c.subject)
-        .where(ssf_subjects.c.stream_id.in_(list(stream_ids)), ssf_subjects.c.subject_key.in_(list(keys)))
-        .order_by(ssf_subjects.c.stream_id, ssf_subjects.c.subject_key)
-    )
-    out: dict[str, dict[str, Any]] = {}
-    for stream_id, subject in conn.execute(stmt):
-        out.setdefault(stream_id, dict(subject))
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for start in range(0, len(keys), 500):
+        stmt = sa.select(ssf_subjects.c.stream_id, ssf_subjects.c.subject_key, ssf_subjects.c.subject).where(
+            ssf_subjects.c.stream_id.in_(list(stream_ids)),
+            ssf_subjects.c.subject_key.in_(list(keys[start : start + 500])),
+        )
+        out.update(((sid, key), dict(subject)) for sid, key, subject in conn.execute(stmt))
     return out
 
 
