@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -27,7 +28,7 @@ from scimjit.http.body import read_json_object
 from scimjit.http.jit import JitApi
 from scimjit.http.jit.errors import json_response
 from scimjit.jiterrors import JitError
-from scimjit.store import ssf
+from scimjit.store import audit, ssf
 from scimjit.store.ssf import Stream
 
 PREFIX = "/ssf/v1"
@@ -200,6 +201,23 @@ async def _run(request: Request, fn: Callable[..., T], *args: Any) -> T:
     return await _engine(request).db.run(fn, *args)
 
 
+def _audit(
+    conn: sa.Connection, request: Request, owner: str, action: str, stream_id: str, **details: Any
+) -> None:
+    """One audit record per stream change, in its transaction (who subscribed to what is worth knowing)."""
+    audit.record(
+        conn,
+        actor=owner,
+        action=action,
+        outcome="success",
+        resource_type="SsfStream",
+        resource_id=stream_id,
+        request_id=request.scope.get("state", {}).get("request_id"),
+        details=details,
+        at_micros=int(_engine(request).clock.now().timestamp() * 1_000_000),
+    )
+
+
 def _owned(engine: JitEngine, stream_id: str, owner: str) -> Stream:
     with engine.db.read() as conn:
         stream = ssf.get(conn, stream_id, owner)
@@ -299,6 +317,7 @@ async def stream_create(request: Request) -> Response:
             if len(ssf.of_owner(conn, owner)) >= MAX_STREAMS:
                 raise JitError(409, "too_many_streams", f"a receiver has at most {MAX_STREAMS} streams")
             ssf.insert(conn, stream)
+            _audit(conn, request, owner, "ssf.stream.create", stream.id, method=stream.method, events=events)
 
     await _run(request, create)
     engine.signals.invalidate()
@@ -326,6 +345,8 @@ async def _change(request: Request, *, replace: bool) -> Response:
         with engine.db.write() as conn:
             if not ssf.update(conn, stream_id, owner, values):
                 raise JitError(404, "not_found", f"no stream {stream_id!r} of this receiver")
+            changed = sorted(k for k in values if k not in ("updated_at", "authorization_header"))
+            _audit(conn, request, owner, "ssf.stream.update", stream_id, changed=changed)
             stream = ssf.get(conn, stream_id, owner)
         assert stream is not None
         return stream
@@ -379,7 +400,10 @@ async def stream_delete(request: Request) -> Response:
 
     def delete() -> bool:
         with engine.db.write() as conn:
-            return ssf.delete(conn, stream_id, owner)
+            if not ssf.delete(conn, stream_id, owner):
+                return False
+            _audit(conn, request, owner, "ssf.stream.delete", stream_id)
+            return True
 
     if not await _run(request, delete):
         raise JitError(404, "not_found", f"no stream {stream_id!r} of this receiver")
@@ -444,6 +468,7 @@ async def status_set(request: Request) -> Response:
                 raise JitError(404, "not_found", f"no stream {stream_id!r} of this receiver")
             if status == ssf.DISABLED:  # disabled drops what waits (pushes drop themselves: SetPusher)
                 ssf.clear_queue(conn, stream_id)
+            _audit(conn, request, owner, "ssf.stream.status", stream_id, status=status)
             stream = ssf.get(conn, stream_id, owner)
         assert stream is not None
         return stream
@@ -484,6 +509,7 @@ async def subject_add(request: Request) -> Response:
     def add() -> None:
         with engine.db.write() as conn:
             ssf.add_subject(conn, stream.id, key, subject, now_us)
+            _audit(conn, request, stream.owner, "ssf.subject.add", stream.id, format=subject.get("format"))
 
     await _run(request, add)
     return Response(status_code=200)
@@ -501,7 +527,10 @@ async def subject_remove(request: Request) -> Response:
 
     def remove() -> bool:
         with engine.db.write() as conn:
-            return ssf.remove_subject(conn, stream.id, key)
+            if not ssf.remove_subject(conn, stream.id, key):
+                return False
+            _audit(conn, request, stream.owner, "ssf.subject.remove", stream.id)
+            return True
 
     if not await _run(request, remove):
         raise JitError(404, "not_found", "the stream has no such subject")

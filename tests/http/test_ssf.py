@@ -39,6 +39,7 @@ from scimjit.delivery.signals import (
 from scimjit.http.app import create_app
 from scimjit.services import Services
 from scimjit.store.db import Database
+from scimjit.store.tables import audit_log
 from scimjit.store.tables import outbox as outbox_table
 from tests.jit_helpers import _QuietHandler, _serve
 from tests.live_server import free_port, serve
@@ -322,6 +323,18 @@ def test_a_poll_client_that_acknowledges_sees_nothing_twice(scimjit):
     last = client.post(poll, json={"ack": list(answer["sets"]), "returnImmediately": True}).json()
     assert last == {"sets": {}, "moreAvailable": False}
 
+    # paused: SETs are held (none handed out), enabled: they come; disabled: what waited is dropped
+    bob = scimjit.user("bob@example.com")
+    add_subject(client, stream, {"format": "opaque", "id": bob})
+    assert client.post("/status", json={"stream_id": stream, "status": "paused"}).status_code == 200
+    scimjit.patch(bob, [{"op": "replace", "path": "active", "value": False}])
+    assert client.post(poll, json={}).json() == {"sets": {}, "moreAvailable": False}
+    client.post("/status", json={"stream_id": stream, "status": "enabled"})
+    assert len(client.post(poll, json={}).json()["sets"]) == 2
+    client.post("/status", json={"stream_id": stream, "status": "disabled"})
+    client.post("/status", json={"stream_id": stream, "status": "enabled"})
+    assert client.post(poll, json={}).json() == {"sets": {}, "moreAvailable": False}
+
     types = [next(iter(s["events"])) for s in seen]
     assert types == [ACCOUNT_DISABLED, SESSION_REVOKED, ACCOUNT_ENABLED, CREDENTIAL_CHANGE, ACCOUNT_PURGED]
     assert len({s["jti"] for s in seen}) == 5
@@ -383,6 +396,19 @@ def test_stream_configuration_status_and_subjects(scimjit):
         assert client.delete("/stream", params={"stream_id": stream}).status_code == 204
         assert client.get("/stream", params={"stream_id": stream}).status_code == 404
         assert client.get("/stream").json() == []
+    with scimjit.services.db.read() as conn:
+        trail = conn.execute(
+            sa.select(audit_log.c.action, audit_log.c.actor)
+            .where(audit_log.c.resource_type == "SsfStream")
+            .order_by(audit_log.c.id)
+        ).all()
+    assert [tuple(t) for t in trail] == [
+        (action, "risk")
+        for action in (
+            "ssf.stream.create", "ssf.stream.update", "ssf.stream.update", "ssf.stream.status",
+            "ssf.subject.add", "ssf.subject.add", "ssf.subject.remove", "ssf.stream.delete",
+        )
+    ]  # fmt: skip
 
 
 def test_receivers_need_the_ssf_scope_and_see_only_their_own_streams(scimjit):
