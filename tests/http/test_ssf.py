@@ -61,6 +61,8 @@ class Receiver:
     attempts: list[str] = field(default_factory=list)  # the jti of every request, answered or not
     rejected: list[str] = field(default_factory=list)
     script: list[int] = field(default_factory=list)
+    kids: list[str] = field(default_factory=list)  # the signing key of each verified SET
+    fetches: int = 0  # JWKS fetches
     _jwks: KeySet | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -69,6 +71,7 @@ class Receiver:
 
     def keys(self, refresh: bool = False) -> KeySet:
         if self._jwks is None or refresh:
+            self.fetches += 1
             meta = httpx.get(f"{self.issuer}/.well-known/ssf-configuration").json()
             self._jwks = KeySet.import_key_set(httpx.get(meta["jwks_uri"]).json())
         return self._jwks
@@ -82,6 +85,7 @@ class Receiver:
             decoded = jwt.decode(token, self.keys(refresh=True), algorithms=["ES256"])
         claims = dict(decoded.claims)
         assert decoded.header["typ"] == "secevent+jwt"
+        self.kids.append(decoded.header["kid"])
         assert claims["iss"] == self.issuer and claims["aud"] == self.aud
         assert isinstance(claims["jti"], str) and len(claims["jti"]) >= 16
         assert isinstance(claims["toe"], int) and isinstance(claims["iat"], int) and "exp" not in claims
@@ -440,3 +444,27 @@ def test_without_base_url_signals_answer_base_url_required(db, clock):
         assert r.status_code == 500 and r.json()["error"] == "base_url_required"
         r = httpx.get(f"{url}/ssf/v1/stream", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 500 and r.json()["error"] == "base_url_required"
+
+
+def test_a_paused_push_stream_holds_its_sets_and_a_key_rotation_is_followed_by_the_receiver(scimjit):
+    client = scimjit.receiver_client("risk")
+    with receiver_for(scimjit, "risk") as receiver:
+        stream = push_stream(client, receiver, ACCOUNT_DISABLED, ACCOUNT_ENABLED)
+        alice = scimjit.user("alice@example.com")
+        add_subject(client, stream, {"format": "opaque", "id": alice})
+        client.post("/status", json={"stream_id": stream, "status": "paused"})
+        scimjit.patch(alice, [{"op": "replace", "path": "active", "value": False}])
+        (held,) = scimjit.deliver()
+        assert held.status == "pending" and receiver.attempts == []  # not sent while paused
+        client.post("/status", json={"stream_id": stream, "status": "enabled"})
+        scimjit.clock.advance(120)
+        scimjit.deliver()
+        (disabled,) = receiver.sets
+        assert disabled["jti"] == held.event_id  # the outbox row's idempotency key is the SET's jti
+
+        scimjit.services.engine.signer.rotate(immediately=True)  # a leaked key: the new one signs at once
+        scimjit.patch(alice, [{"op": "replace", "path": "active", "value": True}])
+        scimjit.deliver()
+        assert [next(iter(s["events"])) for s in receiver.sets] == [ACCOUNT_DISABLED, ACCOUNT_ENABLED]
+        assert receiver.rejected == [] and receiver.kids[0] != receiver.kids[-1]
+        assert receiver.fetches == 2  # the JWKS again on meeting the new kid
