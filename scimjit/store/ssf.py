@@ -131,14 +131,19 @@ def subjects_by_key(
     conn: sa.Connection, stream_ids: Sequence[str], keys: Sequence[str]
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """(stream id, subject key) -> the subject identifier as the stream added it, for the streams of
-    `stream_ids` that asked for one of `keys` (a query per 500 keys)."""
+    `stream_ids` that asked for one of `keys` and are not disabled (a query per 500 keys)."""
     if not stream_ids or not keys:
         return {}
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for start in range(0, len(keys), 500):
-        stmt = sa.select(ssf_subjects.c.stream_id, ssf_subjects.c.subject_key, ssf_subjects.c.subject).where(
-            ssf_subjects.c.stream_id.in_(list(stream_ids)),
-            ssf_subjects.c.subject_key.in_(list(keys[start : start + 500])),
+        stmt = (
+            sa.select(ssf_subjects.c.stream_id, ssf_subjects.c.subject_key, ssf_subjects.c.subject)
+            .select_from(ssf_subjects.join(ssf_streams, ssf_streams.c.id == ssf_subjects.c.stream_id))
+            .where(
+                ssf_subjects.c.stream_id.in_(list(stream_ids)),
+                ssf_subjects.c.subject_key.in_(list(keys[start : start + 500])),
+                ssf_streams.c.status != DISABLED,  # fresh, whatever the caller's cached list says
+            )
         )
         out.update(((sid, key), dict(subject)) for sid, key, subject in conn.execute(stmt))
     return out
