@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from scimjit.clock import to_micros
 from scimjit.config import ConfigError, check_url
 from scimjit.delivery import signals
 from scimjit.delivery.signals import Signals
@@ -214,7 +215,7 @@ def _audit(
         resource_id=stream_id,
         request_id=request.scope.get("state", {}).get("request_id"),
         details=details,
-        at_micros=int(_engine(request).clock.now().timestamp() * 1_000_000),
+        at_micros=to_micros(_engine(request).clock.now()),
     )
 
 
@@ -306,7 +307,7 @@ async def stream_create(request: Request) -> Response:
     events = _events(doc_)
     description = _text(doc_, "description", limit=512)
     aud = _text(doc_, "aud", limit=512) or owner
-    now_us = int(engine.clock.now().timestamp() * 1_000_000)
+    now_us = to_micros(engine.clock.now())
     stream = Stream(
         secrets.token_hex(16), owner, delivery["method"], delivery["endpoint_url"],
         delivery["authorization_header"], events, aud, description, ssf.ENABLED, None, now_us, now_us,
@@ -339,7 +340,7 @@ async def _change(request: Request, *, replace: bool) -> Response:
         delivery = _delivery(doc_, current.method)
         delivery.pop("method")
         values.update(delivery)
-    values["updated_at"] = int(engine.clock.now().timestamp() * 1_000_000)
+    values["updated_at"] = to_micros(engine.clock.now())
 
     def write() -> Stream:
         with engine.db.write() as conn:
@@ -459,7 +460,7 @@ async def status_set(request: Request) -> Response:
     values = {
         "status": status,
         "reason": _text(doc_, "reason", limit=512),
-        "updated_at": int(engine.clock.now().timestamp() * 1_000_000),
+        "updated_at": to_micros(engine.clock.now()),
     }
 
     def write() -> Stream:
@@ -504,7 +505,7 @@ async def _subject(request: Request) -> tuple[JitEngine, Stream, str, dict[str, 
 )
 async def subject_add(request: Request) -> Response:
     engine, stream, key, subject = await _subject(request)
-    now_us = int(engine.clock.now().timestamp() * 1_000_000)
+    now_us = to_micros(engine.clock.now())
 
     def add() -> None:
         with engine.db.write() as conn:
@@ -597,15 +598,11 @@ async def poll(request: Request) -> Response:
     if not isinstance(max_events, int) or isinstance(max_events, bool) or max_events < 0:
         raise JitError(400, "invalid_request", "`maxEvents` must be a non-negative integer")
     stream_id = request.path_params["stream_id"]
+    reported = _jtis(list(errs), "setErrs")
+    limit = min(max_events, MAX_EVENTS)
     answer = await _run(
         request,
-        lambda: engine.signals.poll(
-            stream_id,
-            owner,
-            ack=ack,
-            errors=_jtis(list(errs), "setErrs"),
-            max_events=min(max_events, MAX_EVENTS),
-        ),
+        lambda: engine.signals.poll(stream_id, owner, ack=ack, errors=reported, max_events=limit),
     )
     if answer is None:
         raise JitError(404, "not_found", f"no poll stream {stream_id!r} of this receiver")
