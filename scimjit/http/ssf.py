@@ -38,7 +38,9 @@ MAX_BODY = 64 * 1024
 MAX_STREAMS = 10  # per receiver (token): bounded emission cost per change
 MAX_EVENTS = 100  # SETs per poll answer
 T = TypeVar("T")
-NO_BASE_URL = {"500": resp("server.base_url is not set (base_url_required)", ref("JitError"), JSON)}
+NO_BASE_URL = {
+    "404": resp("no such stream, or server.base_url is not set (ssf_not_configured)", ref("JitError"), JSON)
+}
 
 STREAM_ID = query("stream_id", {"type": "string"}, "The stream (without it, GET lists the caller's streams)")
 CONFIG = {
@@ -112,13 +114,13 @@ def _engine(request: Request) -> JitEngine:
 
 
 def issuer(request: Request) -> str:
-    """scimjit's issuer (`iss` of every SET) is its public URL: without `[server] base_url` no stream can be
-    made, since SETs are written in the background where no request says what the URL is."""
+    """scimjit's issuer (`iss` of every SET) is its public URL: without `[server] base_url` this server is no
+    transmitter (404), since SETs are written in the background where no request says what the URL is."""
     base: str = request.app.state.services.settings.base_url
     if not base:
         raise JitError(
-            500,
-            "base_url_required",
+            404,
+            "ssf_not_configured",
             "Shared Signals need the server's public URL: set [server] base_url (SCIMJIT_BASE_URL)",
         )
     return base.rstrip("/")

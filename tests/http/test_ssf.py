@@ -435,15 +435,15 @@ def test_receivers_need_the_ssf_scope_and_see_only_their_own_streams(scimjit):
     assert mine.get("/stream", params={"stream_id": stream}).status_code == 200
 
 
-def test_without_base_url_signals_answer_base_url_required(db, clock):
+def test_without_base_url_the_server_is_no_transmitter(db, clock):
     settings = Settings.load(environ={}, database_url=db.url, token_cache_seconds=0)
     services = Services.build(settings, db=db, clock=clock)
     token = services.tokens.create("risk", ["ssf"])
     with serve(create_app(services=services)) as url:
         r = httpx.get(f"{url}/.well-known/ssf-configuration")
-        assert r.status_code == 500 and r.json()["error"] == "base_url_required"
+        assert r.status_code == 404 and r.json()["error"] == "ssf_not_configured"
         r = httpx.get(f"{url}/ssf/v1/stream", headers={"Authorization": f"Bearer {token}"})
-        assert r.status_code == 500 and r.json()["error"] == "base_url_required"
+        assert r.status_code == 404 and r.json()["error"] == "ssf_not_configured"
 
 
 def test_a_paused_push_stream_holds_its_sets_and_a_key_rotation_is_followed_by_the_receiver(scimjit):
