@@ -181,7 +181,7 @@ def _delivery(doc_: Mapping[str, Any], method: str | None = None) -> dict[str, A
         raise JitError(400, "invalid_request", "`delivery` must be an object with a `method`")
     urn = delivery.get("method")
     kinds = {signals.PUSH_URN: ssf.PUSH, signals.POLL_URN: ssf.POLL}
-    if urn not in kinds:
+    if not isinstance(urn, str) or urn not in kinds:
         raise JitError(
             400, "invalid_request", f"delivery.method must be {signals.PUSH_URN} or {signals.POLL_URN}"
         )

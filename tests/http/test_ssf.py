@@ -361,6 +361,15 @@ def test_stream_configuration_status_and_subjects(scimjit):
         assert got["events_delivered"] == [ACCOUNT_DISABLED] and "authorization_header" not in got["delivery"]
         assert [s["stream_id"] for s in client.get("/stream").json()] == [stream]
 
+        for bad in (
+            {"method": {}},
+            {"method": PUSH_URN},
+            {"method": PUSH_URN, "endpoint_url": "http://x.example"},
+        ):
+            r = client.post(
+                "/stream", json={"delivery": bad}
+            )  # found by schemathesis: a dict method was a 500
+            assert r.status_code == 400 and r.json()["error"] == "invalid_request"
         r = client.patch("/stream", json={"stream_id": stream, "events_requested": [ACCOUNT_PURGED]})
         assert r.status_code == 200 and r.json()["events_delivered"] == [ACCOUNT_PURGED]
         assert r.json()["delivery"]["endpoint_url"] == receiver.url  # PATCH keeps what it was not sent
