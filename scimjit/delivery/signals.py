@@ -165,6 +165,7 @@ class Signals:
         )
         sets: list[tuple[Stream, dict[str, Any], str]] = []
         for user, events in items:
+            txn = uuid.uuid4().hex  # RFC 8417 `txn`: the SETs of one change share it, across streams too
             for stream in wanted:
                 subject = next(
                     (found[(stream.id, k)] for k in sorted(keys[id(user)]) if (stream.id, k) in found), None
@@ -173,9 +174,8 @@ class Signals:
                     continue
                 for type_, body in events.items():
                     if type_ in events_delivered(stream):
-                        sets.append(
-                            (stream, self._claims(stream, subject, type_, body, now), str(user["id"]))
-                        )
+                        claims = self._claims(stream, subject, type_, body, now, txn)
+                        sets.append((stream, claims, str(user["id"])))
         self._write(conn, sets, now)
         return len(sets)
 
@@ -188,11 +188,17 @@ class Signals:
         return str(claims["jti"])
 
     def _claims(
-        self, stream: Stream, sub_id: Mapping[str, Any], type_: str, body: Mapping[str, Any], now: datetime
+        self,
+        stream: Stream,
+        sub_id: Mapping[str, Any],
+        type_: str,
+        body: Mapping[str, Any],
+        now: datetime,
+        txn: str | None = None,
     ) -> dict[str, Any]:
         at = int(now.timestamp())
         event = dict(body) if type_ == VERIFICATION else {"event_timestamp": at, **body}
-        return {
+        claims = {
             "iss": self.issuer,
             "aud": stream.aud,
             "jti": uuid.uuid4().hex,
@@ -201,6 +207,9 @@ class Signals:
             "sub_id": dict(sub_id),
             "events": {type_: event},
         }
+        if txn is not None:
+            claims["txn"] = txn
+        return claims
 
     def _write(
         self, conn: sa.Connection, sets: Sequence[tuple[Stream, dict[str, Any], str | None]], now: datetime

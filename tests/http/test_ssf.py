@@ -242,6 +242,7 @@ def test_a_deactivated_user_gives_each_stream_one_account_disabled_set_across_an
         (a_disabled,) = [s for s in a.sets if ACCOUNT_DISABLED in s["events"]]
         assert a_disabled["sub_id"] == {"format": "email", "email": "alice@example.com"}
         assert b_set["sub_id"] == {"format": "opaque", "id": alice}
+        assert {s["txn"] for s in a.sets} == {b_set["txn"]}  # one change: one txn across SETs and streams
         assert a.rejected == [] and b.rejected == []
         assert {r.status for r in scimjit.outbox_rows()} == {"done"}
 
