@@ -15,6 +15,7 @@ from scimjit.delivery import connectors as connector_registry
 from scimjit.delivery import notifiers
 from scimjit.delivery.connectors.base import Connector
 from scimjit.delivery.deliverer import Deliverer, Report
+from scimjit.delivery.signals import CHANNEL_PREFIX, SetPusher, Signals
 from scimjit.delivery.signing import Signer
 from scimjit.entitlement.apps import Application, build_applications
 from scimjit.provisioning.login import LoginResult, LoginService
@@ -56,10 +57,16 @@ class JitEngine:
         self.logins = LoginService(
             db, self.clock, self.config, self.apps, self.verifier, self.deliverer, self.saml
         )
-        self.signer = Signer(db, self.clock)  # scimjit's own keys: signed sign-in results, the JWKS
+        self.signer = Signer(db, self.clock)  # scimjit's own keys: signed sign-in results, SETs, the JWKS
+        # Shared Signals: SETs written with each change (signals), pushed by the deliverer (set_pusher)
+        self.signals = Signals(db, self.clock, settings.base_url, self.signer)
+        self.set_pusher = SetPusher(db, self.signer, self.config.http_timeout)
 
     def connector_for(self, name: str) -> Connector | None:
-        """The connector an outbox row's `application` names: an application's, or a built-in notifier."""
+        """The connector an outbox row's `application` names: an application's, a built-in notifier, or the
+        Shared Signals push channel (`ssf:<stream id>`)."""
+        if name.startswith(CHANNEL_PREFIX):
+            return self.set_pusher
         return self.notifiers.get(name) or self.connectors.get(name)
 
     async def login(
@@ -87,7 +94,7 @@ class JitEngine:
         return await self.deliverer.deliver_due(worker=worker)
 
     async def aclose(self) -> None:
-        for connector in [*self.connectors.values(), *self.notifiers.values()]:
+        for connector in [*self.connectors.values(), *self.notifiers.values(), self.set_pusher]:
             await connector.aclose()
         aclose = getattr(self.verifier.fetcher, "aclose", None)  # the default fetcher holds a client
         if aclose is not None:

@@ -64,7 +64,9 @@ def deprovisioner_for(engine: JitEngine) -> Deprovisioner:
     settings = AccessSettings.from_config(
         engine.settings.jit, engine.apps, engine.settings.notifications, engine.settings.base_url
     )
-    return Deprovisioner(engine.apps, engine.clock, settings, end_access=requests.end_access)
+    return Deprovisioner(
+        engine.apps, engine.clock, settings, end_access=requests.end_access, signals=engine.signals
+    )
 
 
 class Access:

@@ -14,7 +14,9 @@ from scimjit.config.applications import ASYMMETRIC_ALGORITHMS
 from scimjit.config.values import Duration, Names, StrictModel, Strings, https_url, show
 
 # The scimjit scopes a mapping may grant (store/tokens.py SCOPES; repeated here: config imports no store).
-GRANTABLE_SCOPES = frozenset({"scim:read", "scim:write", "admin", "login", "requests", "metrics"})
+GRANTABLE_SCOPES = frozenset(
+    {"scim:read", "scim:write", "admin", "login", "requests", "metrics", "schedules", "ssf"}
+)
 
 
 class AuthorizationServerConfig(StrictModel):

@@ -66,6 +66,17 @@ class Signer:
         iat, exp = claims.get("iat"), claims.get("exp")
         if not isinstance(iat, int) or not isinstance(exp, int) or not 0 < exp - iat <= MAX_LIFETIME:
             raise ValueError("signed claims need integer iat and exp, at most MAX_LIFETIME apart")
+        return self._serialize(claims, typ)
+
+    def sign_set(self, claims: Mapping[str, Any]) -> str:
+        """A Security Event Token (RFC 8417, `typ` secevent+jwt). SETs carry no `exp` (SSF 1.0 forbids it), so
+        the lifetime check of `sign` does not apply; instead a SET is signed when it is sent (a push) or handed
+        out (a poll), never ahead, so the receiver verifies it while its key is certainly published."""
+        if not isinstance(claims.get("iat"), int) or "exp" in claims:
+            raise ValueError("a SET needs an integer iat and no exp")
+        return self._serialize(claims, "secevent+jwt")
+
+    def _serialize(self, claims: Mapping[str, Any], typ: str) -> str:
         stored, key = self._key()
         header = {"alg": stored.algorithm, "kid": stored.kid, "typ": typ}
         return (

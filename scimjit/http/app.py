@@ -37,6 +37,9 @@ from scimjit.http.responses import (
 from scimjit.http.scim import discovery, resources
 from scimjit.http.scim.bulk import bulk
 from scimjit.http.scim.search import root_search
+from scimjit.http.ssf import PREFIX as SSF_PREFIX
+from scimjit.http.ssf import configuration as ssf_configuration
+from scimjit.http.ssf import ssf_api
 from scimjit.scim.errors import ScimError
 from scimjit.services import BackgroundTask, Services, compose
 from scimjit.store.db import Database
@@ -90,6 +93,8 @@ def route_table() -> list[BaseRoute]:
         Route("/openapi.json", openapi),
         *console.routes,  # pages for people (/console): not in /openapi.json
         Route("/.well-known/jwks.json", jwks, methods=["GET"]),  # the same set as /jit/v1/jwks.json
+        Mount(SSF_PREFIX, app=ssf_api()),  # Shared Signals stream management and poll (the JIT error shape)
+        Route("/.well-known/ssf-configuration", ssf_configuration, methods=["GET"]),
     ]
 
 

@@ -16,6 +16,10 @@ it inside its own transaction, so the outbox events it writes commit if and only
 
 Users who never logged in to an application have no account there, so nothing is ever sent for them.
 
+Shared Signals (delivery/signals.py) ride on the same transactions: deactivation, reactivation, deletion and a
+password change of a user, and per application an ending account or changed roles, each write the SETs of the
+streams that asked for them (see docs/signals.md for the table), whether or not the user has accounts.
+
 Reconciling is a diff of state, not a replay of changes: the ledger row is locked (`FOR UPDATE` on PostgreSQL)
 and compared with live memberships (`store.memberships.live`, the one definition of liveness), so however many
 sweepers, SCIM writes and logins touch one user at once, each revoke is written exactly once.
@@ -32,6 +36,7 @@ import sqlalchemy as sa
 
 from scimjit.clock import Clock, from_micros, isoformat, to_micros
 from scimjit.delivery import outbox
+from scimjit.delivery import signals as ssf
 from scimjit.delivery.connectors.base import (
     ACCOUNT_DELETE,
     ACCOUNT_DISABLE,
@@ -103,8 +108,10 @@ class Deprovisioner:
         *,
         inline_limit: int = INLINE_LIMIT,
         end_access: EndAccess | None = None,
+        signals: ssf.Signals | None = None,
     ) -> None:
         self.apps = apps
+        self.signals = signals
         self.end_access = end_access
         self.clock = clock
         self.settings = settings or AccessSettings()
@@ -113,6 +120,7 @@ class Deprovisioner:
     # ------------------------------------------------------------------------------------ ChangeListener
 
     def user_changed(self, conn: sa.Connection, before: Row, after: Row) -> None:
+        self._signal_user_changed(conn, before, after)
         if bool(before.active) == bool(after.active):
             return
         now = self.clock.now()
@@ -140,6 +148,8 @@ class Deprovisioner:
         now = self.clock.now()
         now_us = to_micros(now)
         doc = user_document(before)
+        if self.signals is not None:
+            self.signals.emit(conn, doc, {ssf.ACCOUNT_PURGED: {}}, now)
         items: list[tuple[dict[str, Any], str | None]] = []
         for acc in ledger.of_user(conn, before.id, (*LIVE_STATUSES, ledger.FAILED)):
             app = self.apps.get(acc.application)
@@ -241,6 +251,7 @@ class Deprovisioner:
         refs = self.live_refs(conn, app, ids, now_us)
         grace_us = int(app.grace_period * 1_000_000)
         items: list[tuple[dict[str, Any], str | None]] = []
+        signalled: list[tuple[dict[str, Any], dict[str, dict[str, Any]]]] = []  # Shared Signals, per user
         updates: dict[tuple[tuple[str, ...], str, int | None, int | None], list[int]] = {}
         for acc in rows:
             mine = refs.get(acc.user_id, set())
@@ -275,6 +286,7 @@ class Deprovisioner:
                     extra = {"role": role} if role is not None else {}
                     event = outbox.new_event(kind, app.name, doc, new_roles, now, **extra)
                     items.append((event, acc.user_id))
+                signalled.append((doc, access_signal(app, ending, new_roles)))
             result.revoked += len(revoked)
             result.granted += len(granted)
             changed = (
@@ -286,6 +298,8 @@ class Deprovisioner:
             if changed:
                 updates.setdefault((tuple(new_roles), status, since, recheck), []).append(acc.id)
         result.events = outbox.enqueue_many(conn, items, now=now)
+        if self.signals is not None:
+            self.signals.emit_many(conn, signalled, now)
         # set-based: one UPDATE per distinct outcome (an expiry batch has one or two), not one per account
         for (roles, status, since, recheck), ids in updates.items():
             ledger.set_many(
@@ -333,12 +347,16 @@ class Deprovisioner:
         delete = app.on_idle == "delete"
         kind = ACCOUNT_DELETE if delete else ACCOUNT_DISABLE
         items: list[tuple[dict[str, Any], str | None]] = []
+        signalled: list[tuple[dict[str, Any], dict[str, dict[str, Any]]]] = []
         for acc in rows:
             doc = render_user(acc.user_id, acc.p_user_name, acc.p_active, acc.p_data)
             roles = [] if delete else list(acc.roles or ())
             items.append((outbox.new_event(kind, app.name, doc, roles, now), acc.user_id))
+            signalled.append((doc, access_signal(app, kind, roles)))  # the account ended there: sessions too
             result.user_ids.append(acc.user_id)
         result.events = outbox.enqueue_many(conn, items, now=now)
+        if self.signals is not None:
+            self.signals.emit_many(conn, signalled, now)
         ids = [acc.id for acc in rows]
         if delete:
             result.deleted = len(rows)
@@ -369,6 +387,33 @@ class Deprovisioner:
         )
         return result
 
+    # ------------------------------------------------------------------------------------ signals
+
+    def _signal_user_changed(self, conn: sa.Connection, before: Row, after: Row) -> None:
+        """SETs for a changed user: RISC account-disabled and CAEP session-revoked when it is deactivated,
+        account-enabled when it is reactivated, CAEP credential-change when its password was set or cleared."""
+        if self.signals is None:
+            return
+        events: dict[str, dict[str, Any]] = {}
+        if bool(before.active) != bool(after.active):
+            if after.active:
+                events[ssf.ACCOUNT_ENABLED] = {}
+            else:
+                events[ssf.ACCOUNT_DISABLED] = {}
+                events[ssf.SESSION_REVOKED] = {
+                    "initiating_entity": "admin",
+                    "reason_admin": {"en": "The user was deactivated in the directory"},
+                }
+        if before.password_hash != after.password_hash:
+            change = "create" if before.password_hash is None else "update"
+            events[ssf.CREDENTIAL_CHANGE] = {
+                "credential_type": "password",
+                "change_type": "delete" if after.password_hash is None else change,
+                "initiating_entity": "admin",
+            }
+        if events:
+            self.signals.emit(conn, user_document(after), events, self.clock.now())
+
     # ------------------------------------------------------------------------------------ helpers
 
     def _end_access(
@@ -378,3 +423,16 @@ class Deprovisioner:
         access concern above this one, which hands its step in as `end_access`."""
         if self.end_access is not None:
             self.end_access(conn, user_id, group_id, now_us)
+
+
+def access_signal(app: Application, ending: str | None, roles: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The SET events for one application's account: CAEP session-revoked (scoped to the application) when the
+    account is disabled or deleted there, else CAEP token-claims-change with the `roles` it has now."""
+    if ending is not None:
+        reason = {"en": f"Access to application {app.name} ended"}
+        body = {"initiating_entity": "policy", "reason_admin": reason, "application": app.name}
+        return {ssf.SESSION_REVOKED: body}
+    claims = {"roles": list(roles)}
+    return {
+        ssf.TOKEN_CLAIMS_CHANGE: {"claims": claims, "initiating_entity": "policy", "application": app.name}
+    }

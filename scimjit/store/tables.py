@@ -256,3 +256,49 @@ signing_keys = sa.Table(
     sa.Column("created_at", Micros, nullable=False),
     sa.Column("retired_at", Micros, nullable=True),  # stops signing then; published until retired_at + grace
 )
+
+# Shared Signals streams (SSF 1.0): a receiver's subscription to scimjit's Security Event Tokens. `owner` is the
+# name of the `ssf`-scoped token that created it (a receiver sees only its own streams); `method` is push
+# (RFC 8935: scimjit POSTs each SET to `endpoint_url` with `authorization_header`) or poll (RFC 8936: the
+# receiver fetches from scimjit and acknowledges). Owner module: store/ssf.py.
+ssf_streams = sa.Table(
+    "ssf_streams",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(256), nullable=False, index=True),
+    sa.Column("method", sa.String(8), nullable=False),  # push | poll
+    sa.Column("endpoint_url", sa.String(2048), nullable=True),  # push only
+    sa.Column("authorization_header", sa.String(4096), nullable=True),  # push only; never shown back
+    sa.Column("events_requested", Json, nullable=False),
+    sa.Column("aud", sa.String(512), nullable=False),
+    sa.Column("description", sa.String(512), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # enabled | paused | disabled
+    sa.Column("reason", sa.String(512), nullable=True),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("updated_at", Micros, nullable=False),
+)
+
+# The subjects a stream asked for (default_subjects is NONE): an RFC 9493 subject identifier as the receiver
+# sent it, and its normalised key (`email:<lower>`, `opaque:<id>`, `iss_sub:<iss> <sub>`) that emission looks up.
+ssf_subjects = sa.Table(
+    "ssf_subjects",
+    metadata,
+    sa.Column("stream_id", sa.String(64), primary_key=True),
+    sa.Column("subject_key", sa.String(1024), primary_key=True),
+    sa.Column("subject", Json, nullable=False),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Index("ix_ssf_subjects_subject_key", "subject_key"),
+)
+
+# SETs waiting for a poll stream's receiver (RFC 8936): written in the transaction of the change, like outbox
+# rows; an acknowledgement deletes them, so an acknowledged SET is never returned again.
+ssf_poll = sa.Table(
+    "ssf_poll",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("stream_id", sa.String(64), nullable=False),
+    sa.Column("jti", sa.String(64), nullable=False),
+    sa.Column("claims", Json, nullable=False),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.UniqueConstraint("stream_id", "jti"),
+)

@@ -21,7 +21,9 @@ from scimjit.store.db import Database
 from scimjit.store.tables import tokens
 
 PREFIX = "sjt_"
-SCOPES = frozenset({"scim:read", "scim:write", "admin", "login", "requests", "metrics", "schedules"})
+# `ssf`: a Shared Signals receiver managing its own streams (http/ssf.py); `schedules`: a scheduling system
+# sending its plan of shifts (http/jit/schedules.py)
+SCOPES = frozenset({"scim:read", "scim:write", "admin", "login", "requests", "metrics", "schedules", "ssf"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ ROLE_REVOKE = "role.revoke"
 ACCESS_EXPIRING = "access.expiring"
 REQUEST_CREATED = "request.created"  # to each approver (scimjit/access/notify.py)
 REQUEST_DECIDED = "request.decided"  # to the requester
+SECURITY_EVENT = "security.event"  # a Shared Signals SET for one push stream (scimjit/delivery/signals.py)
 
 
 class Outcome(StrEnum):
@@ -185,4 +186,5 @@ _METHODS = {
     ACCESS_EXPIRING: "notify",
     REQUEST_CREATED: "notify",
     REQUEST_DECIDED: "notify",
+    SECURITY_EVENT: "notify",
 }
