@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from scimjit.config.conditions import Conditions
 from scimjit.config import (
     ASYMMETRIC_ALGORITHMS,
     DEFAULT_SCOPES,
@@ -84,6 +85,7 @@ class Application:
     client_secret: str | None = field(default=None, repr=False)  # None: a public client (PKCE only)
     redirect_after_login: str | None = None
     scopes: tuple[str, ...] = DEFAULT_SCOPES
+    conditions: Conditions | None = None  # login conditions (entitlement/conditions.py)
     # The group references the login needs to look at, lower-cased, for one indexed membership query.
     group_refs: frozenset[str] = field(default=frozenset(), compare=False)
 
@@ -113,6 +115,7 @@ class Application:
             "gracePeriod": self.grace_period,
             "asyncCreate": self.async_create,
             "connector": {"type": self.connector.type, **self.connector.redacted()},
+            "conditions": self.conditions.summary() if self.conditions else None,
         }
 
 
@@ -186,6 +189,7 @@ def _application(t: ApplicationConfig) -> Application:
         client_secret=client_secret,
         redirect_after_login=t.redirect_after_login,
         scopes=t.scopes,
+        conditions=t.conditions,
         group_refs=frozenset(r.lower() for r in (*t.groups, *t.roles)),
     )
 

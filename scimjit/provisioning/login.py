@@ -47,7 +47,7 @@ from scimjit.delivery.connectors.base import (
     Result,
 )
 from scimjit.delivery.deliverer import Deliverer, Report, worker_id
-from scimjit.entitlement import identity, ledger
+from scimjit.entitlement import conditions, identity, ledger
 from scimjit.entitlement.apps import Application
 from scimjit.entitlement.identity import Subject
 from scimjit.jiterrors import JitError
@@ -119,14 +119,22 @@ class LoginService:
         self._lookups = {name: identity.Lookups(app) for name, app in apps.items()}
 
     async def login(
-        self, application: str, id_token: str, *, caller: str | None = None, request_id: str | None = None
+        self,
+        application: str,
+        id_token: str,
+        *,
+        caller: str | None = None,
+        request_id: str | None = None,
+        client_ip: str | None = None,
     ) -> LoginResult:
-        """Run the login hook for `application`. Raises JitError with the status and reason code."""
+        """Run the login hook for `application`. Raises JitError with the status and reason code.
+        `client_ip` (the user's address, as the application saw it) is what the application's network
+        conditions are checked against."""
         app = self.apps.get(application)
         if app is None:  # not counted: the metric label would take any string a caller sends
             raise JitError(404, "unknown_application", f"no application named {application!r} is configured")
         try:
-            result = await self._login(app, id_token, caller, request_id)
+            result = await self._login(app, id_token, caller, request_id, client_ip)
         except JitError as exc:
             LOGINS.labels(application=app.name, outcome="refused" if exc.status < 500 else "error").inc()
             raise
@@ -134,7 +142,7 @@ class LoginService:
         return result
 
     async def _login(
-        self, app: Application, id_token: str, caller: str | None, request_id: str | None
+        self, app: Application, id_token: str, caller: str | None, request_id: str | None, client_ip: str | None
     ) -> LoginResult:
         at = _Attempt(app, self.clock.now(), caller, request_id, actor=caller)
         try:
@@ -143,6 +151,15 @@ class LoginService:
             await self._refuse(at, exc.status, exc.reason, exc.detail, exc.headers)
         if isinstance(claims.get("sub"), str):
             at.actor = f"oidc:{claims['sub']}"
+        unmet = conditions.check(app.conditions, at.now, client_ip)
+        if unmet is not None:  # before any read: outside its hours or networks the app is closed to all
+            await self._refuse(
+                at,
+                403,
+                "condition_not_met",
+                f"{unmet.condition}: {unmet.detail}",
+                audit_details={**unmet.to_json(), "clientIp": client_ip},
+            )
         value = claims.get(app.match.claim)
         if not isinstance(value, str) or not value:
             await self._refuse(at, 401, "missing_claim", f"the token has no {app.match.claim!r} claim")
@@ -422,14 +439,20 @@ class LoginService:
         )
 
     async def _refuse(
-        self, at: _Attempt, status: int, reason: str, detail: str, headers: Mapping[str, str] | None = None
+        self,
+        at: _Attempt,
+        status: int,
+        reason: str,
+        detail: str,
+        headers: Mapping[str, str] | None = None,
+        audit_details: Mapping[str, Any] | None = None,
     ) -> NoReturn:
-        """Log and audit a refusal (`login.refused`, with the reason code), then raise it."""
+        """Log and audit a refusal (`login.refused`, with the reason code and any `audit_details`, e.g. the
+        condition that decided it), then raise it."""
         user = at.subject.user_id if at.subject else "-"
         log.info("login refused: application=%s reason=%s user=%s", at.app.name, reason, user)
-        await self.db.run(
-            self._audit_now, at, "login.refused", "refused", {"reason": reason, "detail": detail}
-        )
+        details = {"reason": reason, "detail": detail, **(audit_details or {})}
+        await self.db.run(self._audit_now, at, "login.refused", "refused", details)
         raise JitError(status, reason, detail, headers)
 
     def _audit_now(self, at: _Attempt, action: str, outcome: str, details: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """`POST /jit/v1/logins` (scope `login`, bound to one application; `admin` may log in to any): the login hook.
 
-The application sends the user's ID token; scimjit verifies it, links or creates the user's account in the
-application and answers the roles. Refusals are `JitError`s with a stable reason code.
+The application sends the user's ID token (and, for network conditions, the user's `client_ip`: the caller is the
+application's server, so the socket peer is not the user); scimjit verifies it, checks the application's login
+conditions, links or creates the user's account in the application and answers the roles. Refusals are `JitError`s with a stable reason code.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from scimjit.store.tokens import Principal
 MAX_LOGIN_BODY = 64 * 1024
 LOGIN_REQUEST = {
     "type": "object",
-    "properties": {"application": {"type": "string"}, "id_token": {"type": "string"}},
+    "properties": {
+        "application": {"type": "string"},
+        "id_token": {"type": "string"},
+        "client_ip": {
+            "type": "string",
+            "description": "the user's IP address as the application saw it (its login network conditions)",
+        },
+    },
     "required": ["application", "id_token"],
 }
 
@@ -41,15 +49,18 @@ async def login(request: Request) -> Response:
     principal: Principal = require(request, "login")
     payload = await read_json_object(request, MAX_LOGIN_BODY)
     application, id_token = payload.get("application"), payload.get("id_token")
+    client_ip = payload.get("client_ip")
     if not isinstance(application, str) or not isinstance(id_token, str):
         return error(400, "invalid_request", 'send {"application": NAME, "id_token": JWT}')
+    if client_ip is not None and not isinstance(client_ip, str):
+        return error(400, "invalid_request", "`client_ip` must be the user's IP address as a string")
     if "admin" not in principal.scopes and principal.application != application:
         return error(403, "wrong_application", f"this token may only log in to {principal.application!r}")
     request_id = request.scope.get("state", {}).get("request_id")
     check_client(request)  # a refused ID token is charged to the address; an empty bucket stops them first
     try:
         result = await request.app.state.services.engine.login(
-            application, id_token, caller=principal.name, request_id=request_id
+            application, id_token, caller=principal.name, request_id=request_id, client_ip=client_ip
         )
     except JitError as exc:
         if exc.status == 401:

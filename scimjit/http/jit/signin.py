@@ -37,6 +37,7 @@ from scimjit.config import ConfigError
 from scimjit.engine import JitEngine
 from scimjit.entitlement.apps import Application, check_url
 from scimjit.http.apidoc import doc, jit_errors, path, query, resp
+from scimjit.http.client import client_address
 from scimjit.http.jit.errors import error
 from scimjit.http.ratelimit import charge_client
 from scimjit.jiterrors import JitError
@@ -280,7 +281,9 @@ async def _finish(request: Request, engine: JitEngine, app: Application) -> dict
     ):
         raise JitError(401, "invalid_nonce", "the ID token's nonce is not this sign-in's")
     request_id = request.scope.get("state", {}).get("request_id")
-    result = await engine.login(app.name, id_token, caller="oidc-flow", request_id=request_id)
+    result = await engine.login(
+        app.name, id_token, caller="oidc-flow", request_id=request_id, client_ip=client_address(request)
+    )
     account = result.body.get("account", {})
     user = result.body.get("user", {})
     return {"status": str(account.get("status", "")), "user": str(user.get("id", ""))}
