@@ -6,6 +6,12 @@ when the grant does (`expires_at` is the same number in both rows; extending a g
 never touches the user's SCIM membership of the same group and vice versa: effective membership is "any live
 source", and reads stop seeing an expired grant at the instant it ends, whether or not the sweeper has run.
 
+Grant windows: a grant of a group whose policy has `windows` keeps a copy of them (`grants.windows`) and is
+live only inside them. Its membership row exists only inside a window and expires at the window's end (or
+the grant's, if sooner), so reads drop it at that instant exactly as they drop an expired grant; the
+membership sweep sends the revokes. `window_opens_at` is the next window start: there the sweeper
+(`reopen_due`) adds the row back with the next end and sends the grants.
+
 Statuses: `scheduled` (starts later: the sweeper activates it at `startsAt`, creating its membership row),
 `active`, `expired`, `revoked`. An active grant past its end is shown as `expired` even before the sweeper
 records it. Every change writes its audit record in its transaction (`grant.create|activate|extend|revoke|
@@ -25,9 +31,10 @@ import sqlalchemy as sa
 from scimjit.access import notify
 from scimjit.clock import from_micros, isoformat, to_micros
 from scimjit.config import parse_duration
+from scimjit.config.conditions import Window
 from scimjit.delivery import outbox
 from scimjit.delivery.connectors.base import ACCESS_EXPIRING
-from scimjit.entitlement import ledger
+from scimjit.entitlement import conditions, ledger
 from scimjit.jiterrors import JitError
 from scimjit.provisioning.deprovision import Deprovisioner, chunks, user_document
 from scimjit.scim.resource import parse_datetime
@@ -149,9 +156,11 @@ def create(
         raise JitError(409, "inactive_user", f"user {user.user_name!r} is not active")
     now_us = to_micros(now)
     status = SCHEDULED if starts_at > now_us else ACTIVE
+    policy = deprov.settings.policy_for(group.id, group.display_name)
     row = conn.execute(
         grants.insert()
         .values(
+            windows=[w.summary() for w in policy.windows] if policy and policy.windows else None,
             id=str(uuid.uuid4()),
             user_id=user.id,
             group_id=group.id,
@@ -227,7 +236,14 @@ def extend(
         .values(expires_at=expires_at, notified_at=None, updated_at=now_us, version=grants.c.version + 1)
         .returning(*grants.c)
     ).one()
-    memberships.set_expiry(conn, row.user_id, source(grant_id), expires_at)
+    if updated.windows:  # the row ends with its window (or the new end); the next start may move
+        ends, opens = membership_span(updated, now)
+        if ends is not None:
+            memberships.set_expiry(conn, row.user_id, source(grant_id), ends)
+        if row.window_opens_at is None or row.window_opens_at > now_us:  # a due reopen stays due
+            conn.execute(grants.update().where(grants.c.id == grant_id).values(window_opens_at=opens))
+    else:
+        memberships.set_expiry(conn, row.user_id, source(grant_id), expires_at)
     _audit(
         conn,
         "grant.extend",
@@ -278,8 +294,11 @@ def effective_status(row: Grant, now_us: int) -> str:
 
 
 def render(row: Grant, now_us: int) -> dict[str, Any]:
-    """A grants row as the admin API shows it (the `Grant` admin resource type)."""
-    return fix_status(admin.render_row("grants", row), now_us)
+    """A grants row as the admin API shows it (the `Grant` admin resource type), with its `windows`."""
+    doc = fix_status(admin.render_row("grants", row), now_us)
+    if row.windows:
+        doc["windows"] = row.windows
+    return doc
 
 
 def fix_status(doc: dict[str, Any], now_us: int) -> dict[str, Any]:
@@ -432,6 +451,58 @@ def notify_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit:
     return len(due)
 
 
+# ---------------------------------------------------------------- grant windows
+
+
+def windows_of(row: Grant) -> tuple[Window, ...]:
+    """The grant's copy of its policy's `windows` (checked when the configuration was loaded)."""
+    return tuple(Window.model_validate(w) for w in row.windows or ())
+
+
+def membership_span(row: Grant, now: datetime) -> tuple[int | None, int | None]:
+    """(when its membership row expires, when the sweeper must add it back) for an active grant at `now`,
+    in epoch microseconds. Without windows: (the grant's end, None). With windows, inside one: (the sooner
+    of the window's end and the grant's, the next window start); outside: (None: no row, the next window
+    start). The next start is None when it falls after the grant's end."""
+    windows = windows_of(row)
+    if not windows:
+        return row.expires_at, None
+    span = conditions.current_window(windows, now)
+    ends = min(row.expires_at, to_micros(span[1])) if span else None
+    nxt = conditions.next_start(windows, span[1] if span else now)
+    opens = to_micros(nxt) if nxt is not None and to_micros(nxt) < row.expires_at else None
+    return ends, opens
+
+
+def reopen_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit: int) -> int:
+    """Active windowed grants whose next window has started: the membership row is back, with the window's
+    end, and the role grants go out (run after the membership sweep, so the row the last window left has
+    been deleted, its revokes sent)."""
+    now_us = to_micros(now)
+    batch = (
+        sa.select(grants)
+        .where(grants.c.status == ACTIVE, grants.c.window_opens_at <= now_us, grants.c.expires_at > now_us)
+        .order_by(grants.c.window_opens_at)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":  # the users' rows before the grants', as a user DELETE takes them
+        users_of = sorted({r.user_id for r in conn.execute(batch)})
+        user_store.lock(conn, users_of)
+        batch = batch.where(grants.c.user_id.in_(users_of))
+    due = _due(batch, conn)
+    if not due:
+        return 0
+    group_rows = {g.id: g for g in group_store.names(conn, ids={r.group_id for r in due})}
+    opening = [(r, group_rows[r.group_id]) for r in due if r.group_id in group_rows]
+    conn.execute(  # a deleted group's grant is ended by end_access; never pick it up again
+        grants.update().where(grants.c.id.in_([r.id for r in due])).values(window_opens_at=None)
+    )
+    _open(conn, deprov, opening, now, actor="sweeper")
+    for row, _ in opening:
+        _audit(conn, "grant.window", "sweeper", row, now_us, None, windowOpenedAt=_iso(row.window_opens_at))
+    return len(due)
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -447,6 +518,13 @@ def _open(
         return
     now_us = to_micros(now)
     user_store.lock(conn, [row.user_id for row, _ in opening])  # before membership rows: store.users.lock
+    live: list[tuple[Grant, Row, int]] = []
+    for row, group in opening:
+        ends, opens = membership_span(row, now)
+        if row.windows:
+            conn.execute(grants.update().where(grants.c.id == row.id).values(window_opens_at=opens))
+        if ends is not None:
+            live.append((row, group, ends))
     memberships.add_sourced(
         conn,
         [
@@ -456,13 +534,13 @@ def _open(
                 "source": source(row.id),
                 "member_type": "User",
                 "added_at": now_us,
-                "expires_at": row.expires_at,
+                "expires_at": ends,
             }
-            for row, group in opening
+            for row, group, ends in live
         ],
     )
     _reconcile(
-        conn, deprov, [(row.user_id, group.id, group.display_name) for row, group in opening], now, actor
+        conn, deprov, [(row.user_id, group.id, group.display_name) for row, group, _ in live], now, actor
     )
 
 

@@ -82,7 +82,9 @@ class Window(StrictModel):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f'expected an IANA time zone such as "Europe/Amsterdam", got {show(value)}') from None
+            raise ValueError(
+                f'expected an IANA time zone such as "Europe/Amsterdam", got {show(value)}'
+            ) from None
         return value
 
     @model_validator(mode="after")

@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from scimjit.config.conditions import Conditions
 from scimjit.config import (
     ASYMMETRIC_ALGORITHMS,
     DEFAULT_SCOPES,
@@ -29,6 +28,7 @@ from scimjit.config import (
     is_loopback_host,
     validate_document,
 )
+from scimjit.config.conditions import Conditions
 from scimjit.redact import is_secret_key
 
 __all__ = [

@@ -142,7 +142,12 @@ class LoginService:
         return result
 
     async def _login(
-        self, app: Application, id_token: str, caller: str | None, request_id: str | None, client_ip: str | None
+        self,
+        app: Application,
+        id_token: str,
+        caller: str | None,
+        request_id: str | None,
+        client_ip: str | None,
     ) -> LoginResult:
         at = _Attempt(app, self.clock.now(), caller, request_id, actor=caller)
         try:
