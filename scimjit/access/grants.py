@@ -178,6 +178,8 @@ def create(
     ).one()
     if status == ACTIVE:
         _open(conn, deprov, [(row, group)], now)
+        if row.windows:  # _open set its next window start
+            row = get(conn, row.id)
     _audit(
         conn,
         "grant.create",
