@@ -93,9 +93,7 @@ def test_outside_the_window_a_request_is_refused_naming_the_condition(db, clock)
 
 
 def test_outside_the_networks_a_request_goes_to_the_approvers(db, clock):
-    access, _, alice, _ = setup(
-        db, clock, 'conditions = { networks = ["10.0.0.0/8"] }\noutside = "approval"'
-    )
+    access, _, alice, _ = setup(db, clock, 'conditions = { networks = ["10.0.0.0/8"] }\noutside = "approval"')
     doc = ask(access, alice, client_ip="192.0.2.9")
     assert doc["status"] == "pending"  # auto_approve would have covered 1h; the network routed it
     with db.read() as conn:
