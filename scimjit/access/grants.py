@@ -296,11 +296,8 @@ def effective_status(row: Grant, now_us: int) -> str:
 
 
 def render(row: Grant, now_us: int) -> dict[str, Any]:
-    """A grants row as the admin API shows it (the `Grant` admin resource type), with its `windows`."""
-    doc = fix_status(admin.render_row("grants", row), now_us)
-    if row.windows:
-        doc["windows"] = row.windows
-    return doc
+    """A grants row as the admin API shows it (the `Grant` admin resource type)."""
+    return fix_status(admin.render_row("grants", row), now_us)
 
 
 def fix_status(doc: dict[str, Any], now_us: int) -> dict[str, Any]:
