@@ -10,12 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from scimjit.clock import FrozenClock
 from scimjit.config import Settings
 from scimjit.http.app import create_app
 from scimjit.http.jit.signin import sign, unsign
 from scimjit.services import Services
+from scimjit.store.tables import audit_log
 from tests.jit_helpers import WebhookReceiver, add_group, add_user
 from tests.live_server import serve
 
@@ -51,7 +53,13 @@ class Flow:
 
 
 @pytest.fixture
-def flow(db, iam_server) -> Iterator[Flow]:
+def app_conditions() -> dict[str, Any] | None:
+    """The application's login `conditions` (a test parametrizes it)."""
+    return None
+
+
+@pytest.fixture
+def flow(db, iam_server, app_conditions) -> Iterator[Flow]:
     name = f"wiki{uuid.uuid4().hex[:6]}"
     issuer = iam_server.url.rstrip("/")
     clock = FrozenClock(datetime.now(UTC))  # the provider signs with real time
@@ -66,6 +74,8 @@ def flow(db, iam_server) -> Iterator[Flow]:
             "client_secret": "s3cret",
             "redirect_after_login": DONE,
         }
+        if app_conditions is not None:
+            table["conditions"] = app_conditions
         plain = {**table, "name": f"plain{name}"}
         del plain["redirect_after_login"]
         settings = Settings.load(
@@ -155,6 +165,23 @@ def test_refusals_go_back_to_the_application(db, iam_server, flow):
     assert payload is not None
     swapped = httpx.Cookies({name: sign(b"test-secret", {**payload, "verifier": "x" * 43})})
     assert dict(flow.callback(callback, swapped).params) == {"error": "code_exchange_failed"}
+
+
+@pytest.mark.parametrize("app_conditions", [{"networks": ["10.0.0.0/8"]}])
+def test_login_conditions_check_the_browsers_address(db, iam_server, flow):
+    """The sign-in's login conditions see the browser (here 127.0.0.1), through `client_address`."""
+    user_name = f"erin{uuid.uuid4().hex[:6]}"
+    user_id = add_user(db, user_name, emails=[f"{user_name}@example.com"])
+    add_group(db, f"{flow.app}-users", [user_id])
+    user = iam_server.random_user(user_name=user_name, emails=[f"{user_name}@example.com"])
+    r, cookies = flow.start()
+    done = flow.callback(flow.authorize(r.headers["location"], user), cookies)
+    assert dict(done.params) == {"error": "condition_not_met"}
+    with db.read() as conn:
+        details = conn.execute(
+            sa.select(audit_log.c.details).where(audit_log.c.action == "login.refused")
+        ).scalar_one()
+    assert (details["condition"], details["clientIp"]) == ("network", "127.0.0.1")
 
 
 def test_apps_without_the_flow_answer_404(flow):
