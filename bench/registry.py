@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from bench.load import Result
 
 # Modules whose @workload functions make up the benchmark, in run order.
-MODULES = ("bench.workloads", "bench.jit_logins", "bench.expiry")
+MODULES = ("bench.workloads", "bench.jit_logins", "bench.expiry", "bench.cost")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""The JIT engine: the one object that holds the applications, the token verifier, the connectors, the
-outbox deliverer and the login service, built from Settings. The composition root (scimjit.services) builds it
-once; the HTTP layer, the CLI and the worker reach the JIT features through `services.engine`.
+"""The JIT engine: the one object that holds the applications, the token verifiers (OIDC, SAML), the
+connectors, the outbox deliverer, the login service and scimjit's signer, built from Settings. The composition
+root (scimjit.services) builds it once; the HTTP layer, the CLI and the worker reach the JIT features through
+`services.engine`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from scimjit.delivery import connectors as connector_registry
 from scimjit.delivery import notifiers
 from scimjit.delivery.connectors.base import Connector
 from scimjit.delivery.deliverer import Deliverer, Report
+from scimjit.delivery.signing import Signer
 from scimjit.entitlement.apps import Application, build_applications
 from scimjit.provisioning.login import LoginResult, LoginService
 from scimjit.provisioning.oidc import JsonFetcher, OidcVerifier
+from scimjit.provisioning.saml import SamlVerifier
 from scimjit.store.db import Database
 
 
@@ -48,8 +51,12 @@ class JitEngine:
             notifiers.build(settings.notifications, self.config.http_timeout)
         )
         self.verifier = OidcVerifier(self.config, self.clock, fetcher)
+        self.saml = SamlVerifier(self.config, self.clock, db)
         self.deliverer = Deliverer(db, self.clock, self.config, self.connector_for, rng)
-        self.logins = LoginService(db, self.clock, self.config, self.apps, self.verifier, self.deliverer)
+        self.logins = LoginService(
+            db, self.clock, self.config, self.apps, self.verifier, self.deliverer, self.saml
+        )
+        self.signer = Signer(db, self.clock)  # scimjit's own keys: signed sign-in results, the JWKS
 
     def connector_for(self, name: str) -> Connector | None:
         """The connector an outbox row's `application` names: an application's, or a built-in notifier."""
@@ -68,6 +75,26 @@ class JitEngine:
         `client_ip` the user's address (the application's login conditions)."""
         return await self.logins.login(
             application, id_token, caller=caller, request_id=request_id, client_ip=client_ip
+        )
+
+    async def saml_login(
+        self,
+        application: str,
+        saml_response: str,
+        *,
+        in_response_to: str | None = None,
+        caller: str | None = None,
+        request_id: str | None = None,
+        client_ip: str | None = None,
+    ) -> LoginResult:
+        """The login hook with a SAML Response (base64) instead of an ID token (see saml.py); raises JitError."""
+        return await self.logins.saml_login(
+            application,
+            saml_response,
+            in_response_to=in_response_to,
+            caller=caller,
+            request_id=request_id,
+            client_ip=client_ip,
         )
 
     async def deliver_due(self, *, worker: str | None = None) -> list[Report]:

@@ -15,7 +15,8 @@ from typing import Any
 
 class JitError(Exception):
     """A refused JIT operation. `retry_after` (seconds) becomes a `Retry-After` header: set it when the
-    refusal is temporary (an issuer that cannot be reached now, a rate limit)."""
+    refusal is temporary (an issuer that cannot be reached now, a rate limit). `extra` adds members to the
+    body after `error` and `detail` (which it cannot replace)."""
 
     def __init__(
         self,
@@ -25,8 +26,10 @@ class JitError(Exception):
         headers: Mapping[str, str] | None = None,
         *,
         retry_after: int | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
+        self.extra = dict(extra or {})  # more members of the body (e.g. a schedule's bad shifts)
         self.status = status
         self.reason = reason
         self.detail = detail
@@ -36,4 +39,4 @@ class JitError(Exception):
             self.headers.setdefault("Retry-After", str(retry_after))
 
     def to_json(self) -> dict[str, Any]:
-        return {"error": self.reason, "detail": self.detail}
+        return {"error": self.reason, "detail": self.detail, **self.extra}

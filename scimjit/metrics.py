@@ -80,6 +80,12 @@ EXPIRATIONS = Counter(
     "Time-bound access that ran out, by kind (membership, grant, request)",
     ["kind"],
 )
+IDLE_RECLAIMED = Counter(
+    "scimjit_idle_accounts_reclaimed",
+    "Accounts disabled or deleted because nobody logged in for the application's idle_after, by application "
+    "and action (disable, delete)",
+    ["application", "action"],
+)
 RECONCILE_REPAIRS = Counter(
     "scimjit_reconcile_repairs",
     "Events the reconcile pass queued to repair drift, by application, source (scim: the directory and grants;"

@@ -75,7 +75,7 @@ class Services:
     ) -> Services:
         """The SCIM core now, the JIT steps on first use (see the module docstring)."""
         clock = clock or SystemClock()
-        db = db or Database(settings.database_url)
+        db = db or Database(settings.database_url, statement_timeout=settings.statement_timeout)
         registry = load_registry(settings.schemas_dirs)
         tokens = TokenStore(db, clock, cache_seconds=settings.token_cache_seconds)
         return cls(

@@ -34,10 +34,12 @@ def cli_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def serve(scimjit: Sequence[str], env: dict[str, str], cwd: Path, timeout: float = 60) -> Iterator[Served]:
-    """Run `<scimjit> serve` on a free port with `cwd` as working directory until the block ends; waits until
-    it answers /healthz (or fails with its stderr when it exits first)."""
-    port = free_port()
+def serve(
+    scimjit: Sequence[str], env: dict[str, str], cwd: Path, timeout: float = 60, port: int | None = None
+) -> Iterator[Served]:
+    """Run `<scimjit> serve` on `port` (default: a free one) with `cwd` as working directory until the block
+    ends; waits until it answers /healthz (or fails with its stderr when it exits first)."""
+    port = port or free_port()
     out, err = cwd / f"serve-{port}.out", cwd / f"serve-{port}.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(

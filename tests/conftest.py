@@ -131,3 +131,17 @@ def server(db: Database, clock: FrozenClock) -> Iterator[Server]:
         srv = Server(url, services, clock, admin)
         yield srv
         srv.client.close()
+
+
+@pytest.fixture(scope="session")
+def iam_configuration(iam_configuration: dict) -> dict:
+    """pytest-iam's Canaille with its SCIM client on (`[CANAILLE_SCIM] ENABLE_CLIENT`): it pushes users and
+    groups to the `client_uri` of each trusted or consented client that has one (tests/e2e/test_canaille_scim.py).
+    A client whose `client_uri` is on 127.0.0.1 is trusted (every user is pushed to it, as an IdP pushes to an
+    assigned app); clients without a `client_uri` are never pushed to, so the other Canaille tests see no
+    difference."""
+    from tests import canaille_compat
+
+    canaille_compat.install()  # Canaille 0.3.6's SCIM client and today's scim2-client: see that module
+    oidc = {**iam_configuration["CANAILLE_OIDC"], "TRUSTED_DOMAINS": ["127.0.0.1"]}
+    return {**iam_configuration, "CANAILLE_OIDC": oidc, "CANAILLE_SCIM": {"ENABLE_CLIENT": True}}

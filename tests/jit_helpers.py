@@ -62,6 +62,7 @@ class LocalIssuer:
         self.keys = [self.new_key()]
         self.jwks_fetches = 0
         self.discovery_fetches = 0
+        self.requests = 0  # every GET, answered or not (a down issuer still counts what it was asked)
         self.down = False
         self.url = ""
 
@@ -83,6 +84,7 @@ class LocalIssuer:
 
         class Handler(_QuietHandler):
             def do_GET(self) -> None:
+                issuer.requests += 1
                 if issuer.down:
                     self.send_response(503)
                     self.end_headers()

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from scimjit.access import notify
 from scimjit.clock import from_micros, isoformat, to_micros
-from scimjit.config import parse_duration
+from scimjit.config import MAX_DURATION, parse_duration
 from scimjit.config.conditions import Window
 from scimjit.delivery import outbox
 from scimjit.delivery.connectors.base import ACCESS_EXPIRING
@@ -115,6 +115,16 @@ def seconds(value: Any, name: str = "duration") -> float:
     return result
 
 
+def within_horizon(now_us: int, end_us: int, what: str) -> int:
+    """`end_us`, when it is at most `MAX_DURATION` (100 years, as for every duration) after now.
+
+    Each part may be in range and the sum not: a `startsAt` in 9999 plus a day, or a grant extended by a
+    century again and again, ends past the last datetime and would fail far away (a 500 on every read)."""
+    if end_us - now_us > int(MAX_DURATION * 1_000_000):
+        raise JitError(400, "invalid_request", f"{what} must end within 100 years from now")
+    return end_us
+
+
 def window(
     now: datetime, *, duration: Any = None, expires_at: Any = None, starts_at: Any = None
 ) -> tuple[int, int]:
@@ -130,7 +140,7 @@ def window(
         end = instant(expires_at, "expiresAt")
     if end <= start:
         raise JitError(400, "invalid_request", "the grant must end after it starts (and after now)")
-    return start, end
+    return start, within_horizon(now_us, end, "the grant")
 
 
 # ---------------------------------------------------------------- operations
@@ -149,9 +159,12 @@ def create(
     now: datetime,
     request_id: str | None = None,
     http_request_id: str | None = None,
+    source_name: str | None = None,
+    source_ref: str | None = None,
 ) -> Grant:
     """Create a grant for the `user` row in the `group` row (from `find_user` / `find_group`); active at
-    once unless `starts_at` is in the future. Returns the grants row."""
+    once unless `starts_at` is in the future. `source_name` / `source_ref` name the scheduling system and
+    shift a grant comes from (access/schedules.py). Returns the grants row."""
     if not user.active:
         raise JitError(409, "inactive_user", f"user {user.user_name!r} is not active")
     now_us = to_micros(now)
@@ -170,6 +183,8 @@ def create(
             justification=justification,
             created_by=actor,
             request_id=request_id,
+            source=source_name,
+            source_ref=source_ref,
             created_at=now_us,
             updated_at=now_us,
             version=1,
@@ -194,6 +209,8 @@ def create(
         expiresAt=_iso(expires_at),
         justification=justification,
         requestId=request_id,
+        source=source_name,
+        shift=source_ref,
     )
     return row
 
@@ -238,14 +255,7 @@ def extend(
         .values(expires_at=expires_at, notified_at=None, updated_at=now_us, version=grants.c.version + 1)
         .returning(*grants.c)
     ).one()
-    if updated.windows:  # the row ends with its window (or the new end); the next start may move
-        ends, opens = membership_span(updated, now)
-        if ends is not None:
-            memberships.set_expiry(conn, row.user_id, source(grant_id), ends)
-        if row.window_opens_at is None or row.window_opens_at > now_us:  # a due reopen stays due
-            conn.execute(grants.update().where(grants.c.id == grant_id).values(window_opens_at=opens))
-    else:
-        memberships.set_expiry(conn, row.user_id, source(grant_id), expires_at)
+    follow_end(conn, updated, now)
     _audit(
         conn,
         "grant.extend",
@@ -471,6 +481,20 @@ def membership_span(row: Grant, now: datetime) -> tuple[int | None, int | None]:
     nxt = conditions.next_start(windows, span[1] if span else now)
     opens = to_micros(nxt) if nxt is not None and to_micros(nxt) < row.expires_at else None
     return ends, opens
+
+
+def follow_end(conn: sa.Connection, row: Grant, now: datetime) -> None:
+    """An active grant's end moved (extend, a schedule's new shift end): its membership row follows, for a
+    windowed grant to the sooner of its window's end and the new end, and its next window start with it (a
+    reopen already due stays due: the sweeper is about to add the row)."""
+    if not row.windows:
+        memberships.set_expiry(conn, row.user_id, source(row.id), row.expires_at)
+        return
+    ends, opens = membership_span(row, now)
+    if ends is not None:
+        memberships.set_expiry(conn, row.user_id, source(row.id), ends)
+    if row.window_opens_at is None or row.window_opens_at > to_micros(now):
+        conn.execute(grants.update().where(grants.c.id == row.id).values(window_opens_at=opens))
 
 
 def reopen_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit: int) -> int:

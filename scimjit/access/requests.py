@@ -275,6 +275,29 @@ def decide(
     return approved
 
 
+def cancel(
+    conn: sa.Connection,
+    request_id: str,
+    *,
+    user_id: str,
+    actor: str,
+    now: datetime,
+    http_request_id: str | None = None,
+) -> AccessRequest:
+    """The requester withdraws their own pending request (nobody else may: approvers deny)."""
+    now_us = to_micros(now)
+    row = get(conn, request_id, for_update=True)
+    if row.user_id != user_id:
+        raise JitError(403, "not_your_request", "only the requester may cancel a request")
+    if row.status != PENDING or row.expires_at <= now_us:
+        raise JitError(409, "not_pending", f"request {request_id} is no longer pending")
+    updated = _update(conn, row, status=CANCELLED, decided_at=now_us)
+    _audit(
+        conn, "request.cancel", actor, updated, now_us, http_request_id, reason="cancelled by the requester"
+    )
+    return updated
+
+
 def get(conn: sa.Connection, request_id: str, *, for_update: bool = False) -> AccessRequest:
     return grants.load(conn, access_requests, request_id, "access request", for_update=for_update)
 

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from scimjit.access import grants, requests
+from scimjit.access import grants, requests, schedules
 from scimjit.access.sweeper import Sweeper
 from scimjit.clock import to_micros
 from scimjit.engine import JitEngine
@@ -84,6 +84,34 @@ class Access:
         if interval > 0:  # wherever the sweeper loop runs, the reconcile runs beside it
             self.sweeper.schedule = Schedule(self.reconciler, interval)
 
+    # ------------------------------------------------------------------------------------ schedules
+
+    def apply_schedule(
+        self, source: Any, plan: Any, *, actor: str, http_request_id: str | None = None
+    ) -> dict[str, int]:
+        """A scheduling system's complete plan for `source` (access/schedules.py): the summary
+        {created, updated, revoked, unchanged, skipped}. Refused whole (400 `invalid_schedule`) if any shift
+        is bad."""
+        name = schedules.check_source(source)
+        if not isinstance(plan, dict):
+            raise JitError(400, "invalid_request", 'the plan must be an object {"shifts": [...]}')
+        period, shifts = schedules.parse(
+            plan, self.settings.schedule_max_shifts, self.settings.schedule_max_shift
+        )
+        now = self.clock.now()
+        with self.db.write() as conn:
+            summary = schedules.apply(
+                conn,
+                self.deprovisioner,
+                name,
+                period,
+                shifts,
+                actor=actor,
+                now=now,
+                http_request_id=http_request_id,
+            )
+        return summary.to_json()
+
     # ------------------------------------------------------------------------------------ grants
 
     def create_grant(
@@ -136,6 +164,7 @@ class Access:
                 end = current.expires_at + int(grants.seconds(duration) * 1_000_000)
             else:
                 end = grants.instant(expires_at, "expiresAt")
+            grants.within_horizon(to_micros(now), end, "the grant")
             row = grants.extend(
                 conn,
                 self.deprovisioner,
@@ -194,6 +223,8 @@ class Access:
             raise JitError(400, "invalid_request", '`duration` is required, e.g. "2h"')
         seconds = grants.seconds(duration)
         start = grants.instant(starts_at, "startsAt") if starts_at is not None else None
+        if start is not None:
+            grants.within_horizon(to_micros(now), start + int(seconds * 1_000_000), "the requested access")
         try:
             with self.db.write() as conn:
                 if once is not None and not used_once.claim(
@@ -285,6 +316,17 @@ class Access:
                     details={"reason": exc.reason, "detail": exc.detail, "decidedVia": decided_via},
                 )
             raise
+
+    def cancel_request(
+        self, request_id: str, *, user_id: str, actor: str, http_request_id: str | None = None
+    ) -> dict[str, Any]:
+        """The requester (`user_id`) withdraws their own pending request."""
+        now = self.clock.now()
+        with self.db.write() as conn:
+            row = requests.cancel(
+                conn, request_id, user_id=user_id, actor=actor, now=now, http_request_id=http_request_id
+            )
+            return requests.render(row, to_micros(now))
 
     def get_request(self, request_id: str) -> dict[str, Any]:
         now_us = to_micros(self.clock.now())

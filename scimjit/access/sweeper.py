@@ -13,7 +13,8 @@ that change (so a crash between the two is impossible):
 3. active grants past their end are recorded as expired;
 4. accounts marked for a re-check (a deleted group's members; a grace period that ran out) are reconciled;
 5. `access.expiring` notices go out for grants ending within `expiry_notice`;
-6. pending requests past their `pending_ttl` are recorded as expired.
+6. pending requests past their `pending_ttl` are recorded as expired;
+7. accounts idle longer than their application's `idle_after` get its `on_idle` (disable or delete).
 
 On PostgreSQL every batch claims its rows with `FOR UPDATE SKIP LOCKED` (the membership batch is one
 `DELETE ... WHERE (pk) IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED) RETURNING`), so any number of sweepers
@@ -28,7 +29,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -36,9 +37,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from scimjit.access import grants, requests
-from scimjit.clock import Clock, to_micros
+from scimjit.clock import Clock, from_micros, isoformat, to_micros
 from scimjit.entitlement import ledger
-from scimjit.metrics import EXPIRATIONS
+from scimjit.entitlement.apps import Application
+from scimjit.metrics import EXPIRATIONS, IDLE_RECLAIMED
 from scimjit.provisioning import reconcile
 from scimjit.provisioning.deprovision import Deprovisioner, Outcome, chunks
 from scimjit.provisioning.reconcile import Schedule
@@ -64,6 +66,7 @@ class SweepReport:
     revoked: int = 0  # role.revoke events
     disabled: int = 0  # accounts disabled or deleted for lost entitlement
     single_use_purged: int = 0  # expired sign-in states and replay-cache values deleted
+    idle_reclaimed: int = 0  # accounts disabled or deleted for `idle_after` without a login
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -79,6 +82,7 @@ class SweepReport:
             + self.rechecked
             + self.notices
             + self.requests_expired
+            + self.idle_reclaimed
         )
 
     def _count(self, outcome: Outcome) -> None:
@@ -122,6 +126,7 @@ class Sweeper:
         report.rechecked = self._drain(lambda conn: self.recheck_accounts(conn, now, report))
         report.notices = self._drain(lambda conn: grants.notify_due(conn, self.deprov, now, self.batch_size))
         report.requests_expired = self._drain(lambda conn: requests.expire_due(conn, now, self.batch_size))
+        report.idle_reclaimed = self.reclaim_idle(now, report=report)
         report.seconds = time.perf_counter() - started
         if report.work:
             log.info("sweep: %s", {k: v for k, v in report.to_json().items() if v})
@@ -135,6 +140,60 @@ class Sweeper:
         self._purge_audit(now)
         report.single_use_purged = self._drain(lambda conn: self.purge_single_use(conn, now))
         return report
+
+    def reclaim_idle(
+        self,
+        now: datetime | None = None,
+        *,
+        application: str | None = None,
+        actor: str = "sweeper",
+        report: SweepReport | None = None,
+    ) -> int:
+        """Apply `on_idle` to every application's (or one's) idle accounts, a batch per transaction; returns
+        how many were reclaimed. The sweep's step 7, and `scimjit accounts idle` without --dry-run."""
+        now = now or self.clock.now()
+        total = 0
+        for name, app in sorted(self.deprov.apps.items()):  # application order: the lock order
+            if app.idle_after is None or (application is not None and name != application):
+                continue
+            outcome = Outcome()
+
+            def step(conn: sa.Connection, app: Application = app, outcome: Outcome = outcome) -> int:
+                batch = self.deprov.reclaim_idle(conn, app, now, self.batch_size, actor)
+                outcome.add(batch)
+                return batch.disabled + batch.deleted
+
+            done = self._drain(step)
+            if done:
+                IDLE_RECLAIMED.labels(application=name, action=app.on_idle).inc(done)
+                if report is not None:
+                    report.events += outcome.events
+            total += done
+        return total
+
+    def idle_accounts(self, application: str, now: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """What `reclaim_idle` would reclaim in `application` now (nothing written), page by page: the
+        dry run of `scimjit accounts idle`."""
+        app = self.deprov.apps[application]
+        if app.idle_after is None:
+            return
+        now = now or self.clock.now()
+        cutoff_us = to_micros(now) - int(app.idle_after * 1_000_000)
+        after = 0
+        while True:
+            with self.db.read() as conn:
+                rows = ledger.idle(conn, app.name, cutoff_us, self.batch_size, after=after)
+            for r in rows:
+                yield {
+                    "application": app.name,
+                    "userName": r.p_user_name,
+                    "userId": r.user_id,
+                    "lastSeen": isoformat(from_micros(ledger.last_seen(r))),
+                    "action": app.on_idle,
+                }
+            if len(rows) < self.batch_size:
+                return
+            after = rows[-1].id
 
     def purge_single_use(self, conn: sa.Connection, now: datetime) -> int:
         """Abandoned sign-in states and replay-cache values past their expiry: they can no longer be used or

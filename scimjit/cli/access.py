@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from scimjit.cli import context
 from scimjit.cli.output import LOG_FORMAT, fail, print_json, print_table
-from scimjit.config import ConfigError
+from scimjit.config import ConfigError, parse_duration
 from scimjit.jiterrors import JitError
 
 if TYPE_CHECKING:
@@ -141,11 +141,27 @@ def policies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interval(text: str) -> float:
+    """`--interval`: a duration as everywhere (range-checked), and more than nothing (0 would spin)."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration greater than 0, got {text!r}")
+    return seconds
+
+
 def register_sweep(sub: Any) -> None:
     """Add `sweep` to the `scimjit` parser's subparsers."""
     s = sub.add_parser("sweep", help="expire memberships, grants and requests; send the revokes (run many)")
     s.add_argument("--once", action="store_true", help="one sweep, print what it did, exit")
-    s.add_argument("--interval", type=float, default=None, help="seconds between sweeps (default: config)")
+    s.add_argument(
+        "--interval",
+        type=_interval,
+        default=None,
+        help='time between sweeps, e.g. 2s or "500ms" (default: config)',
+    )
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=_run(sweep))
 

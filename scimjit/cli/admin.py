@@ -76,6 +76,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 count=count,
                 max_filter_length=settings.max_filter_length,
                 max_filter_depth=settings.max_filter_depth,
+                max_filter_terms=settings.filter_max_terms,
             )
     except ScimError as exc:
         return fail(exc.detail)
@@ -107,6 +108,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             filter=_filter(args, "audit"),
             max_filter_length=settings.max_filter_length,
             max_filter_depth=settings.max_filter_depth,
+            max_filter_terms=settings.filter_max_terms,
         )
         write_jsonl(records, sys.stdout, progress)
     except ScimError as exc:

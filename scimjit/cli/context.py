@@ -29,7 +29,8 @@ def services() -> Services:
 def database(settings: Settings | None = None) -> Database:
     from scimjit.store.db import Database
 
-    return Database((settings or Settings.load()).database_url)
+    settings = settings or Settings.load()
+    return Database(settings.database_url, statement_timeout=settings.statement_timeout)
 
 
 def engine() -> JitEngine:

@@ -37,6 +37,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             max_page_size=max(args.count, 1),
             max_filter_length=svc.settings.max_filter_length,
             max_filter_depth=svc.settings.max_filter_depth,
+            max_filter_terms=svc.settings.filter_max_terms,
         )
         page, docs = fetch_page(ctx, kind, params)
     except ScimError as exc:

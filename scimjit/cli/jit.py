@@ -38,16 +38,18 @@ def apps_list(args: argparse.Namespace) -> int:
     rows = [
         {
             "name": s["name"],
-            "issuer": s["issuer"],
+            "issuer": s["issuer"] or f"saml: {s['saml']['idpEntityId']}",  # a SAML-only application
             "audience": ",".join(s["audience"]),
             "match": f"{s['match']['claim']} -> {s['match']['attribute']}",
             "groups": ",".join(s["groups"]) or "(all active users)",
             "first login": s["onFirstLogin"],
             "connector": s["connector"]["type"],
-            "conditions": conditions_text(s["conditions"]),
         }
         for s in summaries
     ]
+    if any(s["conditions"] for s in summaries):  # the column only where some application has them
+        for row, s in zip(rows, summaries, strict=True):
+            row["conditions"] = conditions_text(s["conditions"])
     print_table(rows, rows[0], rule=False)
     return 0
 

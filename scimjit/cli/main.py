@@ -8,6 +8,8 @@ Each command group lives in its own module, which adds its commands to the parse
     reconcile                               scimjit/cli/reconcile.py
     sweep, grants/requests create ...       scimjit/cli/access.py
     accounts/grants/requests list, audit    scimjit/cli/admin.py
+    accounts idle                           scimjit/cli/idle.py
+    schedules import                        scimjit/cli/schedules.py
 
 Where two modules share a command (`grants`, `requests`), it is created here and each adds its subcommands,
 so every command is defined exactly once. Output goes through scimjit/cli/output.py; a user's mistake becomes
@@ -21,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from scimjit.cli import access, admin, directory, jit, reconcile, server
+from scimjit.cli import access, admin, directory, idle, jit, keys, reconcile, schedules, server
 from scimjit.cli.errors import EXIT_USER_ERROR, describe, require_current_schema
 from scimjit.config import ConfigError, Settings
 
@@ -43,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.register(sub)  # serve, db, token
     directory.register(sub)  # users, groups
     jit.register(sub)  # apps, worker, outbox
-    admin.register_accounts_list(_command(sub, "accounts", "the account ledger"))
+    accounts = _command(sub, "accounts", "the account ledger")
+    admin.register_accounts_list(accounts)
+    idle.register(accounts)  # accounts idle
     reconcile.register(sub)
     access.register_sweep(sub)
     grants = _command(sub, "grants", "time-bound group memberships")
@@ -52,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     requests = _command(sub, "requests", "access requests")
     access.register_requests(requests)  # create, approve, deny
     admin.register_list(requests, "requests")
+    schedules.register(sub)  # schedules import
     admin.register_audit(sub)
+    keys.register(sub)  # keys list, keys rotate
     return parser
 
 

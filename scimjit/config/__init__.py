@@ -3,7 +3,8 @@ defaults, validated key by key.
 
 Every section the code reads has a typed model here: `[server]` (ServerConfig, the fields of Settings),
 `[jit]` (JitConfig: the engine's knobs, JitSettings, plus time-bound access and `[[jit.policies]]`) and
-`[[applications]]` (ApplicationConfig). The models are strict (a TOML `"10"` is not an integer, `"false"` is
+`[[applications]]` (ApplicationConfig) and `[[authorization_servers]]` (AuthorizationServerConfig, whose
+access tokens SCIM clients may present). The models are strict (a TOML `"10"` is not an integer, `"false"` is
 not a boolean) and forbid unknown keys, so a typo stops startup with one line naming the file, the key and
 what was expected (ConfigError) instead of being ignored. Environment variables are strings: they are parsed
 per type here (booleans: 1/true/yes/on or 0/false/no/off, nothing else) and then validated the same way.
@@ -35,7 +36,10 @@ from scimjit.config.applications import (
     ApplicationConfig,
     ConnectorTable,
     MatchConfig,
+    SamlConfig,
 )
+from scimjit.config.authservers import AuthorizationServerConfig
+from scimjit.config.console import ConsoleConfig
 from scimjit.config.jit import AutoApprove, JitConfig, JitSettings, Policy
 from scimjit.config.messages import describe_error, message
 from scimjit.config.notifications import EmailConfig, NotificationsConfig
@@ -61,10 +65,12 @@ __all__ = [
     "MATCH_ATTRIBUTES",
     "MAX_DURATION",
     "ApplicationConfig",
+    "AuthorizationServerConfig",
     "AutoApprove",
     "ConfigError",
     "ConfigFile",
     "ConnectorTable",
+    "ConsoleConfig",
     "Duration",
     "EmailConfig",
     "JitConfig",
@@ -73,6 +79,7 @@ __all__ = [
     "Names",
     "NotificationsConfig",
     "Policy",
+    "SamlConfig",
     "ServerConfig",
     "Settings",
     "Strings",
@@ -92,8 +99,10 @@ class ConfigFile(StrictModel):
     jit: JitConfig = Field(default_factory=JitConfig)
     applications: tuple[ApplicationConfig, ...] = ()
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    console: ConsoleConfig | None = None  # [console]: the web console; absent, it is off
+    authorization_servers: tuple[AuthorizationServerConfig, ...] = ()
 
-    @field_validator("applications", mode="before")
+    @field_validator("applications", "authorization_servers", mode="before")
     @classmethod
     def _applications(cls, value: Any) -> Any:
         return tuple(value) if isinstance(value, list) else value
@@ -108,6 +117,17 @@ class ConfigFile(StrictModel):
             if app.name.startswith("notify:"):  # the built-in notifiers' outbox names (delivery/notifiers.py)
                 raise ValueError(f"application {app.name!r}: names starting with notify: are reserved")
             seen.add(app.name)
+        return value
+
+    @field_validator("authorization_servers")
+    @classmethod
+    def _one_per_issuer(
+        cls, value: tuple[AuthorizationServerConfig, ...]
+    ) -> tuple[AuthorizationServerConfig, ...]:
+        issuers = [server.issuer for server in value]
+        for issuer in issuers:
+            if issuers.count(issuer) > 1:
+                raise ValueError(f"authorization server {issuer!r}: the issuer is listed twice")
         return value
 
 
@@ -127,6 +147,8 @@ class Settings(ServerConfig):
     jit: JitConfig = Field(default_factory=JitConfig)
     applications: tuple[ApplicationConfig, ...] = ()
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    console: ConsoleConfig | None = None
+    authorization_servers: tuple[AuthorizationServerConfig, ...] = ()
 
     @classmethod
     def load(
@@ -166,6 +188,8 @@ class Settings(ServerConfig):
                     "jit": file.jit,
                     "applications": file.applications,
                     "notifications": file.notifications,
+                    "console": file.console,
+                    "authorization_servers": file.authorization_servers,
                 }
             )
         except ValidationError as exc:

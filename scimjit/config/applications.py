@@ -1,5 +1,6 @@
-"""The `[[applications]]` tables: OIDC issuer and clients, matching, entitlement, the code flow keys and the
-connector table (whose settings stay open: a plugin connector defines its own)."""
+"""The `[[applications]]` tables: OIDC issuer and clients (or a SAML IdP, `[applications.saml]`), matching,
+entitlement, the code flow keys and the connector table (whose settings stay open: a plugin connector defines
+its own)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,40 @@ class MatchConfig(StrictModel):
         return canonical
 
 
+class SamlConfig(StrictModel):
+    """`[applications.saml]`: the SAML IdP whose signed Responses the login hook accepts for this application
+    (`POST /jit/v1/logins` with `saml_response`). The IdP is named by its metadata file, or inline by its
+    entity id and signing certificate(s); `entity_id` is this application's SP entity id (the `Audience` an
+    assertion must name) and `acs_url` its Assertion Consumer Service URL (`Recipient` and `Destination`)."""
+
+    entity_id: str
+    acs_url: str
+    idp_metadata: str | None = None  # path of the IdP's SAML metadata file (EntityDescriptor)
+    idp_entity_id: str | None = None
+    idp_certificates: Strings = ()  # PEM certificates whose keys may sign (several during a rollover)
+    clock_skew: Duration | None = None  # None: the application's clock_skew, else the [jit] one
+    # An IdP-initiated (unsolicited) Response carries no InResponseTo; refused unless this is true.
+    allow_unsolicited: bool = False
+
+    @field_validator("entity_id", "acs_url")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("expected a non-empty string")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _idp(self) -> SamlConfig:
+        if self.idp_metadata is not None:
+            if self.idp_entity_id is not None or self.idp_certificates:
+                raise ValueError("set idp_metadata, or idp_entity_id with idp_certificates, not both")
+            if not self.idp_metadata.strip():
+                raise ValueError("idp_metadata must be the path of the IdP's metadata file")
+        elif not self.idp_entity_id or not self.idp_certificates:
+            raise ValueError("set idp_metadata, or idp_entity_id with idp_certificates (PEM)")
+        return self
+
+
 class ConnectorTable(BaseModel):
     """`[applications.connector]`: a `type` and that connector's own settings, which stay open here (a
     plugin defines its own); the built-in connectors' settings are checked by apps.py once `*_env` keys are
@@ -79,14 +114,21 @@ class ApplicationConfig(StrictModel):
     """One `[[applications]]` table, checked; apps.py turns it into an Application (secrets resolved)."""
 
     name: str
-    issuer: str
-    audience: Names
+    issuer: str | None = None  # the OIDC issuer; may be left out only when `saml` is set
+    audience: Names = ()
     match: MatchConfig
+    # None: true when the match claim is `email` (an unverified address can be anyone's)
+    require_email_verified: bool | None = None
+    saml: SamlConfig | None = None
     groups: Strings = ()  # entitlement: group displayNames or ids; empty = every active user
     on_first_login: Literal["create", "link"] = "create"
     roles: dict[str, Names] = Field(default_factory=dict)  # group -> downstream role(s)
     on_unentitled: Literal["disable", "delete", "keep"] = "disable"
     grace_period: Duration = 0.0
+    # idle reclaim (access/sweeper.py): an account whose last login is older than this is disabled or deleted;
+    # None (the default) never reclaims
+    idle_after: Duration | None = None
+    on_idle: Literal["disable", "delete"] = "disable"
     connector: ConnectorTable
     algorithms: Strings = ASYMMETRIC_ALGORITHMS
     clock_skew: Duration | None = None  # None: the engine-wide [jit] clock_skew
@@ -108,10 +150,17 @@ class ApplicationConfig(StrictModel):
             raise ValueError("expected a non-empty string")
         return value.strip() if value is not None else None
 
+    @field_validator("idle_after")
+    @classmethod
+    def _idle_after(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError('expected a positive duration such as "30d" (leave it out to never reclaim)')
+        return value
+
     @field_validator("issuer")
     @classmethod
-    def _issuer(cls, value: str) -> str:
-        return https_url(value.strip())
+    def _issuer(cls, value: str | None) -> str | None:
+        return None if value is None else https_url(value.strip())
 
     @field_validator("redirect_after_login")
     @classmethod
@@ -126,7 +175,7 @@ class ApplicationConfig(StrictModel):
     @field_validator("audience")
     @classmethod
     def _audience(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value or not all(value):
+        if not all(value):
             raise ValueError("expected the OIDC client id(s) whose ID tokens are accepted")
         return value
 
@@ -158,6 +207,12 @@ class ApplicationConfig(StrictModel):
 
     @model_validator(mode="after")
     def _code_flow(self) -> ApplicationConfig:
+        if self.issuer is None and self.saml is None:
+            raise ValueError("set `issuer` and `audience` (OIDC), or an [applications.saml] table")
+        if self.issuer is not None and not self.audience:
+            raise ValueError("`audience`: expected the OIDC client id(s) whose ID tokens are accepted")
+        if self.issuer is None and (self.audience or self.redirect_after_login or self.client_id):
+            raise ValueError("`audience`, `client_id` and `redirect_after_login` need an OIDC `issuer`")
         if self.client_id is not None and self.client_id not in self.audience:
             raise ValueError(f"client_id {self.client_id!r} must be one of `audience` (its ID tokens' aud)")
         if self.client_secret is not None and self.client_secret_env is not None:

@@ -18,6 +18,8 @@ class JitSettings(StrictModel):
     clock_skew: Duration = 60.0  # seconds of leeway for exp / nbf / iat
     jwks_min_refresh: Duration = 30.0  # floor between two JWKS fetches of one issuer (unknown-kid storms)
     jwks_max_age: Duration = 3600.0  # refetch keys this old even if every kid is known (rotation)
+    issuer_retry_after: Duration = 30.0  # after a failed discovery/JWKS fetch, ask the issuer again then
+    max_token_age: Duration = 14_400.0  # refuse ID tokens issued longer ago, or valid for longer (exp - iat)
     http_timeout: Duration = 10.0  # connect+read timeout for discovery, JWKS and connector calls
     outbox_max_attempts: int = Field(default=12, ge=1)  # then the event is `dead`
     outbox_backoff_base: Duration = 2.0  # first retry after ~this, doubling each attempt
@@ -129,6 +131,9 @@ class JitConfig(JitSettings):
     membership_ttl: dict[str, Duration] = Field(default_factory=dict)  # group ref -> seconds
     reconcile_interval: Duration = 3600.0  # scheduled reconcile pass with each connector; 0: none
     policies: tuple[Policy, ...] = ()
+    # PUT /jit/v1/schedules/{source} (access/schedules.py): shifts per plan, and the longest shift accepted
+    schedule_max_shifts: int = Field(default=5000, ge=1, le=100_000)
+    schedule_max_shift: Duration = 86_400.0
 
     @field_validator("policies", mode="before")
     @classmethod

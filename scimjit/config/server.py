@@ -19,6 +19,10 @@ class ServerConfig(BaseModel):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     max_filter_length: int = Field(default=4096, ge=1)
     max_filter_depth: int = Field(default=32, ge=1)
+    # comparisons in one filter (each `attr op value`, `pr` included); bounds the SQL one filter can ask for
+    filter_max_terms: int = Field(default=50, ge=1)
+    # the longest any one SQL statement may run; over it 400 tooMany, the transaction rolled back; 0: no limit
+    statement_timeout: Duration = 5.0
     max_page_size: int = Field(default=1000, ge=1)
     default_page_size: int = Field(default=100, ge=1)
     max_bulk_operations: int = Field(default=1000, ge=0)
@@ -38,6 +42,8 @@ class ServerConfig(BaseModel):
     client_rate_limit_burst: int = Field(default=200, ge=0)
     # a plain Group PATCH answers 200 with the group up to this many members, else 204 (docs/scim.md)
     group_patch_response_max_members: int = Field(default=100, ge=0)
+    # most operations in one PATCH (`tooMany` over it); advertised in /ServiceProviderConfig (docs/scim.md)
+    patch_max_operations: int = Field(default=1000, ge=1)
     strict_attributes: bool = False  # unknown attributes / schema URNs in writes: 400 instead of ignored
     # /metrics asks for a token with the `metrics` (or admin) scope; false opens it (application names, traffic)
     metrics_token_required: bool = True

@@ -29,6 +29,7 @@ from scimjit.config import (
     validate_document,
 )
 from scimjit.config.conditions import Conditions
+from scimjit.entitlement.saml_idp import SamlIdp, load_idp
 from scimjit.redact import is_secret_key
 
 __all__ = [
@@ -67,7 +68,7 @@ class ConnectorConfig:
 @dataclass(frozen=True, slots=True)
 class Application:
     name: str
-    issuer: str
+    issuer: str  # empty: no OIDC issuer (a SAML-only application)
     audience: tuple[str, ...]
     match: MatchRule
     groups: tuple[str, ...]  # entitlement: group displayNames or ids; empty = every active user
@@ -76,16 +77,20 @@ class Application:
     on_unentitled: OnUnentitled
     grace_period: float
     connector: ConnectorConfig
+    idle_after: float | None = None  # seconds without a login before the sweeper reclaims; None: never
+    on_idle: Literal["disable", "delete"] = "disable"
     algorithms: tuple[str, ...] = ASYMMETRIC_ALGORITHMS
     clock_skew: float | None = None  # None: the engine-wide [jit] clock_skew
     async_create: bool = False  # transient connector failure on first login: 202 pending instead of 503
     description: str = ""
+    require_email_verified: bool = False  # the token's email_verified must be true to match
     # The authorization code flow (http/jit/signin.py); configured when redirect_after_login is set.
     client_id: str = ""  # empty: the first audience
     client_secret: str | None = field(default=None, repr=False)  # None: a public client (PKCE only)
     redirect_after_login: str | None = None
     scopes: tuple[str, ...] = DEFAULT_SCOPES
     conditions: Conditions | None = None  # login conditions (entitlement/conditions.py)
+    saml: SamlIdp | None = None  # [applications.saml]: the IdP whose signed Responses the login hook takes
     # The group references the login needs to look at, lower-cased, for one indexed membership query.
     group_refs: frozenset[str] = field(default=frozenset(), compare=False)
 
@@ -108,14 +113,18 @@ class Application:
             "issuer": self.issuer,
             "audience": list(self.audience),
             "match": {"claim": self.match.claim, "attribute": self.match.attribute},
+            "requireEmailVerified": self.require_email_verified,
             "groups": list(self.groups),
             "onFirstLogin": self.on_first_login,
             "roles": {k: list(v) for k, v in self.roles.items()},
             "onUnentitled": self.on_unentitled,
             "gracePeriod": self.grace_period,
+            "idleAfter": self.idle_after,
+            "onIdle": self.on_idle,
             "asyncCreate": self.async_create,
             "connector": {"type": self.connector.type, **self.connector.redacted()},
             "conditions": self.conditions.summary() if self.conditions else None,
+            **({"saml": self.saml.summary()} if self.saml is not None else {}),
         }
 
 
@@ -172,7 +181,7 @@ def _application(t: ApplicationConfig) -> Application:
         client_secret = os.environ[var]
     return Application(
         name=t.name,
-        issuer=t.issuer,
+        issuer=t.issuer or "",
         audience=t.audience,
         match=MatchRule(claim=t.match.claim, attribute=t.match.attribute),
         groups=t.groups,
@@ -181,15 +190,21 @@ def _application(t: ApplicationConfig) -> Application:
         on_unentitled=t.on_unentitled,
         grace_period=t.grace_period,
         connector=connector,
+        idle_after=t.idle_after,
+        on_idle=t.on_idle,
         algorithms=t.algorithms,
         clock_skew=t.clock_skew,
         async_create=t.async_create,
         description=t.description,
-        client_id=t.client_id if t.client_id is not None else t.audience[0],
+        require_email_verified=(
+            t.match.claim == "email" if t.require_email_verified is None else t.require_email_verified
+        ),
+        client_id=t.client_id if t.client_id is not None else (t.audience[0] if t.audience else ""),
         client_secret=client_secret,
         redirect_after_login=t.redirect_after_login,
         scopes=t.scopes,
         conditions=t.conditions,
+        saml=load_idp(t.saml, where) if t.saml is not None else None,
         group_refs=frozenset(r.lower() for r in (*t.groups, *t.roles)),
     )
 

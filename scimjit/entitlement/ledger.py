@@ -236,6 +236,46 @@ def clear_rechecks(conn: sa.Connection, ids: Sequence[int], now_us: int) -> None
     )
 
 
+def idle(
+    conn: sa.Connection,
+    application: str,
+    cutoff_us: int,
+    limit: int,
+    *,
+    after: int = 0,
+    lock: bool = False,
+) -> list[Row]:
+    """Up to `limit` active accounts of `application` (by id, after `after`) whose last login is before
+    `cutoff_us` (an account that never logged in counts from `created_at`), with their user's `p_user_name`,
+    `p_active`, `p_data`. Both halves of the test are ranges of the (application, status, last_login_at)
+    index, so the idle scan never reads the whole ledger. Locked (skipping rows another writer holds) if
+    asked: the sweeper's batch."""
+    joined, person = user_rows.join_profile(accounts, accounts.c.user_id, "p_")
+    stmt = (
+        sa.select(accounts, *person)
+        .select_from(joined)
+        .where(
+            accounts.c.application == application,
+            accounts.c.status == ACTIVE,
+            sa.or_(
+                accounts.c.last_login_at < cutoff_us,
+                sa.and_(accounts.c.last_login_at.is_(None), accounts.c.created_at < cutoff_us),
+            ),
+            accounts.c.id > after,
+        )
+        .order_by(accounts.c.id)
+        .limit(limit)
+    )
+    if lock:
+        return list(conn.execute(_lock(conn, stmt, skip_locked=True)).all())
+    return list(conn.execute(stmt).all())
+
+
+def last_seen(account: Row) -> int:
+    """When the account was last used: its last login, or its creation if it never logged in."""
+    return int(account.last_login_at if account.last_login_at is not None else account.created_at)
+
+
 def roles_held(conn: sa.Connection, user_ids: Iterable[str]) -> dict[tuple[str, str], list[str]]:
     """(application, user id) -> roles, of these users' live accounts, in one query."""
     stmt = sa.select(accounts.c.application, accounts.c.user_id, accounts.c.roles).where(

@@ -57,6 +57,8 @@ class AccessSettings:
     # who is told of requests, decisions and expiries, and how (scimjit/access/notify.py)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     base_url: str = ""  # [server] base_url, for the console links in notifications
+    schedule_max_shifts: int = JitConfig.model_fields["schedule_max_shifts"].default
+    schedule_max_shift: float = JitConfig.model_fields["schedule_max_shift"].default
 
     def policy_for(self, group_id: str, display_name: str) -> Policy | None:
         for policy in self.policies:
@@ -101,4 +103,6 @@ class AccessSettings:
             policies=jit.policies,
             notifications=notifications,
             base_url=base_url,
+            schedule_max_shifts=jit.schedule_max_shifts,
+            schedule_max_shift=jit.schedule_max_shift,
         )

@@ -17,11 +17,14 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from scimjit.clock import Clock
 from scimjit.config import Settings
+from scimjit.http import console
 from scimjit.http.apidoc import JSON, doc, resp
 from scimjit.http.jit import PREFIX as JIT_PREFIX
 from scimjit.http.jit import jit_api
+from scimjit.http.jit.signin import jwks
 from scimjit.http.metrics_route import metrics
 from scimjit.http.middleware import ObservabilityMiddleware
+from scimjit.http.oauth import OAuthMiddleware, oauth_verifier
 from scimjit.http.openapi import openapi
 from scimjit.http.ratelimit import KnownTokens, RateLimiter
 from scimjit.http.responses import (
@@ -85,6 +88,8 @@ def route_table() -> list[BaseRoute]:
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/openapi.json", openapi),
+        *console.routes,  # pages for people (/console): not in /openapi.json
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),  # the same set as /jit/v1/jwks.json
     ]
 
 
@@ -99,6 +104,9 @@ def create_app(
     """Build the app. `background` tasks (worker, sweeper) run for the app's lifetime."""
     svc = services or Services.build(settings or Settings.load(), db=db, clock=clock)
     tasks: list[BackgroundTask] = list(background or [])
+    # OAuth access tokens (http/oauth.py): only when an authorization server is configured, so a deployment
+    # with scimjit tokens alone has no extra middleware on its hot path
+    oauth = oauth_verifier(svc) if svc.settings.authorization_servers else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -113,6 +121,8 @@ def create_app(
                     await asyncio.wait_for(task, timeout=10)
                 except Exception:  # a background task failing at shutdown must not block it
                     log.exception("background task did not stop cleanly")
+            if oauth is not None:
+                await oauth.aclose()
 
     app = Starlette(
         routes=route_table(),
@@ -123,7 +133,10 @@ def create_app(
             Exception: unexpected_error_handler,
         },
         lifespan=lifespan,
-        middleware=[Middleware(ObservabilityMiddleware, request_log=svc.settings.request_log)],
+        middleware=[
+            Middleware(ObservabilityMiddleware, request_log=svc.settings.request_log),
+            *([Middleware(OAuthMiddleware, verifier=oauth)] if oauth is not None else []),
+        ],
     )
     app.state.services = svc
     app.state.rate_limiter = RateLimiter(svc.settings.rate_limit_per_second, svc.settings.rate_limit_burst)

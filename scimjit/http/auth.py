@@ -1,12 +1,19 @@
-"""Bearer-token authentication and scope checks, done per endpoint (cheap: the token store caches)."""
+"""Bearer-token authentication and scope checks, done per endpoint (cheap: the token store caches).
+
+scimjit's own `sjt_` tokens are checked here, synchronously, against the token store. Any other bearer token is
+an OAuth access token of a configured authorization server: it was already checked, asynchronously and once
+per request, by scimjit.http.oauth.OAuthMiddleware, which left its outcome (a Principal, or the ScimError to
+answer) in the request state; `authenticate` only reads it.
+"""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 
+from scimjit.http.oauth import STATE_KEY
 from scimjit.http.ratelimit import KnownTokens, charge_client_failure, check_client
 from scimjit.scim.errors import ScimError
-from scimjit.store.tokens import Principal
+from scimjit.store.tokens import PREFIX, Principal
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="scimjit"'}
 
@@ -24,7 +31,10 @@ def authenticate(request: Request) -> Principal | None:
         check_client(request)
     principal: Principal | None = None
     if header and scheme.lower() == "bearer" and token:
-        principal = request.app.state.services.tokens.verify(token)
+        if token.startswith(PREFIX):
+            principal = request.app.state.services.tokens.verify(token)
+        else:
+            principal = _oauth(request)
     if principal is None:
         charge_client_failure(request)
         if known is not None and key:
@@ -34,10 +44,25 @@ def authenticate(request: Request) -> Principal | None:
     return principal
 
 
+def _oauth(request: Request) -> Principal | None:
+    """The OAuth middleware's outcome: its Principal, None for a token that does not verify (401, charged
+    to the address like a wrong scimjit token), or its 403 / 503 raised as is (the token is not at fault
+    for an unreachable introspection endpoint, and a verified but unmapped token is not a failed login)."""
+    outcome = getattr(request.state, STATE_KEY, None)
+    if isinstance(outcome, ScimError):
+        if outcome.status == 401:
+            return None
+        raise outcome
+    return outcome if isinstance(outcome, Principal) else None
+
+
 def require(request: Request, *scopes: str) -> Principal:
     """The caller's principal if it holds one of `scopes` (admin holds all); 401 / 403 otherwise."""
     principal = authenticate(request)
     if principal is None:
+        refusal = getattr(request.state, STATE_KEY, None)
+        if isinstance(refusal, ScimError):
+            raise refusal  # the access token's own reason (expired, wrong audience, not active, ...)
         raise ScimError(
             401,
             "Authentication required: send a valid token as `Authorization: Bearer <token>`",

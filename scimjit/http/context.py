@@ -51,6 +51,7 @@ def context(request: Request, projection: Projection) -> Context:
         actor=_actor(request),
         request_id=request.scope.get("state", {}).get("request_id"),
         strict_attributes=svc.settings.strict_attributes,
+        patch_max_operations=svc.settings.patch_max_operations,
     )
 
 

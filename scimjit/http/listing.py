@@ -61,6 +61,7 @@ def search_params(request: Request, params: dict[str, Any]) -> SearchParams:
         max_page_size=settings.max_page_size,
         max_filter_length=settings.max_filter_length,
         max_filter_depth=settings.max_filter_depth,
+        max_filter_terms=settings.filter_max_terms,
     )
 
 

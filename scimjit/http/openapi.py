@@ -127,7 +127,7 @@ def _endpoints(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[
     for route in routes:
         if isinstance(route, Mount):
             yield from _endpoints(route.routes, prefix + route.path)
-        elif isinstance(route, Route):
+        elif isinstance(route, Route) and route.include_in_schema:  # console pages say False
             template = _CONVERTER.sub(r"{\1}", prefix + route.path)
             for method in sorted(route.methods or ()):
                 if method.lower() in METHODS:
@@ -211,7 +211,8 @@ def _components(registry: Registry, declared: dict[str, Any]) -> dict[str, Any]:
             "bearerAuth": {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "A scimjit token: sjt_<id>_<secret>",
+                "description": "A scimjit token: sjt_<id>_<secret>; or an OAuth 2.0 access token of a configured"
+                " authorization server ([[authorization_servers]]: RFC 9068 JWT or, by introspection, opaque)",
             }
         },
     }

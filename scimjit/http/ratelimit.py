@@ -15,7 +15,8 @@ without a valid token can make the server do. It is charged only by work no vali
 
 - a request whose scimjit token is missing or wrong (charged after the failed check; while the address's
   bucket is empty such requests get 429 *before* the token is looked up, so a flood of bogus tokens causes
-  no database work);
+  no database work); the same for an OAuth access token that does not verify (scimjit.http.oauth: while
+  the bucket is empty it is neither introspected nor checked against the issuer's keys);
 - every request to the anonymous sign-in endpoints (`/jit/v1/apps/{name}/login`, `/callback`) and every
   request that proves a user by an ID token alone (`/jit/v1/requests…` with `id_token`): charged before
   any work;

@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from scimjit.clock import Clock, to_micros
+from scimjit.clock import Clock, from_micros, isoformat, to_micros
 from scimjit.delivery import outbox
 from scimjit.delivery.connectors.base import (
     ACCOUNT_DELETE,
@@ -313,6 +313,60 @@ class Deprovisioner:
                 },
                 at_micros=now_us,
             )
+        return result
+
+    def reclaim_idle(
+        self, conn: sa.Connection, app: Application, now: datetime, limit: int, actor: str = "sweeper"
+    ) -> Outcome:
+        """One batch of `app`'s idle accounts (no login for `idle_after`) gets `on_idle`: the same
+        `account.disable` / `account.delete` events deprovisioning sends, written with the ledger change,
+        and one `account.idle` audit record naming why. The next login re-enables a disabled account and
+        re-creates a deleted one, as after any deprovisioning (provisioning/login.py)."""
+        result = Outcome()
+        if app.idle_after is None:
+            return result
+        now_us = to_micros(now)
+        cutoff_us = now_us - int(app.idle_after * 1_000_000)
+        rows = ledger.idle(conn, app.name, cutoff_us, limit, lock=True)
+        if not rows:
+            return result
+        delete = app.on_idle == "delete"
+        kind = ACCOUNT_DELETE if delete else ACCOUNT_DISABLE
+        items: list[tuple[dict[str, Any], str | None]] = []
+        for acc in rows:
+            doc = render_user(acc.user_id, acc.p_user_name, acc.p_active, acc.p_data)
+            roles = [] if delete else list(acc.roles or ())
+            items.append((outbox.new_event(kind, app.name, doc, roles, now), acc.user_id))
+            result.user_ids.append(acc.user_id)
+        result.events = outbox.enqueue_many(conn, items, now=now)
+        ids = [acc.id for acc in rows]
+        if delete:
+            result.deleted = len(rows)
+            ledger.set_many(
+                conn, ids, now_us, status=ledger.DELETED, roles=[], unentitled_since=None, recheck_at=None
+            )
+        else:
+            result.disabled = len(rows)
+            ledger.set_many(conn, ids, now_us, status=ledger.DISABLED)
+        audit.record(
+            conn,
+            actor=actor,
+            action="account.idle",
+            outcome="success",
+            resource_type="Application",
+            resource_id=app.name,
+            details={
+                "reason": "idle",
+                "onIdle": app.on_idle,
+                "idleAfter": app.idle_after,
+                "idleSince": isoformat(from_micros(cutoff_us)),
+                "disabled": result.disabled,
+                "deleted": result.deleted,
+                "userIds": audit.capped(result.user_ids),
+                "lastSeen": audit.capped([isoformat(from_micros(ledger.last_seen(a))) for a in rows]),
+            },
+            at_micros=now_us,
+        )
         return result
 
     # ------------------------------------------------------------------------------------ helpers

@@ -1,6 +1,6 @@
 """The login hook: an application presents a user's ID token; scimjit makes sure that user has an account.
 
-    verify token -> find the SCIM user (match rule) -> active? entitled? -> ledger:
+    verify token (or SAML Response) -> find the SCIM user (match rule) -> active? entitled? -> ledger:
       no account      -> claim the ledger slot + enqueue account.create (one transaction), deliver it now
       pending         -> deliver the queued create now (a previous attempt failed or is in flight)
       active          -> "existing"; if the profile or roles changed: account.update (+ role.grant/revoke)
@@ -26,7 +26,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn
@@ -53,6 +53,7 @@ from scimjit.entitlement.identity import Subject
 from scimjit.jiterrors import JitError
 from scimjit.metrics import LOGINS
 from scimjit.provisioning.oidc import OidcVerifier
+from scimjit.provisioning.saml import NAME_ID, SamlVerifier
 from scimjit.scim.identifiers import DisallowedIdentifier
 from scimjit.store import audit
 from scimjit.store import users as user_rows
@@ -60,6 +61,9 @@ from scimjit.store.db import Database
 
 # the 0.1 logger name, kept: operators filter the JSON `logger` field on it
 log = logging.getLogger("scimjit.jit.login")
+
+# verifies the credential (ID token, SAML Response): (claims, audit actor)
+_Verify = Callable[[], Awaitable[tuple[dict[str, Any], str | None]]]
 
 POLL_INTERVAL = 0.05  # seconds between ledger checks while waiting for a concurrent first login
 
@@ -88,7 +92,7 @@ class _Attempt:
     now: datetime
     caller: str | None  # the application token's name
     request_id: str | None
-    actor: str | None = None  # "oidc:<sub>" once the token is verified
+    actor: str | None = None  # "oidc:<sub>" / "saml:<NameID>" once the credential is verified
     subject: Subject | None = None
     user: dict[str, Any] = field(default_factory=dict)
     roles: list[str] = field(default_factory=list)
@@ -108,12 +112,14 @@ class LoginService:
         apps: Mapping[str, Application],
         verifier: OidcVerifier,
         deliverer: Deliverer,
+        saml: SamlVerifier | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.settings = settings
         self.apps = apps
         self.verifier = verifier
+        self.saml = saml
         self.deliverer = deliverer
         self._resolution_us = int(settings.last_login_resolution * 1_000_000)
         self._lookups = {name: identity.Lookups(app) for name, app in apps.items()}
@@ -127,14 +133,57 @@ class LoginService:
         request_id: str | None = None,
         client_ip: str | None = None,
     ) -> LoginResult:
-        """Run the login hook for `application`. Raises JitError with the status and reason code.
+        """Run the login hook for `application` with an ID token. Raises JitError (status, reason code).
         `client_ip` (the user's address, as the application saw it) is what the application's network
         conditions are checked against."""
+        app = self._app(application)
+
+        async def verify() -> tuple[dict[str, Any], str | None]:
+            claims = await self.verifier.verify(app, id_token)
+            return claims, f"oidc:{claims['sub']}" if isinstance(claims.get("sub"), str) else None
+
+        return await self._counted(app, verify, caller, request_id, oidc=True, client_ip=client_ip)
+
+    async def saml_login(
+        self,
+        application: str,
+        saml_response: str,
+        *,
+        in_response_to: str | None = None,
+        caller: str | None = None,
+        request_id: str | None = None,
+        client_ip: str | None = None,
+    ) -> LoginResult:
+        """Run the login hook for `application` with a SAML Response (base64): verified by saml.py, then the
+        same decision path as an ID token, the match rule's claim naming a SAML attribute or `NameID`."""
+        app = self._app(application)
+
+        async def verify() -> tuple[dict[str, Any], str | None]:
+            if self.saml is None:
+                raise JitError(400, "saml_not_configured", "SAML sign-ins are not set up")
+            claims = await self.saml.verify(app, saml_response, in_response_to)
+            return claims, f"saml:{claims[NAME_ID]}" if isinstance(claims.get(NAME_ID), str) else None
+
+        return await self._counted(app, verify, caller, request_id, oidc=False, client_ip=client_ip)
+
+    def _app(self, application: str) -> Application:
         app = self.apps.get(application)
         if app is None:  # not counted: the metric label would take any string a caller sends
             raise JitError(404, "unknown_application", f"no application named {application!r} is configured")
+        return app
+
+    async def _counted(
+        self,
+        app: Application,
+        verify: _Verify,
+        caller: str | None,
+        request_id: str | None,
+        *,
+        oidc: bool,
+        client_ip: str | None,
+    ) -> LoginResult:
         try:
-            result = await self._login(app, id_token, caller, request_id, client_ip)
+            result = await self._login(app, verify, caller, request_id, oidc, client_ip)
         except JitError as exc:
             LOGINS.labels(application=app.name, outcome="refused" if exc.status < 500 else "error").inc()
             raise
@@ -144,18 +193,19 @@ class LoginService:
     async def _login(
         self,
         app: Application,
-        id_token: str,
+        verify: _Verify,
         caller: str | None,
         request_id: str | None,
+        oidc: bool,
         client_ip: str | None,
     ) -> LoginResult:
         at = _Attempt(app, self.clock.now(), caller, request_id, actor=caller)
         try:
-            claims = await self.verifier.verify(app, id_token)
-        except JitError as exc:  # the token is refused: audit it as a refused login
+            claims, actor = await verify()
+        except JitError as exc:  # the token or assertion is refused: audit it as a refused login
             await self._refuse(at, exc.status, exc.reason, exc.detail, exc.headers)
-        if isinstance(claims.get("sub"), str):
-            at.actor = f"oidc:{claims['sub']}"
+        if actor is not None:
+            at.actor = actor
         unmet = conditions.check(app.conditions, at.now, client_ip)
         if unmet is not None:  # before any read: outside its hours or networks the app is closed to all
             await self._refuse(
@@ -167,7 +217,19 @@ class LoginService:
             )
         value = claims.get(app.match.claim)
         if not isinstance(value, str) or not value:
-            await self._refuse(at, 401, "missing_claim", f"the token has no {app.match.claim!r} claim")
+            await self._refuse(
+                at, 401, "missing_claim", f"the token or assertion has no {app.match.claim!r} claim"
+            )
+        verified = claims.get("email_verified")
+        if oidc and app.require_email_verified and verified is not True and verified != "true":
+            # an address the issuer has not verified is whatever the user typed: it identifies no one
+            # (a SAML assertion has no such claim: its attributes are the IdP's own statement)
+            await self._refuse(
+                at,
+                403,
+                "email_not_verified",
+                "the token's email is not verified by the issuer (email_verified)",
+            )
         try:
             subjects, refs = await self.db.run(self._read, app, value, to_micros(at.now))
         except DisallowedIdentifier as exc:  # no user can have it: refused as unknown, audited with why

@@ -9,7 +9,12 @@ check maps to a reason code the calling application sees (`expired`, `wrong_audi
 - an unknown `kid` refetches the JWKS (key rotation), but at most once per `jwks_min_refresh`, so a stream
   of forged tokens with random kids cannot turn scimjit into a traffic amplifier against the issuer;
 - `iss`, `aud` (and `azp` when there are several audiences, OIDC Core §3.1.3.7), `exp`, `nbf`, `iat`, with
-  `clock_skew` seconds of leeway, against the injectable clock.
+  `clock_skew` seconds of leeway, against the injectable clock;
+- the lifetime is bounded by `max_token_age`: a token issued longer ago, or valid (`exp - iat`) for longer, is
+  refused even when the issuer signed it (a leaked or mis-minted token must not work for years);
+- an issuer that cannot be reached is not asked again for `issuer_retry_after` seconds: a failed discovery or
+  JWKS fetch is remembered like a successful one, so a stream of logins while the issuer is down costs it one
+  request per period, and callers get `503 issuer_unavailable` with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -78,6 +84,8 @@ class _IssuerKeys:
     keys: list[Key] = field(default_factory=list)
     fetched_at: float = float("-inf")  # last successful fetch (clock seconds)
     attempted_at: float = float("-inf")  # last fetch attempt, successful or not
+    failed_at: float | None = None  # last failed fetch, until one succeeds (the backoff counts from it)
+    discovery: Mapping[str, Any] | None = None  # the issuer's discovery document, as last fetched
     inflight: asyncio.Task[None] | None = None
 
 
@@ -96,6 +104,10 @@ class OidcVerifier:
 
     async def verify(self, app: Application, token: str) -> dict[str, Any]:
         """The verified claims of `token` for `app`, or JitError (401; 503 when the issuer cannot be reached)."""
+        if not app.issuer:
+            raise JitError(
+                400, "oidc_not_configured", f"{app.name!r} has no OIDC issuer: send a saml_response"
+            )
         header = _header(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in app.algorithms:
@@ -146,8 +158,31 @@ class OidcVerifier:
             raise JitError(401, "not_yet_valid", "the token is not valid yet (nbf)")
         if iat > now + skew:
             raise JitError(401, "not_yet_valid", "the token was issued in the future (iat); check clocks")
+        max_age = self.settings.max_token_age
+        if iat < now - max_age - skew:
+            raise JitError(401, "too_old", f"the token was issued more than {max_age:g}s ago (iat)")
+        if exp - iat > max_age:
+            raise JitError(401, "lifetime_too_long", f"the token is valid for more than {max_age:g}s")
+
+    async def discovery(self, issuer: str) -> Mapping[str, Any]:
+        """The issuer's discovery document (the code flow reads its endpoints), cached with the keys and under
+        the same failure backoff. JitError 503 `issuer_unavailable` when it cannot be had."""
+        state = self._issuers.setdefault(issuer_id(issuer), _IssuerKeys())
+        if (
+            state.discovery is None
+            or self.clock.now().timestamp() - state.fetched_at >= self.settings.jwks_max_age
+        ):
+            await self._refresh(issuer, state, must=state.discovery is None)
+        assert state.discovery is not None  # _refresh raised otherwise
+        return state.discovery
 
     # --- keys -------------------------------------------------------------------------------------------
+
+    async def signing_key(self, issuer: str, alg: str, kid: str | None) -> Key:
+        """The issuer's public key for a token signed with `alg` and `kid`, from the cached JWKS (rotation
+        and refetch limits as above): shared with the RFC 9068 access-token check (scimjit.http.oauth), so
+        there is one JWKS machinery. JitError 401 `unknown_key`, or 503 `issuer_unavailable`."""
+        return await self._key(issuer, alg, kid)
 
     async def _key(self, issuer: str, alg: str, kid: str | None) -> Key:
         state = self._issuers.setdefault(issuer_id(issuer), _IssuerKeys())
@@ -164,7 +199,13 @@ class OidcVerifier:
 
     async def _refresh(self, issuer: str, state: _IssuerKeys, *, must: bool) -> None:
         """Fetch discovery (first time) and the JWKS; concurrent callers share one fetch. Keeps the old keys if
-        the issuer is unreachable, unless there are none (`must`), which is a 503 for the caller."""
+        the issuer is unreachable, unless there are none (`must`), which is a 503 for the caller. Within
+        `issuer_retry_after` of a failed fetch nothing is fetched: the failure is the cached answer."""
+        now = self.clock.now().timestamp()
+        if state.failed_at is not None and now - state.failed_at < self.settings.issuer_retry_after:
+            if must or not state.keys:
+                raise self._unavailable(state, now)
+            return
         if (
             state.inflight is None
             or state.inflight.done()
@@ -174,11 +215,16 @@ class OidcVerifier:
         try:
             await asyncio.shield(state.inflight)
         except (OSError, ValueError, ConfigError) as exc:
-            log.warning("cannot refresh the keys of issuer %s: %s", issuer, exc)
+            if state.failed_at is None or state.failed_at < state.attempted_at:
+                state.failed_at = state.attempted_at
+                log.warning("cannot refresh the keys of issuer %s: %s", issuer, exc)
             if must or not state.keys:
-                raise JitError(
-                    503, "issuer_unavailable", "the issuer's keys cannot be fetched now", retry_after=5
-                ) from None
+                raise self._unavailable(state, self.clock.now().timestamp()) from None
+
+    def _unavailable(self, state: _IssuerKeys, now: float) -> JitError:
+        assert state.failed_at is not None
+        wait = max(1, math.ceil(state.failed_at + self.settings.issuer_retry_after - now))
+        return JitError(503, "issuer_unavailable", "the issuer cannot be reached now", retry_after=wait)
 
     async def _fetch(self, issuer: str, state: _IssuerKeys) -> None:
         state.attempted_at = self.clock.now().timestamp()
@@ -195,6 +241,7 @@ class OidcVerifier:
             if not isinstance(jwks_uri, str):
                 raise ValueError(f"discovery document of {issuer} has no jwks_uri")
             state.jwks_uri = check_url(jwks_uri, "jwks_uri")
+            state.discovery = doc
         jwks = await self.fetcher.get_json(state.jwks_uri)
         if not isinstance(jwks, Mapping) or not isinstance(jwks.get("keys"), list):
             raise ValueError(f"{state.jwks_uri} is not a JWK set")
@@ -206,6 +253,7 @@ class OidcVerifier:
                 log.info("ignoring a key of %s: %s", issuer, type(exc).__name__)
         state.keys = keys
         state.fetched_at = self.clock.now().timestamp()
+        state.failed_at = None
         log.info("fetched %d key(s) of issuer %s", len(keys), issuer)
 
 

@@ -50,6 +50,11 @@ def no_target(detail: str) -> ScimError:
     return ScimError(400, detail, "noTarget")
 
 
+def too_many(detail: str) -> ScimError:
+    """More than the server is willing to process in one request (RFC 7644 §3.12 `tooMany`)."""
+    return ScimError(400, detail, "tooMany")
+
+
 def mutability(detail: str) -> ScimError:
     return ScimError(400, detail, "mutability")
 

@@ -56,13 +56,16 @@ def parse_filter(
     within: AttrRef | None = None,
     max_length: int = 4096,
     max_depth: int = 32,
+    max_terms: int = 50,
 ) -> Predicate:
     """Parse `text` into a predicate over `rt`, or raise `ScimError` 400 `invalidFilter`; never anything else.
 
     `within` (a complex, usually multi-valued attribute) resolves names as its sub-attributes, for the filter
     inside a PATCH value path (`emails[type eq "work"]`); the result then names sub-attributes of `within`
     directly, with no `ValuePath` around it. `max_depth` bounds nesting: each parenthesised group, `not(...)`,
-    `[...]` and each change between `and` and `or` is a level.
+    `[...]` and each change between `and` and `or` is a level. `max_terms` bounds the comparisons
+    (`attr op value`, `attr pr`), which is what a filter's SQL costs: each is a predicate over every candidate
+    row, and a 4 KB filter holds about 200 of them.
     """
     if not isinstance(text, str):
         raise invalid_filter("the filter must be a string")
@@ -70,7 +73,7 @@ def parse_filter(
         raise invalid_filter(f"the filter is longer than {max_length} characters")
     if not text.strip():
         raise invalid_filter("the filter is empty")
-    return _Converter(registry, rt, within, max_depth).node(_syntax_tree(text), 1)
+    return _Converter(registry, rt, within, max_depth, _TermCount(max_terms)).node(_syntax_tree(text), 1)
 
 
 # ---------------------------------------------------------------- lexing and parsing
@@ -149,14 +152,33 @@ def _syntax_tree(text: str) -> Any:
 # ---------------------------------------------------------------- syntax tree -> predicate
 
 
+class _TermCount:
+    """The comparisons seen so far, shared by a converter and those of its value filters."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen = 0
+
+    def add(self) -> None:
+        self.seen += 1
+        if self.seen > self.limit:
+            raise invalid_filter(
+                f"the filter has more than {self.limit} comparisons, the server's limit (filter_max_terms); "
+                "split it into several requests"
+            )
+
+
 class _Converter:
     """Walks scim2-filter-parser's syntax tree, resolving names and typing values as it goes."""
 
-    def __init__(self, registry: Registry, rt: ResourceType, within: AttrRef | None, max_depth: int) -> None:
+    def __init__(
+        self, registry: Registry, rt: ResourceType, within: AttrRef | None, max_depth: int, terms: _TermCount
+    ) -> None:
         self.registry = registry
         self.rt = rt
         self.within = within
         self.max_depth = max_depth
+        self.terms = terms
 
     def node(self, node: Any, depth: int) -> Predicate:
         if depth > self.max_depth:
@@ -192,6 +214,7 @@ class _Converter:
         return _balanced(And if op == "and" else Or, operands)
 
     def _attr_expr(self, node: Any, depth: int) -> Predicate:
+        self.terms.add()
         op = node.value.lower()
         value = None if node.comp_value is None else node.comp_value.value
         path = node.attr_path
@@ -214,7 +237,7 @@ class _Converter:
             raise invalid_filter(
                 f"{parent.full_path}.{sub_name}[...]: the filter belongs after the attribute"
             )
-        inner = _Converter(self.registry, self.rt, parent, self.max_depth).node(inner_node, depth)
+        inner = _Converter(self.registry, self.rt, parent, self.max_depth, self.terms).node(inner_node, depth)
         if trailing is not None:
             inner = And(inner, self._element_comparison(parent, sub_name, *trailing))
         return ValuePath(parent, inner) if parent.attr.multi_valued else inner

@@ -34,9 +34,11 @@ from __future__ import annotations
 import base64
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired, TypedDict
+
+import orjson
 
 from scimjit.scim.errors import invalid_syntax, invalid_value
 from scimjit.scim.ignored import Ignored
@@ -202,6 +204,26 @@ def is_equal_value(attr: Attribute, a: Any, b: Any) -> bool:
     if isinstance(a, str) and isinstance(b, str) and not attr.case_exact:
         return a.lower() == b.lower()
     return type(a) is type(b) and a == b
+
+
+def value_key(attr: Attribute, value: Any) -> Hashable:
+    """A hashable key of a canonical value of `attr`: two values `is_equal_value` calls the same have the same
+    key, so a set of keys answers "is this value already in the list?" without comparing it to each one."""
+    if isinstance(value, Mapping):
+        return frozenset((key, _sub_key(attr, key, item)) for key, item in value.items())
+    if isinstance(value, str):
+        return ("str", value if attr.case_exact else value.lower())
+    if isinstance(value, Hashable):
+        return (type(value).__name__, value)
+    return (type(value).__name__, orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+
+
+def _sub_key(attr: Attribute, key: str, value: Any) -> Hashable:
+    """An undeclared key compares with `==` in `is_equal_value`, so its key is the value itself."""
+    sub = attr.sub(key)
+    if sub is not None:
+        return value_key(sub, value)
+    return value if isinstance(value, Hashable) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def is_empty(value: Any) -> bool:

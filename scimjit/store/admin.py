@@ -96,12 +96,13 @@ def query(
     count: int = 100,
     max_filter_length: int = 4096,
     max_filter_depth: int = 32,
+    max_filter_terms: int = 50,
 ) -> Page:
     """One page of `view` matching `filter`, sorted, with the total; as for SCIM lists (RFC 7644 §3.4.2)."""
     registry = admin_registry()
     rt = registry.resource_type(view.resource_type)
     dialect = conn.dialect.name
-    where = _where(view, filter, dialect, max_filter_length, max_filter_depth)
+    where = _where(view, filter, dialect, max_filter_length, max_filter_depth, max_filter_terms)
     start = min(max(1, start_index or 1), MAX_OFFSET)  # beyond any table; SQL integers stop at 2**63
     count = min(max(0, count), MAX_OFFSET)
     total = int(conn.execute(sa.select(sa.func.count()).select_from(view.table).where(where)).scalar_one())
@@ -121,12 +122,13 @@ def stream(
     batch: int = 1000,
     max_filter_length: int = 4096,
     max_filter_depth: int = 32,
+    max_filter_terms: int = 50,
 ) -> Iterator[dict[str, Any]]:
     """Every matching record in key order, read in keyset-paged batches, each in its own short read
     transaction (no OFFSET, no unbounded fetch, no connection held while the consumer is slow): what the
     JSON-lines export walks. The filter is checked here, before the first record is produced, so a bad
     filter is an error response rather than a broken stream."""
-    where = _where(view, filter, db.dialect, max_filter_length, max_filter_depth)
+    where = _where(view, filter, db.dialect, max_filter_length, max_filter_depth, max_filter_terms)
     return _stream(db, view, where, batch)
 
 
@@ -149,14 +151,16 @@ def _stream(db: Database, view: View, where: sa.ColumnElement[bool], batch: int)
 
 
 def _where(
-    view: View, filter: str | None, dialect: str, max_length: int, max_depth: int
+    view: View, filter: str | None, dialect: str, max_length: int, max_depth: int, max_terms: int
 ) -> sa.ColumnElement[bool]:
     if not filter:
         return sa.true()
     registry = admin_registry()
     rt = registry.resource_type(view.resource_type)
     return compile_filter(
-        view, parse_filter(registry, rt, filter, max_length=max_length, max_depth=max_depth), dialect=dialect
+        view,
+        parse_filter(registry, rt, filter, max_length=max_length, max_depth=max_depth, max_terms=max_terms),
+        dialect=dialect,
     )
 
 

@@ -1,15 +1,32 @@
-"""The database handle: engine setup per dialect, transactions, and where the thread hops are.
+"""The database handle: engine setup per dialect, transactions, the cost bound of a statement, and where the
+thread hops are.
 
 Dialect differences live here (and in `dialect.py` for SQL expressions), nowhere else.
-SQLite answers in microseconds from the page cache, so its work runs inline on the event loop: a thread hop
-would cost more than the query. PostgreSQL work goes to the thread pool, where network waits overlap.
+
+Thread hops. PostgreSQL work goes to the thread pool, where network waits overlap. SQLite answers most
+queries in microseconds from the page cache, where a thread hop would cost more than the query, so its work
+starts inline on the event loop, but with a short budget (`inline_budget`, 20 ms): a read that outgrows it is
+aborted and run again in the thread pool, where the sqlite3 module releases the GIL inside `sqlite3_step` and
+the loop goes on answering `/healthz`, `GET /Users/{id}` and the login hook. Only reads are retried (they
+are idempotent): once the work opens a write transaction the budget is off for the rest of it, so a write is
+never run twice. An aborted read has written nothing, so running it again is safe.
+
+Cost bound. Every statement has `statement_timeout` seconds (0: none). SQLite's progress handler checks the
+deadline every `_PROGRESS_STEPS` virtual machine instructions; PostgreSQL gets its own `statement_timeout`
+on each connection. Over it, the transaction rolls back whole and `read` / `write` raise the SCIM error
+`400 tooMany` ("more than the server is willing to calculate", RFC 7644 §3.12), which the HTTP layers, the
+JIT API and the CLI already render without a traceback.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
@@ -17,8 +34,70 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from starlette.concurrency import run_in_threadpool
 
+from scimjit.scim.errors import ScimError
+
 P = ParamSpec("P")
 T = TypeVar("T")
+
+DEFAULT_STATEMENT_TIMEOUT = 5.0  # seconds; `[server] statement_timeout`
+DEFAULT_INLINE_BUDGET = 0.020  # seconds a SQLite read may hold the event loop before it moves to a thread
+# How often (in SQLite VM instructions) the progress handler looks at the clock: roughly every 0.1-0.5 ms of
+# work. Each call takes the GIL, and a query in a worker thread that asks for the GIL while the loop holds it
+# waits up to the switch interval (5 ms) for it, so a small step slows that query and interrupts the loop
+# for nothing: deadlines of milliseconds need no finer check.
+_PROGRESS_STEPS = 50_000
+UNBOUNDED = "scimjit_unbounded"  # execution option: no statement time limit (schema migrations)
+_STATE = "scimjit_deadline"  # key of a SQLite connection's `_Deadline` in its pool record's info
+
+
+def statement_too_costly(timeout: float) -> ScimError:
+    """The refusal of a statement that ran past `statement_timeout`."""
+    return ScimError(
+        400,
+        f"the query ran longer than the server's statement time limit ({timeout:g}s) and was stopped; "
+        "narrow the filter (fewer or more selective terms, eq or sw instead of co)",
+        "tooMany",
+    )
+
+
+@dataclass
+class _Budget:
+    """The inline budget of one `Database.run` on SQLite."""
+
+    seconds: float
+    armed: bool = True  # off once the work starts a write: a write is never retried
+    spent: bool = False  # the progress handler stopped a statement on this budget
+
+
+class _BudgetSpent(Exception):
+    """A read outgrew the inline budget; `Database.run` runs the work again in the thread pool."""
+
+
+_budget: ContextVar[_Budget | None] = ContextVar("scimjit_inline_budget", default=None)
+
+
+class _Deadline:
+    """A SQLite connection's progress handler: the deadline of the statement it is running."""
+
+    __slots__ = ("at", "budget")
+
+    def __init__(self) -> None:
+        self.at = float("inf")
+        self.budget: _Budget | None = None  # set when the budget, not the timeout, is the nearer limit
+
+    def arm(self, timeout: float, budget: _Budget | None) -> None:
+        now = time.monotonic()
+        self.at = now + timeout if timeout > 0 else float("inf")
+        self.budget = None
+        if budget is not None and budget.armed and now + budget.seconds < self.at:
+            self.at, self.budget = now + budget.seconds, budget
+
+    def __call__(self) -> int:
+        if time.monotonic() < self.at:
+            return 0
+        if self.budget is not None:
+            self.budget.spent = True
+        return 1  # non-zero: SQLite aborts the statement with "interrupted"
 
 
 def _json_dumps(value: Any) -> str:
@@ -37,33 +116,54 @@ def normalise_url(url: str) -> str:
 class Database:
     """One engine and the rules for using it."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+        inline_budget: float = DEFAULT_INLINE_BUDGET,
+    ) -> None:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        self.statement_timeout = statement_timeout
+        self.inline_budget = inline_budget
         kwargs: dict[str, Any] = {
             "json_serializer": _json_dumps,
             "json_deserializer": orjson.loads,
             "echo": echo,
         }
+        self._offload = False  # whether SQLite reads over the budget move to the thread pool
         if self.is_sqlite:
             create_private_file(sqlite_path(self.url))
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             if ":memory:" in self.url or self.url in ("sqlite://", "sqlite:///"):
-                kwargs["poolclass"] = sa.pool.StaticPool
+                kwargs["poolclass"] = sa.pool.StaticPool  # one shared connection: it cannot go to a thread
+            else:
+                self._offload = inline_budget > 0
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine = sa.create_engine(self.url, **kwargs)
         if self.is_sqlite:
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine, statement_timeout)
         else:
             _configure_psycopg_json()
+            _configure_postgresql(self.engine, statement_timeout)
         self.dialect = self.engine.dialect.name
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
         """A write transaction. On SQLite it starts with BEGIN IMMEDIATE so concurrent writers queue on the
         busy timeout instead of failing on a read-to-write lock upgrade."""
-        with self.engine.connect().execution_options(scimjit_write=True) as conn, conn.begin():
+        budget = _budget.get()
+        if budget is not None:
+            budget.armed = False
+        with (
+            self._bounded(),
+            self.engine.connect().execution_options(scimjit_write=True) as conn,
+            conn.begin(),
+        ):
             yield conn
 
     @contextmanager
@@ -72,14 +172,45 @@ class Database:
         COMMITTED takes a new snapshot per statement, so reads ask for REPEATABLE READ; SQLite's BEGIN already
         reads one snapshot."""
         options: dict[str, Any] = {} if self.is_sqlite else {"isolation_level": "REPEATABLE READ"}
-        with self.engine.connect().execution_options(**options) as conn, conn.begin():
+        with self._bounded(), self.engine.connect().execution_options(**options) as conn, conn.begin():
             yield conn
 
-    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run blocking database work from async code, inline on SQLite, in the thread pool otherwise."""
+    @contextmanager
+    def _bounded(self) -> Iterator[None]:
+        """Turn a statement stopped by its time limit into `400 tooMany` (or, for the inline budget, into
+        `_BudgetSpent` for `run`), after the transaction inside has rolled back."""
+        try:
+            yield
+        except sa.exc.OperationalError as exc:
+            if not self._stopped(exc):
+                raise
+            budget = _budget.get()
+            if budget is not None and budget.spent:
+                raise _BudgetSpent from None
+            raise statement_too_costly(self.statement_timeout) from None
+
+    def _stopped(self, exc: sa.exc.OperationalError) -> bool:
         if self.is_sqlite:
+            return "interrupted" in str(exc.orig)
+        from psycopg.errors import QueryCanceled
+
+        return isinstance(exc.orig, QueryCanceled)
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run blocking database work from async code: on SQLite inline within the budget, and a read that
+        outgrows it again in the thread pool (see the module docstring); on PostgreSQL in the thread pool."""
+        if not self.is_sqlite:
+            return await run_in_threadpool(fn, *args, **kwargs)
+        if not self._offload:
             return fn(*args, **kwargs)
-        return await run_in_threadpool(fn, *args, **kwargs)
+        token = _budget.set(_Budget(self.inline_budget))
+        try:
+            return fn(*args, **kwargs)
+        except _BudgetSpent:
+            pass
+        finally:
+            _budget.reset(token)
+        return await run_in_threadpool(_unbudgeted, functools.partial(fn, *args, **kwargs))
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -105,9 +236,18 @@ def create_private_file(path: str | None) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
-def _configure_sqlite(engine: sa.Engine) -> None:
+def _unbudgeted(work: Callable[[], T]) -> T:
+    """`work` with no inline budget (in a worker thread): only the statement timeout bounds it."""
+    token = _budget.set(None)
+    try:
+        return work()
+    finally:
+        _budget.reset(token)
+
+
+def _configure_sqlite(engine: sa.Engine, statement_timeout: float) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    def _on_connect(dbapi_conn: Any, record: Any) -> None:
         # Take transaction control away from pysqlite so BEGIN is ours (see Database.write).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -124,11 +264,36 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cur.close()
         # SQLite's lower() folds ASCII only; use Python's so SQL and the indexed *_ci columns agree.
         dbapi_conn.create_function("lower", 1, _py_lower, deterministic=True)
+        deadline = record.info[_STATE] = _Deadline()
+        dbapi_conn.set_progress_handler(deadline, _PROGRESS_STEPS)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _on_execute(conn: sa.Connection, *_args: Any) -> None:
+        deadline = conn.info.get(_STATE)
+        if deadline is not None:
+            if conn.get_execution_options().get(UNBOUNDED, False):
+                deadline.arm(0, None)
+            else:
+                deadline.arm(statement_timeout, _budget.get())
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         write = conn.get_execution_options().get("scimjit_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _configure_postgresql(engine: sa.Engine, statement_timeout: float) -> None:
+    """The server enforces the limit: a session setting made once per connection, so a statement pays no
+    extra round trip. Migrations lift it for their own transaction (`store.migrate.upgrade`)."""
+    if statement_timeout <= 0:
+        return
+    millis = max(1, round(statement_timeout * 1000))
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET statement_timeout = {millis}")
+        dbapi_conn.commit()
 
 
 def _py_lower(value: Any) -> Any:

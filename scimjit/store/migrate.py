@@ -10,7 +10,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from scimjit.store.db import Database
+from scimjit.store.db import UNBOUNDED, Database
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -24,7 +24,11 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
 
 
 def upgrade(db: Database, revision: str = "head") -> None:
-    with db.engine.begin() as conn:
+    """Migrate to `revision`. A migration rewrites whole tables, so the statement time limit of requests
+    (`[server] statement_timeout`) does not apply to it."""
+    with db.engine.connect().execution_options(**{UNBOUNDED: True}) as conn, conn.begin():
+        if not db.is_sqlite:
+            conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
         command.upgrade(alembic_config(conn), revision)
 
 

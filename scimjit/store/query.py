@@ -59,6 +59,7 @@ class SearchParams:
     max_page_size: int = 1000
     max_filter_length: int = 4096
     max_filter_depth: int = 32
+    max_filter_terms: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +293,12 @@ def _predicate(registry: Registry, rt: ResourceType, params: SearchParams) -> Pr
     if not isinstance(text, str):
         return text
     return parse_filter(
-        registry, rt, text, max_length=params.max_filter_length, max_depth=params.max_filter_depth
+        registry,
+        rt,
+        text,
+        max_length=params.max_filter_length,
+        max_depth=params.max_filter_depth,
+        max_terms=params.max_filter_terms,
     )
 
 

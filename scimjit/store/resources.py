@@ -1,11 +1,15 @@
 """SCIM resource operations as single transactions: the HTTP layer and Bulk call these, nothing else writes
-Users and Groups. Each write runs the change listener (JIT outbox events) inside the same transaction."""
+Users and Groups. Each write runs the change listener (JIT outbox events) inside the same transaction.
+
+Async code runs them with `run_write`, which hashes a password the write sets before the write, off the
+event loop (`PasswordToHash`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -21,9 +25,10 @@ from scimjit.store import groups as group_rows
 from scimjit.store import users as user_rows
 from scimjit.store.db import Database
 from scimjit.store.events import ChangeListener
-from scimjit.store.passwords import hash_password
+from scimjit.store.passwords import hash_password_off_loop
 
 USER, GROUP = "User", "Group"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,9 @@ class Context:
     # group PATCH: render the members only if the group has at most this many, else answer without the
     # document (204); None renders as the projection says (Bulk, and requests naming `attributes`)
     members_cap: int | None = None
+    patch_max_operations: int | None = None  # the setting: a PATCH with more operations is `tooMany`
+    # password -> its stored hash, made before the write by `run_write` (a write never hashes: `PasswordToHash`)
+    password_hashes: Mapping[str, str] = field(default_factory=dict)
 
     def ignored(self) -> Ignored:
         """A fresh record of what one write ignores (see `scim.ignored`)."""
@@ -57,6 +65,31 @@ class Written:
     document: dict[str, Any]
     version: int
     complete: bool = True  # False: `members` left out because the group is over `Context.members_cap`
+
+
+class PasswordToHash(Exception):
+    """A user write met a password that `Context.password_hashes` has no hash for, and wrote nothing: it is
+    raised before the write transaction (POST, PUT) or inside it, which rolls back (PATCH, whose password is
+    known only once the operations are applied). `run_write` hashes it and runs the write again.
+
+    Why not hash where the password is found: scrypt takes hundreds of milliseconds and 128 MiB, which must
+    not block the event loop (SQLite work runs inline on it) nor keep a transaction and its row lock open."""
+
+    def __init__(self, password: str) -> None:
+        super().__init__("the write sets a password that has not been hashed yet")  # never the password
+        self.password = password
+
+
+async def run_write(ctx: Context, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(ctx, *args)` from async code (`Database.run`), a password it sets hashed first in a worker thread."""
+    while True:
+        try:
+            return await ctx.db.run(fn, ctx, *args)
+        except PasswordToHash as needed:
+            if needed.password in ctx.password_hashes:  # cannot happen: the lookup would have found it
+                raise
+            hashed = await hash_password_off_loop(needed.password)
+            ctx = dataclasses.replace(ctx, password_hashes={**ctx.password_hashes, needed.password: hashed})
 
 
 def _etag(version: int) -> str:
@@ -112,9 +145,15 @@ def render_groups(conn: sa.Connection, ctx: Context, rows: list[Any]) -> list[di
 # ---------------------------------------------------------------- users
 
 
-def _split_password(doc: dict[str, Any]) -> str | None:
+def _split_password(ctx: Context, doc: dict[str, Any]) -> str | None:
+    """The stored hash of the password `doc` sets (which leaves `doc`), made beforehand (`run_write`)."""
     password = doc.pop("password", None)
-    return hash_password(password) if isinstance(password, str) and password else None
+    if not (isinstance(password, str) and password):
+        return None
+    hashed = ctx.password_hashes.get(password)
+    if hashed is None:
+        raise PasswordToHash(password)
+    return hashed
 
 
 def _stored(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -126,7 +165,7 @@ def create_user(ctx: Context, body: Mapping[str, Any]) -> Written:
     rt = ctx.registry.resource_type(USER)
     ignored = ctx.ignored()
     doc = normalise(ctx.registry, rt, body, ignored=ignored)
-    password_hash = _split_password(doc)
+    password_hash = _split_password(ctx, doc)
     with ctx.db.write() as conn:
         row = user_rows.insert(conn, ctx.registry, rt, _stored(doc), ctx.now_micros, password_hash)
         changed = _changed(None, _stored(doc)) | ({"password"} if password_hash else set())
@@ -141,7 +180,7 @@ def replace_user(ctx: Context, user_id: str, body: Mapping[str, Any], if_match: 
     _refuse_id_change(body, user_id)
     ignored = ctx.ignored()
     doc = normalise(ctx.registry, rt, body, ignored=ignored)
-    password_hash = _split_password(doc)
+    password_hash = _split_password(ctx, doc)
 
     def change(current: Any) -> tuple[dict[str, Any], Any]:
         stored = _stored(doc)
@@ -161,12 +200,12 @@ def patch_user(ctx: Context, user_id: str, body: Mapping[str, Any], if_match: st
 
     def change(current: Any) -> tuple[dict[str, Any] | None, Any]:
         before = {"schemas": current.data.get("schemas", [rt.schema]), "id": current.id, **current.data}
-        result = apply_patch(ctx.registry, rt, before, body, ignored)
+        result = apply_patch(ctx.registry, rt, before, body, ignored, ctx.patch_max_operations)
         changed.update(result.changed)
         if not result.changed:
             return None, user_rows.KEEP
         doc = dict(result.document)
-        password_hash = _split_password(doc)
+        password_hash = _split_password(ctx, doc)
         return _stored(doc), password_hash or user_rows.KEEP
 
     return _write_user(ctx, user_id, if_match, change, "patch", ignored, changed)
@@ -298,7 +337,7 @@ def patch_group(ctx: Context, group_id: str, body: Mapping[str, Any], if_match: 
     with ctx.db.write() as conn:
         current = _group_for_write(conn, group_id, if_match)
         before = {"schemas": current.data.get("schemas", [rt.schema]), "id": current.id, **current.data}
-        result = apply_patch(ctx.registry, rt, before, body, ignored)
+        result = apply_patch(ctx.registry, rt, before, body, ignored, ctx.patch_max_operations)
         ops = result.member_ops
         _lock_users(
             ctx,

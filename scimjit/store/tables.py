@@ -132,6 +132,8 @@ accounts = sa.Table(
     sa.Column("updated_at", Micros, nullable=False),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     sa.UniqueConstraint("application", "user_id"),
+    # the sweeper's idle scan (entitlement/ledger.py `idle`): a range of one application's active accounts
+    sa.Index("ix_accounts_application_status_last_login_at", "application", "status", "last_login_at"),
 )
 
 outbox = sa.Table(
@@ -177,6 +179,10 @@ grants = sa.Table(
     # next window start, when the sweeper adds the membership row back (access/grants.py, windows)
     sa.Column("windows", Json, nullable=True),
     sa.Column("window_opens_at", Micros, nullable=True, index=True),
+    # a grant made from a scheduling system's shift (access/schedules.py): the source's name and its shift id
+    sa.Column("source", sa.String(128), nullable=True),
+    sa.Column("source_ref", sa.String(256), nullable=True),
+    sa.UniqueConstraint("source", "source_ref"),
 )
 
 access_requests = sa.Table(
@@ -238,4 +244,19 @@ used_once = sa.Table(
     sa.Column("purpose", sa.String(64), primary_key=True),
     sa.Column("value_hash", sa.String(64), primary_key=True),
     sa.Column("expires_at", Micros, nullable=False, index=True),
+)
+
+# scimjit's own signing keys (sign-in results; later Shared Signals SETs): the newest active key signs, active
+# and recently retired keys are published at the JWKS URL. `generation` is unique, so two processes racing to
+# create the first key (or to rotate) insert one row, not two.
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.Integer, nullable=False, unique=True),
+    sa.Column("algorithm", sa.String(16), nullable=False),
+    sa.Column("private_pem", sa.Text, nullable=False),
+    sa.Column("public_jwk", Json, nullable=False),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("retired_at", Micros, nullable=True),  # stops signing then; published until retired_at + grace
 )

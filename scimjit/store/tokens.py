@@ -21,7 +21,7 @@ from scimjit.store.db import Database
 from scimjit.store.tables import tokens
 
 PREFIX = "sjt_"
-SCOPES = frozenset({"scim:read", "scim:write", "admin", "login", "requests", "metrics"})
+SCOPES = frozenset({"scim:read", "scim:write", "admin", "login", "requests", "metrics", "schedules"})
 
 
 @dataclass(frozen=True, slots=True)

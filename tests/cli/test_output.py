@@ -67,10 +67,11 @@ def test_the_command_tree_is_the_contract() -> None:
     assert commands == [
         "serve", "db", "db upgrade", "token", "token create", "token list", "token revoke",
         "users", "users list", "groups", "groups list", "apps", "apps list", "worker",
-        "outbox", "outbox list", "outbox retry", "accounts", "accounts list", "reconcile", "sweep",
+        "outbox", "outbox list", "outbox retry", "accounts", "accounts list", "accounts idle", "reconcile",
+        "sweep",
         "grants", "grants create", "grants extend", "grants revoke", "grants list",
         "requests", "requests create", "requests approve", "requests deny", "requests list",
-        "audit", "audit purge",
+        "schedules", "schedules import", "audit", "audit purge", "keys", "keys list", "keys rotate",
     ]  # fmt: skip
 
 

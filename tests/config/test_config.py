@@ -81,7 +81,15 @@ def error_of(text: str, tmp_path: Path, environ: dict[str, str] | None = None) -
             "[jit] membership_ttl: membership_ttl.g must be at least 1s",
         ),
         ("jit = 3", "[jit]: expected a table, got 3"),
-        ('[[applications]]\nname = "x"', "[[applications]] 'x' issuer: required"),
+        ('[[applications]]\nname = "x"', "[[applications]] 'x' match: required"),
+        (  # issuer may be left out only for a SAML application ([applications.saml])
+            APP.replace('issuer = "https://idp.example.com"\n', ""),
+            "[[applications]] 'wiki': set `issuer` and `audience` (OIDC), or an [applications.saml] table",
+        ),
+        (
+            APP.replace('audience = ["wiki"]\n', ""),
+            "[[applications]] 'wiki': `audience`: expected the OIDC client id(s) whose ID tokens are accepted",
+        ),
         (
             APP.replace('audience = ["wiki"]', "audience = 5"),
             "[[applications]] 'wiki' audience: expected a list, got 5",
@@ -160,7 +168,7 @@ def test_builtin_connector_settings_are_typed(tmp_path):
         ),
         (
             "[sever]\nbase_url = ''",
-            "sever: unknown key; known keys: applications, jit, notifications, server",
+            "sever: unknown key; known keys: applications, authorization_servers, console, jit, notifications, server",
         ),
     ],
 )
@@ -534,3 +542,38 @@ def test_secrets_stay_out_of_the_settings_repr(tmp_path):
     shown = repr(s)
     assert "wiki" in shown and "secret" in shown  # the key is named, its value is not
     assert "change-me" not in shown and "oidc-s3cret" not in shown and "cookie-s3cret" not in shown
+
+
+CONSOLE = """
+[console]
+issuer = "https://login.example.com"
+client_id = "scimjit-console"
+client_secret = "console-s3cret"
+match = { claim = "email", attribute = "EMAILS.value" }
+admin_groups = ["iam-admins"]
+"""
+
+
+def test_the_console_table(tmp_path):
+    s = load_text(CONSOLE, tmp_path)
+    assert s.console is not None and s.console.match.attribute == "emails.value"
+    assert s.console.session_lifetime == 8 * 3600 and s.console.page_size == 50
+    assert s.console.scopes == ("openid", "profile", "email") and s.console.admin_groups == ("iam-admins",)
+    assert "console-s3cret" not in repr(s)
+    assert load_text("", tmp_path).console is None  # absent: the console is off
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('issuer = "https://login.example.com"', 'issuer = "http://login.example.com"'), "console.issuer"),
+        (('client_id = "scimjit-console"', 'client_id = " "'), "console.client_id"),
+        (("admin_groups", 'session_lifetime = "10s"\nadmin_groups'), "session_lifetime must be at least 1m"),
+        (("admin_groups", 'scopes = ["profile"]\nadmin_groups'), 'scopes must include "openid"'),
+        (("admin_groups", 'algorithms = ["HS256"]\nadmin_groups'), "console.algorithms"),
+        (("admin_groups", "colour = 1\nadmin_groups"), "console.colour: unknown key"),
+    ],
+)
+def test_console_mistakes_name_the_key(change, expected, tmp_path):
+    message = error_of(CONSOLE.replace(*change), tmp_path)
+    assert expected in message, message

@@ -8,6 +8,7 @@ quickstart's configuration must pass `scimjit apps list`.
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +292,161 @@ def test_guides_link_to_existing_documents(name):
     text = (DOCS / name).read_text()
     for target in re.findall(r"\]\(([a-z-]+\.md)(?:#[^)]*)?\)", text):
         assert (DOCS / target).exists(), f"{name} links to missing {target}"
+
+
+def saml_section() -> str:
+    text = (DOCS / "jit-provisioning.md").read_text()
+    return text.split("\n## SAML sign-ins\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_saml_worked_example(db, clock, tmp_path, monkeypatch, capsys):
+    """docs/jit-provisioning.md, "SAML sign-ins": its configuration loads, `scimjit apps list` prints what the
+    page shows, and the ACS handler of the page, run as written against a real server, creates the account
+    once, finds it next time and has the replay refused as the page says."""
+    from scimjit.config import Settings
+    from scimjit.http.app import create_app
+    from scimjit.services import Services
+    from tests.jit_helpers import WebhookReceiver, add_group, add_user
+    from tests.live_server import serve
+    from tests.saml_helpers import LocalSamlIdp, encode
+
+    section = saml_section()
+    (toml_text,) = re.findall(r"```toml\n(.*?)```", section, re.S)
+    (console,) = re.findall(r"```console\n(.*?)```", section, re.S)
+    (handler,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    idp = LocalSamlIdp()
+    metadata = tmp_path / "idp-metadata.xml"
+    metadata.write_bytes(idp.metadata())
+    monkeypatch.setenv("WIKI_WEBHOOK_SECRET", "change-me")
+
+    with WebhookReceiver().running() as hook:
+        config_text = toml_text.replace("/etc/scimjit/idp-metadata.xml", str(metadata)).replace(
+            "https://wiki.internal/scimjit/events", hook.url
+        )
+        config = tmp_path / "scimjit.toml"
+        config.write_text(config_text)
+        monkeypatch.setenv("SCIMJIT_CONFIG", str(config))
+        assert main(["apps", "list"]) == 0
+        command, *shown = console.strip().splitlines()
+        assert command == "$ scimjit apps list"
+        assert capsys.readouterr().out.strip().splitlines() == shown
+
+        raw = tomllib.loads(config_text)
+        settings = Settings.load(environ={}, database_url=db.url, token_cache_seconds=0, document=raw)
+        services = Services.build(settings, db=db, clock=clock)
+        alice = add_user(db, "alice")
+        add_group(db, "wiki-users", [alice])
+        add_group(db, "wiki-admins", [alice])
+
+        class RetryLater(Exception):
+            pass
+
+        class Forbidden(Exception):
+            pass
+
+        page: dict[str, Any] = {"RetryLater": RetryLater, "Forbidden": Forbidden}
+        exec(compile(handler, "jit-provisioning.md", "exec"), page)
+        page["SCIMJIT_LOGIN_TOKEN"] = services.tokens.create("wiki-login", ["login"], application="wiki")
+        with serve(create_app(services=services)) as url:
+            page["SCIMJIT_URL"] = url
+            ensure_account = page["ensure_account"]
+            first = encode(idp.response(clock.now(), in_response_to="_req-1"))
+            answer = ensure_account({"SAMLResponse": first, "RelayState": "/"}, "_req-1")
+            assert answer["account"]["status"] == "created" and answer["roles"] == ["admin"]
+            assert [e["user"]["userName"] for e in hook.of_type("account.create")] == ["alice"]
+            later = encode(idp.response(clock.now(), in_response_to="_req-2"))
+            assert ensure_account({"SAMLResponse": later}, "_req-2")["account"]["status"] == "existing"
+            with pytest.raises(Forbidden) as excinfo:
+                ensure_account({"SAMLResponse": first}, "_req-1")
+            error, detail = excinfo.value.args
+            assert error == "invalid_saml_response" and detail.startswith("replayed: assertion '_a")
+            assert len(hook.of_type("account.create")) == 1
+
+
+# ---------------------------------------------------------------- docs/jit-access.md: schedules, idle accounts
+
+
+def fenced(name: str, info: str) -> list[str]:
+    """The bodies of the ```<info> blocks of docs/<name>, in order."""
+    return re.findall(rf"```{re.escape(info)}\n(.*?)```", (DOCS / name).read_text(), re.S)
+
+
+def test_jit_access_schedule_examples(db, clock):
+    """The PUT of "Shifts from a schedule" sent as written answers the summary shown; sent again it changes
+    nothing; the CSV plan shown, imported through the CLI's reader, is the same plan (all unchanged)."""
+    import httpx
+
+    from scimjit.cli.schedules import read_plan
+    from scimjit.config import Settings
+    from scimjit.http.app import create_app
+    from scimjit.services import compose
+    from tests.access_helpers import Directory, config
+    from tests.live_server import serve
+
+    request, csv_plan = (
+        fenced("jit-access.md", "json schedule-plan")[0],
+        fenced("jit-access.md", "csv schedule-plan")[0],
+    )
+    (answer,) = fenced("jit-access.md", "json schedule-summary")
+    head, _, body = request.partition("\n")
+    method, path = head.split()[:2]
+    status, _, summary = answer.partition(" ")
+    settings = Settings.load(
+        environ={}, database_url=db.url, token_cache_seconds=0, document=config(), run_sweeper=False,
+        run_worker=False,
+    )  # fmt: skip
+    services = compose(settings, db=db, clock=clock)
+    directory = Directory(db, clock, services.access)
+    directory.user("alice"), directory.user("bob")
+    directory.group("dock-supervisors")
+    token = {"Authorization": f"Bearer {services.tokens.create('rota', ['schedules'])}"}
+    with serve(create_app(services=services)) as url:
+        r = httpx.request(method, f"{url}{path}", content=body, headers=token, timeout=30)
+        assert r.status_code == int(status), r.text
+        assert r.json() == orjson.loads(summary)
+        again = httpx.request(method, f"{url}{path}", content=body, headers=token, timeout=30).json()
+        assert again == {"created": 0, "updated": 0, "revoked": 0, "unchanged": 2, "skipped": 0}
+    source = path.rsplit("/", 1)[1]
+    from_csv = services.access.apply_schedule(source, read_plan(csv_plan, "rota.csv"), actor="docs")
+    assert from_csv == {"created": 0, "updated": 0, "revoked": 0, "unchanged": 2, "skipped": 0}
+
+
+def test_jit_access_idle_example(db, clock):
+    """The `idle_after` / `on_idle` of "Idle accounts" on the test application: last used 31 days ago is
+    disabled at the next sweep, 29 days ago two days later; the other application is untouched."""
+    import tomllib
+
+    from scimjit.clock import to_micros
+    from scimjit.store.tables import accounts
+    from tests.access_helpers import Directory, account, config, give_account, make_access
+
+    (example,) = fenced("jit-access.md", "toml idle-example")
+    table = tomllib.loads(example)["applications"][0]
+    raw = config()
+    raw["applications"][0].update(idle_after=table["idle_after"], on_idle=table["on_idle"])
+    access = make_access(db, clock, raw)
+    directory = Directory(db, clock, access)
+    day = 86_400_000_000
+    now = to_micros(clock.now())
+    ids = {}
+    for name, days in (("alice", 31), ("bob", 29)):
+        ids[name] = user_id = directory.user(name)
+        give_account(db, "wiki", user_id)
+        give_account(db, "chat", user_id)
+        with db.write() as conn:
+            conn.execute(
+                accounts.update().where(accounts.c.user_id == user_id).values(last_login_at=now - days * day)
+            )
+
+    def status(app: str, name: str) -> str:
+        return str(account(db, app, ids[name]).status)
+
+    assert access.sweeper.sweep_once().idle_reclaimed == 1
+    assert (status("wiki", "alice"), status("wiki", "bob")) == ("disabled", "active")
+    clock.advance(2 * 86_400)
+    assert access.sweeper.sweep_once().idle_reclaimed == 1
+    assert (status("wiki", "bob"), status("chat", "alice"), status("chat", "bob")) == (
+        "disabled",
+        "active",
+        "active",
+    )

@@ -108,6 +108,7 @@ def app_table(name: str, issuer: str, webhook: str, **overrides: Any) -> dict[st
         "issuer": issuer,
         "audience": [name],
         "match": {"claim": "email", "attribute": "emails.value"},
+        "require_email_verified": False,  # Canaille's ID tokens carry no email_verified claim
         "groups": [f"{name}-users"],
         "on_first_login": "create",
         "roles": {f"{name}-admins": "admin"},

@@ -18,6 +18,8 @@ def test_the_wheel_installs_and_serves_from_outside_the_checkout(tmp_path: Path)
     shipped = {Path(n).name for n in names if n.startswith("scimjit/_schemas/")}
     assert {p.name for p in (REPO / "schemas").rglob("*.json")} <= shipped
     assert "scimjit/_schemas/admin/AuditEvent.json" in names
+    templates = REPO / "scimjit/http/console/templates"  # the console's pages and stylesheet
+    assert {f"scimjit/http/console/templates/{p.name}" for p in templates.iterdir() if p.is_file()} <= names
     assert "scimjit/store/migrations/env.py" in names and "scimjit/store/migrations/script.py.mako" in names
     migrations = {Path(n).name for n in names if n.startswith("scimjit/store/migrations/versions/")}
     assert {p.name for p in (REPO / "scimjit/store/migrations/versions").glob("*.py")} <= migrations

@@ -183,3 +183,33 @@ def test_refused_id_tokens_are_charged_to_the_address_valid_tokens_elsewhere_are
     # the IdP's valid token, from the same address, is charged to its own bucket only
     assert [idp.get("/scim/v2/Users").status_code for _ in range(3)] == [200] * 3
     idp.close()
+
+
+def test_a_down_issuer_is_asked_once_and_answers_503_with_retry_after(db, clock):
+    """Issue 11 §3: while the issuer was down, 40 logins made 40 discovery fetches and answered 401."""
+    with LocalIssuer().running() as down, WebhookReceiver().running() as hook:
+        raw = wiki_config(down.url, hook.url, extra='redirect_after_login = "http://127.0.0.1:9/done"')
+        settings = Settings.load(
+            environ={},
+            database_url=db.url,
+            token_cache_seconds=0,
+            base_url="http://127.0.0.1:1",
+            document=raw,
+        )
+        services = Services.build(settings, db=db, clock=clock)
+        login_token = services.tokens.create("wiki-login", ["login"], application="wiki")
+        headers = {"Authorization": f"Bearer {login_token}"}
+        down.down = True
+        token = down.token(clock.now().timestamp(), preferred_username="alice")
+        with serve(create_app(services=services)) as url:
+            for _ in range(20):
+                r = httpx.post(
+                    f"{url}/jit/v1/logins", json={"application": "wiki", "id_token": token}, headers=headers
+                )
+                assert (r.status_code, r.json()["error"]) == (503, "issuer_unavailable")
+                assert r.headers["retry-after"] == "30"  # the frozen clock: the whole backoff is left
+            for _ in range(20):  # the code flow shares the verifier's discovery cache and its backoff
+                r = httpx.get(f"{url}/jit/v1/apps/wiki/login")
+                assert r.status_code == 302
+                assert r.headers["location"] == "http://127.0.0.1:9/done?error=issuer_unavailable"
+    assert down.requests == 1

@@ -21,6 +21,7 @@ def limited(server):
     s = server.services.settings
     s.max_filter_length = 60
     s.max_filter_depth = 4
+    s.filter_max_terms = 3
     s.max_page_size = 3
     s.max_bulk_operations = 2
     s.max_bulk_payload_bytes = 2000
@@ -45,6 +46,26 @@ def test_filter_length_limit(limited):
     assert r.status_code == 400 and r.json()["scimType"] == "invalidFilter"
     r = limited.client.get(f"{limited.url}/jit/v1/audit", params={"filter": 'action eq "' + "a" * 60 + '"'})
     assert r.status_code == 400 and r.json()["scimType"] == "invalidFilter"
+
+
+def test_filter_term_limit(limited):
+    three = 'id eq "a" or id eq "b" or title pr'
+    assert limited.client.get("/Users", params={"filter": three}).status_code == 200
+    four = three + ' or id eq "c"'
+    for r in (
+        limited.client.get("/Users", params={"filter": four}),
+        limited.client.post("/Users/.search", json={"filter": four}),
+        limited.client.post("/.search", json={"filter": four}),
+        limited.client.get(
+            "/Groups", params={"filter": "members[type pr or type pr or type pr or value pr]"}
+        ),
+    ):
+        assert r.status_code == 400 and r.json()["scimType"] == "invalidFilter", r.text
+        assert "more than 3 comparisons" in r.json()["detail"] and "filter_max_terms" in r.json()["detail"]
+    r = limited.client.get(
+        f"{limited.url}/jit/v1/audit", params={"filter": "actor pr or actor pr or action pr or actor pr"}
+    )
+    assert r.status_code == 400 and "more than 3 comparisons" in r.json()["detail"]
 
 
 def test_filter_nesting_limit(limited):

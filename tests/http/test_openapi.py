@@ -23,7 +23,7 @@ def served(routes, prefix: str = "") -> set[tuple[str, str]]:
     for route in routes:
         if isinstance(route, Mount):
             out |= served(route.routes, prefix + route.path)
-        elif isinstance(route, Route):
+        elif isinstance(route, Route) and route.include_in_schema:  # the console's pages are not API
             path = re.sub(r"\{(\w+):\w+\}", r"{\1}", prefix + route.path)
             out |= {(path, m.lower()) for m in route.methods or () if m.lower() in METHODS}
     return out
@@ -41,6 +41,8 @@ def test_every_route_is_documented_and_every_documented_route_exists(db):
     assert routes - documented(spec) == set(), "routes without an OpenAPI description"
     assert documented(spec) - routes == set(), "described operations the app does not serve"
     assert ("/jit/v1/audit", "get") in routes and ("/scim/v2/Users/{id}", "patch") in routes
+    hidden = {r.path for r in app.routes if isinstance(r, Route) and not r.include_in_schema}
+    assert hidden and all(p == "/console" or p.startswith("/console/") for p in hidden)
 
 
 def test_the_document_is_valid_openapi_and_served_without_a_token(server):
@@ -51,7 +53,8 @@ def test_the_document_is_valid_openapi_and_served_without_a_token(server):
     assert spec["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http",
         "scheme": "bearer",
-        "description": "A scimjit token: sjt_<id>_<secret>",
+        "description": "A scimjit token: sjt_<id>_<secret>; or an OAuth 2.0 access token of a configured"
+        " authorization server ([[authorization_servers]]: RFC 9068 JWT or, by introspection, opaque)",
     }
     import schemathesis  # parses and checks the document (dev dependency)
 

@@ -155,7 +155,10 @@ def test_expired_membership_is_not_entitlement(db, clock, issuer, hook, wiki, di
 @pytest.mark.parametrize(
     ("rule", "claims"),
     [
-        ('{ claim = "email", attribute = "emails.value" }', {"email": "alice@EXAMPLE.com"}),
+        (
+            '{ claim = "email", attribute = "emails.value" }',
+            {"email": "alice@EXAMPLE.com", "email_verified": True},
+        ),
         ('{ claim = "sub", attribute = "externalId" }', {"sub": "ext-alice"}),
         ('{ claim = "oid", attribute = "externalId" }', {"oid": "ext-alice"}),
         ('{ claim = "preferred_username", attribute = "userName" }', {"preferred_username": "ALICE"}),
@@ -168,6 +171,44 @@ def test_match_rules(db, clock, issuer, hook, directory, rule, claims):
     token = issuer.token(clock.now().timestamp(), **claims)
     result = asyncio.run(engine.login("wiki", token))
     assert result.body["user"]["id"] == directory["alice"]
+
+
+def test_matching_on_email_requires_email_verified(db, clock, issuer, hook, directory):
+    """Issue 11 §3: matching on `email` ignored `email_verified`, so anyone who could put alice's address
+    into an account at the issuer (unverified) signed in as alice."""
+    raw = wiki_config(issuer.url, hook.url)
+    raw["applications"][0]["match"] = {"claim": "email", "attribute": "emails.value"}
+    engine = engine_for(db, clock, raw)
+    assert engine.apps["wiki"].require_email_verified  # the default with an `email` match
+    now = clock.now().timestamp()
+    for claims in ({}, {"email_verified": False}, {"email_verified": "false"}, {"email_verified": 1}):
+        token = issuer.token(now, email="alice@example.com", **claims)
+        with pytest.raises(JitError) as excinfo:
+            asyncio.run(engine.login("wiki", token))
+        assert (excinfo.value.status, excinfo.value.reason) == (403, "email_not_verified")
+    with db.read() as conn:
+        refusals = conn.execute(
+            sa.select(audit_log.c.details).where(audit_log.c.action == "login.refused")
+        ).scalars()
+        assert [d["reason"] for d in refusals].count("email_not_verified") == 4
+        assert conn.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one() == 0
+    # some issuers send the claim as a string
+    token = issuer.token(now, email="alice@example.com", email_verified="true")
+    assert asyncio.run(engine.login("wiki", token)).body["user"]["id"] == directory["alice"]
+    # an application that knows its issuer verifies every address can turn the check off
+    raw["applications"][0]["require_email_verified"] = False
+    relaxed = engine_for(db, clock, raw)
+    token = issuer.token(now, email="alice@example.com")
+    assert asyncio.run(relaxed.login("wiki", token)).body["user"]["id"] == directory["alice"]
+    # and one matching on another claim can turn it on
+    raw["applications"][0]["match"] = {"claim": "preferred_username", "attribute": "userName"}
+    del raw["applications"][0]["require_email_verified"]
+    assert not engine_for(db, clock, raw).apps["wiki"].require_email_verified
+    raw["applications"][0]["require_email_verified"] = True
+    strict = engine_for(db, clock, raw)
+    with pytest.raises(JitError) as excinfo:
+        asyncio.run(strict.login("wiki", issuer.token(now, preferred_username="alice")))
+    assert excinfo.value.reason == "email_not_verified"
 
 
 def test_groups_by_id_and_empty_groups_mean_every_active_user(db, clock, issuer, hook, directory):

@@ -182,3 +182,55 @@ def test_concurrent_verifications_share_one_fetch(issuer, clock):
 
     assert len(asyncio.run(many())) == 10
     assert issuer.jwks_fetches == 1
+
+
+def test_a_down_issuer_is_asked_once_per_backoff_and_answers_503_with_retry_after(issuer, clock):
+    """Issue 11 §3: while the issuer was down, 40 verifications made 40 discovery fetches and answered 401."""
+    app, verifier = make(issuer, clock)  # the defaults: issuer_retry_after 30s
+    issuer.down = True
+    token = issuer.token(clock.now().timestamp())
+    for _ in range(40):
+        with pytest.raises(JitError) as excinfo:
+            verify(verifier, app, token)
+        assert (excinfo.value.status, excinfo.value.reason) == (503, "issuer_unavailable")
+    assert issuer.requests == 1
+    assert excinfo.value.headers["Retry-After"] == "30"
+    clock.advance(20)
+    with pytest.raises(JitError) as excinfo:
+        verify(verifier, app, token)
+    assert excinfo.value.headers["Retry-After"] == "10" and issuer.requests == 1
+    clock.advance(10)  # the backoff is over: one more try, still down
+    with pytest.raises(JitError):
+        verify(verifier, app, issuer.token(clock.now().timestamp()))
+    assert issuer.requests == 2
+    issuer.down = False
+    clock.advance(30)
+    assert verify(verifier, app, issuer.token(clock.now().timestamp()))
+    assert issuer.requests == 4  # discovery + JWKS, then cached again
+
+
+def test_the_discovery_document_shares_the_cache_and_the_backoff(issuer, clock):
+    app, verifier = make(issuer, clock)
+    issuer.down = True
+    for _ in range(10):
+        with pytest.raises(JitError) as excinfo:
+            asyncio.run(verifier.discovery(app.issuer))
+        assert excinfo.value.reason == "issuer_unavailable"
+    assert issuer.requests == 1
+    issuer.down = False
+    clock.advance(30)
+    assert asyncio.run(verifier.discovery(app.issuer))["jwks_uri"] == issuer.url + "/jwks"
+    verify(verifier, app, issuer.token(clock.now().timestamp()))
+    assert (issuer.discovery_fetches, issuer.jwks_fetches) == (1, 1)
+
+
+def test_the_accepted_lifetime_is_bounded(issuer, clock):
+    """Issue 11 §3: tokens with iat in 1970 or exp in the year 10^22 were accepted when the issuer signed them."""
+    app, verifier = make(issuer, clock)  # the defaults: max_token_age 4h, clock_skew 60s
+    now = clock.now().timestamp()
+    assert reason(verifier, app, issuer.token(0, exp=10**20)) == "too_old"  # iat in 1970
+    assert reason(verifier, app, issuer.token(now, exp=10**20)) == "lifetime_too_long"  # exp in 10^22 AD
+    assert reason(verifier, app, issuer.token(now - 5 * 3600, lifetime=6 * 3600)) == "too_old"
+    assert reason(verifier, app, issuer.token(now, lifetime=4 * 3600 + 1)) == "lifetime_too_long"
+    assert verify(verifier, app, issuer.token(now - 4 * 3600 + 10, lifetime=4 * 3600))  # at the bound
+    assert reason(verifier, app, issuer.token(now + 120)) == "not_yet_valid"  # iat in the future

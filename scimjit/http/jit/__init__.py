@@ -2,7 +2,8 @@
 
 Route modules, one per resource: `admin` (the filtered admin lists and `GET /apps`), `logins` (the login
 hook), `signin` (the OIDC authorization code flow), `outbox` (events and retries), `access` (grants and
-access requests). `errors` holds the error shape and the handlers.
+access requests), `schedules` (shifts from a scheduling system). `errors` holds the error shape and the
+handlers.
 
 The sub-application is a Router behind an ExceptionMiddleware, not a whole Starlette app: it renders what
 the JIT API raises (JitError, the shared helpers' ScimError, ConfigError, HTTPException as the outer app
@@ -17,7 +18,7 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute, Router
 from starlette.types import Receive, Scope, Send
 
-from scimjit.http.jit import access, admin, errors, logins, outbox, signin
+from scimjit.http.jit import access, admin, errors, logins, outbox, schedules, signin
 from scimjit.http.responses import http_error_handler
 
 PREFIX = "/jit/v1"
@@ -39,7 +40,7 @@ class JitApi:
 
 def routes() -> list[BaseRoute]:
     # the admin lists come first, so GET /grants and GET /requests are theirs
-    return [*admin.routes, *logins.routes, *outbox.routes, *signin.routes, *access.routes]
+    return [*admin.routes, *logins.routes, *outbox.routes, *signin.routes, *access.routes, *schedules.routes]
 
 
 def jit_api() -> JitApi:

@@ -124,6 +124,7 @@ def listing(name: str) -> Route:
                 filter=_filter(params, attributes),
                 max_filter_length=settings.max_filter_length,
                 max_filter_depth=settings.max_filter_depth,
+                max_filter_terms=settings.filter_max_terms,
             )
             return StreamingResponse(_lines(records), media_type="application/x-ndjson")
         count = _int(params, "count")
@@ -143,6 +144,7 @@ def listing(name: str) -> Route:
                     count=min(settings.default_page_size if count is None else count, settings.max_page_size),
                     max_filter_length=settings.max_filter_length,
                     max_filter_depth=settings.max_filter_depth,
+                    max_filter_terms=settings.filter_max_terms,
                 )
 
         page = await svc.db.run(fetch)

@@ -59,7 +59,7 @@ def scim_errors(endpoint: E) -> E:
 
 async def jit_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, JitError)
-    return error(exc.status, exc.reason, exc.detail, exc.headers)
+    return json_response(exc.to_json(), exc.status, exc.headers)
 
 
 async def scim_error(request: Request, exc: Exception) -> Response:

@@ -1,7 +1,10 @@
 """POST /Bulk (RFC 7644 §3.7): operations in order, `bulkId` references resolved, `failOnErrors` honoured.
 
 Each operation is its own transaction, as the RFC allows: a failed operation leaves the earlier ones done and
-is reported in place. Limits (`maxOperations`, `maxPayloadSize`) are advertised and enforced with 413.
+is reported in place. Operations run one after the other, each through `store.resources.run_write`, so a
+password is hashed off the event loop between them. Limits (`maxOperations`, `maxPayloadSize`) are advertised and enforced with 413; an
+operation whose `data` nests deeper than `MAX_DATA_DEPTH` is `400 invalidSyntax` in place (resolving its
+`bulkId` references walks it, and no SCIM resource is that deep).
 """
 
 from __future__ import annotations
@@ -54,23 +57,29 @@ BULK_RESPONSE: dict[str, Any] = {
     },
 }
 PATH = re.compile(r"^/(Users|Groups)(?:/([^/]+))?$")
+MAX_DATA_DEPTH = 32  # a User with an extension's complex multi-valued attribute is 5 levels deep
 
 
 class UnresolvedReference(Exception):
     pass
 
 
-def _resolve(value: Any, ids: dict[str, str]) -> Any:
-    """Replace every `bulkId:<id>` string with the id the earlier operation created."""
+def _resolve(value: Any, ids: dict[str, str], depth: int = 0) -> Any:
+    """Replace every `bulkId:<id>` string with the id the earlier operation created.
+
+    The walk is bounded (`MAX_DATA_DEPTH`): a body nested hundreds of levels deep would otherwise exhaust the
+    interpreter's stack and answer 500 with a traceback in the log."""
     if isinstance(value, str) and value.startswith("bulkId:"):
         ref = value[len("bulkId:") :]
         if ref not in ids:
             raise UnresolvedReference(ref)
         return ids[ref]
+    if isinstance(value, dict | list) and depth >= MAX_DATA_DEPTH:
+        raise invalid_syntax(f"bulk operation data nests deeper than {MAX_DATA_DEPTH} levels")
     if isinstance(value, dict):
-        return {k: _resolve(v, ids) for k, v in value.items()}
+        return {k: _resolve(v, ids, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve(v, ids) for v in value]
+        return [_resolve(v, ids, depth + 1) for v in value]
     return value
 
 
@@ -109,7 +118,9 @@ def _run_one(ctx: ops.Context, op: dict[str, Any], ids: dict[str, str]) -> tuple
     return 200, written.document
 
 
-def _run_all(ctx: ops.Context, operations: list[Any], fail_on_errors: int | None) -> list[dict[str, Any]]:
+async def _run_all(
+    ctx: ops.Context, operations: list[Any], fail_on_errors: int | None
+) -> list[dict[str, Any]]:
     ids: dict[str, str] = {}
     results: list[dict[str, Any]] = []
     errors = 0
@@ -122,7 +133,7 @@ def _run_all(ctx: ops.Context, operations: list[Any], fail_on_errors: int | None
         if op.get("bulkId"):
             result["bulkId"] = op["bulkId"]
         try:
-            status, doc = _run_one(ctx, op, ids)
+            status, doc = await ops.run_write(ctx, _run_one, op, ids)
         except UnresolvedReference as exc:
             status, doc = (
                 409,
@@ -180,5 +191,5 @@ async def bulk(request: Request) -> Response:
     if fail_on_errors is not None and (not isinstance(fail_on_errors, int) or fail_on_errors < 1):
         raise invalid_syntax("failOnErrors must be a positive integer")
     ctx = context(request, Projection(frozenset(), frozenset({"members", "groups"})))
-    results = await ctx.db.run(_run_all, ctx, operations, fail_on_errors)
+    results = await _run_all(ctx, operations, fail_on_errors)
     return scim_response({"schemas": [BULK_RESPONSE_URN], "Operations": results})

@@ -209,7 +209,7 @@ def endpoints(kind: str) -> list[Route]:
         body = await read_json_object(request)
         projection = projection_from(request, kind)
         ctx = context(request, projection)
-        written = await ctx.db.run(create_fn, ctx, body)
+        written = await ops.run_write(ctx, create_fn, body)
         return _written(request, kind, written, projection, status=201)
 
     def update_endpoint(update_fn: Any, capped: bool = False) -> Any:
@@ -224,8 +224,8 @@ def endpoints(kind: str) -> list[Route]:
                 ctx = dataclasses.replace(
                     ctx, members_cap=services(request).settings.group_patch_response_max_members
                 )
-            written = await ctx.db.run(
-                update_fn, ctx, request.path_params["id"], body, request.headers.get("if-match")
+            written = await ops.run_write(
+                ctx, update_fn, request.path_params["id"], body, request.headers.get("if-match")
             )
             return _written(request, kind, written, projection)
 

@@ -1,7 +1,7 @@
 """grants carry their policy's windows and the next window start
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-02 01:41:09
 
 `grants.windows` (the policy's `windows`, copied when the grant is made; NULL for a grant without windows,
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0004"
-down_revision = "0003"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
