@@ -9,7 +9,7 @@ import pytest
 
 from scimjit.cli import main
 from tests.cli.test_jit_access_cli import cli  # noqa: F401 (the fixture)
-from tests.http.test_jit_access_http import api, issuer  # noqa: F401 (the fixtures)
+from tests.http.test_jit_access_http import api, approvals, issuer  # noqa: F401 (the fixtures)
 
 FAR = "9999-12-01T00:00:00Z"
 
