@@ -211,3 +211,19 @@ def test_extending_a_windowed_grant_keeps_the_window_end(db, clock):
     assert members_of(directory, prod) == []
     access.sweeper.sweep_once()
     assert access.get_grant(grant["id"])["windowOpensAt"] == "2030-01-08T06:00:00Z"
+
+
+def test_a_schedule_moving_a_windowed_shifts_end_keeps_the_window(db, clock):
+    """A shift's grant follows a new end from its schedule, but never past the group's window."""
+    clock.set(datetime(2030, 1, 7, 12, tzinfo=UTC))  # Monday 13:00 Amsterdam
+    access, directory, alice, prod = setup(db, clock, f"windows = [{OFFICE}]")
+
+    def plan(ends: str):
+        shift = {"id": "s1", "user": "alice", "group": "prod-admins", "startsAt": "2030-01-07T11:00:00Z"}
+        return access.apply_schedule("rota", {"shifts": [{**shift, "endsAt": ends}]}, actor="rota")
+
+    assert plan("2030-01-07T14:00:00Z")["created"] == 1
+    assert members_of(directory, prod) == [alice]
+    assert plan("2030-01-07T22:00:00Z")["updated"] == 1  # past the window's end (18:00 UTC)
+    clock.set(datetime(2030, 1, 7, 18, tzinfo=UTC))
+    assert members_of(directory, prod) == []  # the window closed it, before any sweep
