@@ -70,10 +70,19 @@ class JitEngine:
         return self.notifiers.get(name) or self.connectors.get(name)
 
     async def login(
-        self, application: str, id_token: str, *, caller: str | None = None, request_id: str | None = None
+        self,
+        application: str,
+        id_token: str,
+        *,
+        caller: str | None = None,
+        request_id: str | None = None,
+        client_ip: str | None = None,
     ) -> LoginResult:
-        """The login hook (see login.py); raises JitError. `caller` is the application token's name."""
-        return await self.logins.login(application, id_token, caller=caller, request_id=request_id)
+        """The login hook (see login.py); raises JitError. `caller` is the application token's name,
+        `client_ip` the user's address (the application's login conditions)."""
+        return await self.logins.login(
+            application, id_token, caller=caller, request_id=request_id, client_ip=client_ip
+        )
 
     async def saml_login(
         self,
@@ -83,10 +92,16 @@ class JitEngine:
         in_response_to: str | None = None,
         caller: str | None = None,
         request_id: str | None = None,
+        client_ip: str | None = None,
     ) -> LoginResult:
         """The login hook with a SAML Response (base64) instead of an ID token (see saml.py); raises JitError."""
         return await self.logins.saml_login(
-            application, saml_response, in_response_to=in_response_to, caller=caller, request_id=request_id
+            application,
+            saml_response,
+            in_response_to=in_response_to,
+            caller=caller,
+            request_id=request_id,
+            client_ip=client_ip,
         )
 
     async def deliver_due(self, *, worker: str | None = None) -> list[Report]:

@@ -6,6 +6,12 @@ when the grant does (`expires_at` is the same number in both rows; extending a g
 never touches the user's SCIM membership of the same group and vice versa: effective membership is "any live
 source", and reads stop seeing an expired grant at the instant it ends, whether or not the sweeper has run.
 
+Grant windows: a grant of a group whose policy has `windows` keeps a copy of them (`grants.windows`) and is
+live only inside them. Its membership row exists only inside a window and expires at the window's end (or
+the grant's, if sooner), so reads drop it at that instant exactly as they drop an expired grant; the
+membership sweep sends the revokes. `window_opens_at` is the next window start: there the sweeper
+(`reopen_due`) adds the row back with the next end and sends the grants.
+
 Statuses: `scheduled` (starts later: the sweeper activates it at `startsAt`, creating its membership row),
 `active`, `expired`, `revoked`. An active grant past its end is shown as `expired` even before the sweeper
 records it. Every change writes its audit record in its transaction (`grant.create|activate|extend|revoke|
@@ -25,9 +31,10 @@ import sqlalchemy as sa
 from scimjit.access import notify
 from scimjit.clock import from_micros, isoformat, to_micros
 from scimjit.config import MAX_DURATION, parse_duration
+from scimjit.config.conditions import Window
 from scimjit.delivery import outbox
 from scimjit.delivery.connectors.base import ACCESS_EXPIRING
-from scimjit.entitlement import ledger
+from scimjit.entitlement import conditions, ledger
 from scimjit.jiterrors import JitError
 from scimjit.provisioning.deprovision import Deprovisioner, chunks, user_document
 from scimjit.scim.resource import parse_datetime
@@ -162,9 +169,11 @@ def create(
         raise JitError(409, "inactive_user", f"user {user.user_name!r} is not active")
     now_us = to_micros(now)
     status = SCHEDULED if starts_at > now_us else ACTIVE
+    policy = deprov.settings.policy_for(group.id, group.display_name)
     row = conn.execute(
         grants.insert()
         .values(
+            windows=[w.summary() for w in policy.windows] if policy and policy.windows else None,
             id=str(uuid.uuid4()),
             user_id=user.id,
             group_id=group.id,
@@ -184,6 +193,8 @@ def create(
     ).one()
     if status == ACTIVE:
         _open(conn, deprov, [(row, group)], now)
+        if row.windows:  # _open set its next window start
+            row = get(conn, row.id)
     _audit(
         conn,
         "grant.create",
@@ -244,7 +255,7 @@ def extend(
         .values(expires_at=expires_at, notified_at=None, updated_at=now_us, version=grants.c.version + 1)
         .returning(*grants.c)
     ).one()
-    memberships.set_expiry(conn, row.user_id, source(grant_id), expires_at)
+    follow_end(conn, updated, now)
     _audit(
         conn,
         "grant.extend",
@@ -449,6 +460,72 @@ def notify_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit:
     return len(due)
 
 
+# ---------------------------------------------------------------- grant windows
+
+
+def windows_of(row: Grant) -> tuple[Window, ...]:
+    """The grant's copy of its policy's `windows` (checked when the configuration was loaded)."""
+    return tuple(Window.model_validate(w) for w in row.windows or ())
+
+
+def membership_span(row: Grant, now: datetime) -> tuple[int | None, int | None]:
+    """(when its membership row expires, when the sweeper must add it back) for an active grant at `now`,
+    in epoch microseconds. Without windows: (the grant's end, None). With windows, inside one: (the sooner
+    of the window's end and the grant's, the next window start); outside: (None: no row, the next window
+    start). The next start is None when it falls after the grant's end."""
+    windows = windows_of(row)
+    if not windows:
+        return row.expires_at, None
+    span = conditions.current_window(windows, now)
+    ends = min(row.expires_at, to_micros(span[1])) if span else None
+    nxt = conditions.next_start(windows, span[1] if span else now)
+    opens = to_micros(nxt) if nxt is not None and to_micros(nxt) < row.expires_at else None
+    return ends, opens
+
+
+def follow_end(conn: sa.Connection, row: Grant, now: datetime) -> None:
+    """An active grant's end moved (extend, a schedule's new shift end): its membership row follows, for a
+    windowed grant to the sooner of its window's end and the new end, and its next window start with it (a
+    reopen already due stays due: the sweeper is about to add the row)."""
+    if not row.windows:
+        memberships.set_expiry(conn, row.user_id, source(row.id), row.expires_at)
+        return
+    ends, opens = membership_span(row, now)
+    if ends is not None:
+        memberships.set_expiry(conn, row.user_id, source(row.id), ends)
+    if row.window_opens_at is None or row.window_opens_at > to_micros(now):
+        conn.execute(grants.update().where(grants.c.id == row.id).values(window_opens_at=opens))
+
+
+def reopen_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit: int) -> int:
+    """Active windowed grants whose next window has started: the membership row is back, with the window's
+    end, and the role grants go out (run after the membership sweep, so the row the last window left has
+    been deleted, its revokes sent)."""
+    now_us = to_micros(now)
+    batch = (
+        sa.select(grants)
+        .where(grants.c.status == ACTIVE, grants.c.window_opens_at <= now_us, grants.c.expires_at > now_us)
+        .order_by(grants.c.window_opens_at)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":  # the users' rows before the grants', as a user DELETE takes them
+        users_of = sorted({r.user_id for r in conn.execute(batch)})
+        user_store.lock(conn, users_of)
+        batch = batch.where(grants.c.user_id.in_(users_of))
+    due = _due(batch, conn)
+    if not due:
+        return 0
+    group_rows = {g.id: g for g in group_store.names(conn, ids={r.group_id for r in due})}
+    opening = [(r, group_rows[r.group_id]) for r in due if r.group_id in group_rows]
+    conn.execute(  # a deleted group's grant is ended by end_access; never pick it up again
+        grants.update().where(grants.c.id.in_([r.id for r in due])).values(window_opens_at=None)
+    )
+    _open(conn, deprov, opening, now, actor="sweeper")
+    for row, _ in opening:
+        _audit(conn, "grant.window", "sweeper", row, now_us, None, windowOpenedAt=_iso(row.window_opens_at))
+    return len(due)
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -464,6 +541,13 @@ def _open(
         return
     now_us = to_micros(now)
     user_store.lock(conn, [row.user_id for row, _ in opening])  # before membership rows: store.users.lock
+    live: list[tuple[Grant, Row, int]] = []
+    for row, group in opening:
+        ends, opens = membership_span(row, now)
+        if row.windows:
+            conn.execute(grants.update().where(grants.c.id == row.id).values(window_opens_at=opens))
+        if ends is not None:
+            live.append((row, group, ends))
     memberships.add_sourced(
         conn,
         [
@@ -473,13 +557,13 @@ def _open(
                 "source": source(row.id),
                 "member_type": "User",
                 "added_at": now_us,
-                "expires_at": row.expires_at,
+                "expires_at": ends,
             }
-            for row, group in opening
+            for row, group, ends in live
         ],
     )
     _reconcile(
-        conn, deprov, [(row.user_id, group.id, group.display_name) for row, group in opening], now, actor
+        conn, deprov, [(row.user_id, group.id, group.display_name) for row, group, _ in live], now, actor
     )
 
 

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from scimjit.access import grants, notify
 from scimjit.clock import isoformat, to_micros
+from scimjit.entitlement import conditions
 from scimjit.entitlement.policies import Policy
 from scimjit.jiterrors import JitError
 from scimjit.provisioning.deprovision import Deprovisioner
@@ -60,6 +61,15 @@ def is_member(conn: sa.Connection, user_id: str, refs: Sequence[str], now_us: in
     return conn.execute(stmt.limit(1)).first() is not None
 
 
+class ConditionNotMet(JitError):
+    """403 `condition_not_met`: the policy's conditions do not hold and it says `outside = "refuse"`;
+    `unmet` names the condition, for the audit record of the refusal."""
+
+    def __init__(self, unmet: conditions.Unmet) -> None:
+        super().__init__(403, "condition_not_met", f"{unmet.condition}: {unmet.detail}")
+        self.unmet = unmet
+
+
 def policy_of(deprov: Deprovisioner, group: Row) -> Policy:
     policy = deprov.settings.policy_for(group.id, group.display_name)
     if policy is None:
@@ -79,9 +89,12 @@ def create(
     requested_by: str,
     now: datetime,
     http_request_id: str | None = None,
+    client_ip: str | None = None,
 ) -> AccessRequest:
     """File a request of `user` (a row from `grants.find_user`) for `group`; approved at once when the
-    policy's `auto_approve` covers it. Returns the access_requests row."""
+    policy's `auto_approve` covers it and its `conditions` hold at `now` for `client_ip` (the filer's
+    address). Outside them it is refused (`ConditionNotMet`) or, with `outside = "approval"`, left to the
+    approvers. Returns the access_requests row."""
     now_us = to_micros(now)
     policy = policy_of(deprov, group)
     if not user.active:
@@ -100,6 +113,9 @@ def create(
         )
     if starts_at is not None and starts_at <= now_us:
         starts_at = None
+    unmet = conditions.check(policy.conditions, now, client_ip)
+    if unmet is not None and policy.outside == "refuse":
+        raise ConditionNotMet(unmet)
     row = conn.execute(
         access_requests.insert()
         .values(
@@ -128,10 +144,15 @@ def create(
         group=group.display_name,
         durationSeconds=int(duration),
         justification=row.justification,
+        # outside the conditions with outside = "approval": which one, and that it waits for approvers
+        conditionNotMet=unmet.to_json() if unmet else None,
+        routedToApproval=True if unmet else None,
+        clientIp=client_ip if unmet else None,
     )
     auto = policy.auto_approve
     if (
-        auto is not None
+        unmet is None
+        and auto is not None
         and duration <= auto.max_duration
         and (not auto.eligible or is_member(conn, user.id, auto.eligible, now_us))
     ):

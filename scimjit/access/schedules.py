@@ -36,7 +36,7 @@ from scimjit.access import grants
 from scimjit.clock import from_micros, isoformat, to_micros
 from scimjit.jiterrors import JitError
 from scimjit.provisioning.deprovision import Deprovisioner, chunks
-from scimjit.store import audit, memberships
+from scimjit.store import audit
 from scimjit.store import users as user_store
 from scimjit.store.tables import Row
 from scimjit.store.tables import grants as grant_rows
@@ -201,7 +201,7 @@ def apply(
             summary.updated += 1
         elif same_who and row.status == grants.ACTIVE and shift.starts_at <= now_us < shift.ends_at:
             _retime(conn, row, shift, now_us, who, http_request_id)
-            memberships.set_expiry(conn, row.user_id, grants.source(row.id), shift.ends_at)
+            grants.follow_end(conn, grants.get(conn, row.id), now)  # grant windows kept
             summary.updated += 1
         else:  # another user or group, a start moved past an active grant's, or a shift now over
             grants.revoke(

@@ -214,9 +214,12 @@ class Access:
         starts_at: Any = None,
         http_request_id: str | None = None,
         once: SingleUse | None = None,
+        client_ip: str | None = None,
     ) -> dict[str, Any]:
         """File a request. `once` (from `user_from_id_token`) is claimed in the same transaction: a replayed
-        ID token is refused (401 `token_replayed`), and a request that fails leaves the token unused."""
+        ID token is refused (401 `token_replayed`), and a request that fails leaves the token unused.
+        `client_ip` (the filer's address) is what the policy's network conditions are checked against; a
+        refusal by the policy's conditions is audited (`request.create`, outcome `refused`, the condition)."""
         now = self.clock.now()
         if duration is None:
             raise JitError(400, "invalid_request", '`duration` is required, e.g. "2h"')
@@ -224,22 +227,46 @@ class Access:
         start = grants.instant(starts_at, "startsAt") if starts_at is not None else None
         if start is not None:
             grants.within_horizon(to_micros(now), start + int(seconds * 1_000_000), "the requested access")
-        with self.db.write() as conn:
-            if once is not None and not used_once.claim(conn, ID_TOKEN_PURPOSE, once.value, once.until, now):
-                raise JitError(401, "token_replayed", "this ID token was already used: sign in again")
-            row = requests.create(
-                conn,
-                self.deprovisioner,
-                user=user if not isinstance(user, str) else grants.find_user(conn, user),
-                group=grants.find_group(conn, group),
-                duration=seconds,
-                starts_at=start,
-                justification=justification,
-                requested_by=requested_by,
-                now=now,
-                http_request_id=http_request_id,
+        try:
+            with self.db.write() as conn:
+                if once is not None and not used_once.claim(
+                    conn, ID_TOKEN_PURPOSE, once.value, once.until, now
+                ):
+                    raise JitError(401, "token_replayed", "this ID token was already used: sign in again")
+                person = user if not isinstance(user, str) else grants.find_user(conn, user)
+                row = requests.create(
+                    conn,
+                    self.deprovisioner,
+                    user=person,
+                    group=grants.find_group(conn, group),
+                    duration=seconds,
+                    starts_at=start,
+                    justification=justification,
+                    requested_by=requested_by,
+                    now=now,
+                    http_request_id=http_request_id,
+                    client_ip=client_ip,
+                )
+                return requests.render(row, to_micros(now))
+        except requests.ConditionNotMet as exc:  # the write rolled back: the refusal is audited on its own
+            audit.record_now(
+                self.db,
+                at=now,
+                actor=requested_by,
+                action="request.create",
+                outcome="refused",
+                resource_type="AccessRequest",
+                resource_id=None,
+                request_id=http_request_id,
+                details={
+                    "reason": exc.reason,
+                    "userId": person.id,
+                    "group": group,
+                    **exc.unmet.to_json(),
+                    "clientIp": client_ip,
+                },
             )
-            return requests.render(row, to_micros(now))
+            raise
 
     def decide(
         self,

@@ -7,7 +7,9 @@ that change (so a crash between the two is impossible):
 1. scheduled grants whose `startsAt` has come become active (membership row + `role.grant`);
 2. expired membership rows are deleted, and the accounts of their members are reconciled: `role.revoke` for
    roles no live membership gives any more, `on_unentitled` when nothing entitles the user (events only for
-   users with an account, and only when no other source keeps the membership alive);
+   users with an account, and only when no other source keeps the membership alive); a windowed grant's
+   row expires at its window's end, so this is also where access closes at a window boundary;
+2b. windowed grants whose next window has started get their membership row back (`role.grant`);
 3. active grants past their end are recorded as expired;
 4. accounts marked for a re-check (a deleted group's members; a grace period that ran out) are reconciled;
 5. `access.expiring` notices go out for grants ending within `expiry_notice`;
@@ -56,6 +58,7 @@ class SweepReport:
     activated: int = 0  # scheduled grants that started
     memberships_expired: int = 0  # membership rows deleted
     grants_expired: int = 0
+    windows_opened: int = 0  # windowed grants whose next window started (membership row back)
     rechecked: int = 0  # accounts re-checked (deleted groups, grace periods)
     notices: int = 0  # grants whose access.expiring went out
     requests_expired: int = 0
@@ -74,6 +77,7 @@ class SweepReport:
         return (
             self.activated
             + self.memberships_expired
+            + self.windows_opened
             + self.grants_expired
             + self.rechecked
             + self.notices
@@ -115,6 +119,9 @@ class Sweeper:
             lambda conn: grants.activate_due(conn, self.deprov, now, self.batch_size)
         )
         report.memberships_expired = self._drain(lambda conn: self.expire_memberships(conn, now, report))
+        report.windows_opened = self._drain(
+            lambda conn: grants.reopen_due(conn, self.deprov, now, self.batch_size)
+        )
         report.grants_expired = self._drain(lambda conn: grants.expire_due(conn, now, self.batch_size))
         report.rechecked = self._drain(lambda conn: self.recheck_accounts(conn, now, report))
         report.notices = self._drain(lambda conn: grants.notify_due(conn, self.deprov, now, self.batch_size))

@@ -6,6 +6,7 @@
     scimjit grants revoke GRANT_ID [--reason TEXT]
     scimjit requests create --user alice --group prod-admins --duration 1h --justification TEXT
     scimjit requests approve|deny REQUEST_ID --approver bob [--comment TEXT]
+    scimjit requests policies [--json]      the [[jit.policies]]: who may ask, conditions, grant windows
 
 `grants list` and `requests list` (SCIM filters) are admin views (scimjit/cli/admin.py); scimjit/cli/main.py
 puts them under the same `grants` / `requests` commands. The actor recorded in the audit trail is
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from scimjit.cli import context
-from scimjit.cli.output import LOG_FORMAT, fail, print_json
+from scimjit.cli.output import LOG_FORMAT, fail, print_json, print_table
 from scimjit.config import ConfigError, parse_duration
 from scimjit.jiterrors import JitError
 
@@ -111,6 +112,35 @@ def requests_decide(access: Access, args: argparse.Namespace) -> int:
     return _show(doc, args)
 
 
+def policies(args: argparse.Namespace) -> int:
+    """The configured policies (from the file alone: no database), conditions and grant windows included."""
+    from scimjit.cli.jit import conditions_text, windows_text
+    from scimjit.config import Settings
+
+    summaries = [p.summary() for p in Settings.load().jit.policies]
+    if args.json:
+        print_json(summaries)
+        return 0
+    if not summaries:
+        print("no access policies configured (add [[jit.policies]] tables)")
+        return 0
+    rows = [
+        {
+            "group": s["group"],
+            "eligible": ",".join(s["eligible"]) or "(any active user)",
+            "approvers": ",".join(s["approvers"]) or "-",
+            "max": f"{s['maxDuration']:g}s",
+            "auto-approve": f"<={s['autoApprove']['maxDuration']:g}s" if s["autoApprove"] else "-",
+            "conditions": conditions_text(s["conditions"]),
+            "outside": s["outside"] if s["conditions"] else "-",
+            "grant windows": windows_text(s["windows"]) or "-",
+        }
+        for s in summaries
+    ]
+    print_table(rows, rows[0], rule=False)
+    return 0
+
+
 def _interval(text: str) -> float:
     """`--interval`: a duration as everywhere (range-checked), and more than nothing (0 would spin)."""
     try:
@@ -179,3 +209,6 @@ def register_requests(r: Any) -> None:
         rd.add_argument("--comment", default=None)
         rd.add_argument("--json", action="store_true")
         rd.set_defaults(func=_run(requests_decide), decision=decision)
+    rp = r.add_parser("policies", help="the access policies: who may ask, conditions, grant windows")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=policies)

@@ -47,8 +47,26 @@ def apps_list(args: argparse.Namespace) -> int:
         }
         for s in summaries
     ]
+    if any(s["conditions"] for s in summaries):  # the column only where some application has them
+        for row, s in zip(rows, summaries, strict=True):
+            row["conditions"] = conditions_text(s["conditions"])
     print_table(rows, rows[0], rule=False)
     return 0
+
+
+def conditions_text(summary: dict[str, Any] | None) -> str:
+    """A `conditions` summary in one table cell: `Mon-Fri 07:00-19:00 Europe/Amsterdam; 10.0.0.0/8`."""
+    if not summary:
+        return "-"
+    return (
+        windows_text(summary["windows"])
+        + ("; " if summary["windows"] and summary["networks"] else "")
+        + (",".join(summary["networks"]))
+    )
+
+
+def windows_text(windows: list[dict[str, str]]) -> str:
+    return ", ".join(f"{w['days']} {w['from']}-{w['to']} {w['tz']}" for w in windows)
 
 
 def worker(args: argparse.Namespace) -> int:

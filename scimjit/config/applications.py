@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from scimjit.config.conditions import Conditions
 from scimjit.config.values import Duration, Names, StrictModel, Strings, https_url, show
 
 # Asymmetric algorithms only: an ID token is checked against the issuer's *public* keys, and accepting an
@@ -139,6 +140,8 @@ class ApplicationConfig(StrictModel):
     client_secret_env: str | None = None
     redirect_after_login: str | None = None
     scopes: Strings = DEFAULT_SCOPES
+    # login conditions (time windows, client networks): outside them a login is 403 condition_not_met
+    conditions: Conditions | None = None
 
     @field_validator("name", "client_id", "client_secret")
     @classmethod

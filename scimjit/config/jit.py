@@ -4,10 +4,11 @@ time-bound access's keys, and the request policies (Policy, AutoApprove) the acc
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from scimjit.config.conditions import Conditions, Window
 from scimjit.config.values import Duration, Names, StrictModel, as_tuple
 
 
@@ -60,6 +61,17 @@ class Policy(StrictModel):
     auto_approve: AutoApprove | None = None
     pending_ttl: Duration = 86_400.0
     description: str = ""
+    # checked when a request is filed (scimjit/entitlement/conditions.py); outside them the request is
+    # refused (403 condition_not_met) or, with outside = "approval", waits for the approvers
+    conditions: Conditions | None = None
+    outside: Literal["refuse", "approval"] = "refuse"
+    # grant windows, copied onto each grant of this group: outside them the grant gives no membership
+    windows: tuple[Window, ...] = ()
+
+    @field_validator("windows", mode="before")
+    @classmethod
+    def _windows(cls, value: Any) -> Any:
+        return as_tuple(value)
 
     @field_validator("group")
     @classmethod
@@ -85,6 +97,8 @@ class Policy(StrictModel):
             raise ValueError("name the approvers group(s), or auto_approve, or both")
         if self.pending_ttl < 1:
             raise ValueError("pending_ttl must be at least 1s")
+        if self.outside == "approval" and not self.approvers:
+            raise ValueError('outside = "approval" needs `approvers` to route the request to')
         return self
 
     def summary(self) -> dict[str, Any]:
@@ -101,6 +115,9 @@ class Policy(StrictModel):
             ),
             "pendingTTL": self.pending_ttl,
             "description": self.description,
+            "conditions": self.conditions.summary() if self.conditions else None,
+            "outside": self.outside,
+            "windows": [w.summary() for w in self.windows],
         }
 
 

@@ -28,6 +28,7 @@ from scimjit.config import (
     is_loopback_host,
     validate_document,
 )
+from scimjit.config.conditions import Conditions
 from scimjit.entitlement.saml_idp import SamlIdp, load_idp
 from scimjit.redact import is_secret_key
 
@@ -88,6 +89,7 @@ class Application:
     client_secret: str | None = field(default=None, repr=False)  # None: a public client (PKCE only)
     redirect_after_login: str | None = None
     scopes: tuple[str, ...] = DEFAULT_SCOPES
+    conditions: Conditions | None = None  # login conditions (entitlement/conditions.py)
     saml: SamlIdp | None = None  # [applications.saml]: the IdP whose signed Responses the login hook takes
     # The group references the login needs to look at, lower-cased, for one indexed membership query.
     group_refs: frozenset[str] = field(default=frozenset(), compare=False)
@@ -121,6 +123,7 @@ class Application:
             "onIdle": self.on_idle,
             "asyncCreate": self.async_create,
             "connector": {"type": self.connector.type, **self.connector.redacted()},
+            "conditions": self.conditions.summary() if self.conditions else None,
             **({"saml": self.saml.summary()} if self.saml is not None else {}),
         }
 
@@ -200,6 +203,7 @@ def _application(t: ApplicationConfig) -> Application:
         client_secret=client_secret,
         redirect_after_login=t.redirect_after_login,
         scopes=t.scopes,
+        conditions=t.conditions,
         saml=load_idp(t.saml, where) if t.saml is not None else None,
         group_refs=frozenset(r.lower() for r in (*t.groups, *t.roles)),
     )

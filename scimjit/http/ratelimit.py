@@ -41,6 +41,7 @@ from collections.abc import Callable
 
 from starlette.requests import Request
 
+from scimjit.http.client import client_address
 from scimjit.metrics import RATE_LIMITED
 from scimjit.scim.errors import ScimError
 
@@ -151,12 +152,6 @@ class KnownTokens:
 
     def discard(self, key: bytes) -> None:
         self._seen.pop(key, None)
-
-
-def client_address(request: Request) -> str:
-    """The socket peer (uvicorn rewrites it from X-Forwarded-For only for `--forwarded-allow-ips`)."""
-    client = request.scope.get("client")
-    return str(client[0]) if client else "unknown"
 
 
 def client_limiter(request: Request) -> RateLimiter | None:

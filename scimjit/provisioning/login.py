@@ -47,7 +47,7 @@ from scimjit.delivery.connectors.base import (
     Result,
 )
 from scimjit.delivery.deliverer import Deliverer, Report, worker_id
-from scimjit.entitlement import identity, ledger
+from scimjit.entitlement import conditions, identity, ledger
 from scimjit.entitlement.apps import Application
 from scimjit.entitlement.identity import Subject
 from scimjit.jiterrors import JitError
@@ -125,16 +125,24 @@ class LoginService:
         self._lookups = {name: identity.Lookups(app) for name, app in apps.items()}
 
     async def login(
-        self, application: str, id_token: str, *, caller: str | None = None, request_id: str | None = None
+        self,
+        application: str,
+        id_token: str,
+        *,
+        caller: str | None = None,
+        request_id: str | None = None,
+        client_ip: str | None = None,
     ) -> LoginResult:
-        """Run the login hook for `application` with an ID token. Raises JitError (status, reason code)."""
+        """Run the login hook for `application` with an ID token. Raises JitError (status, reason code).
+        `client_ip` (the user's address, as the application saw it) is what the application's network
+        conditions are checked against."""
         app = self._app(application)
 
         async def verify() -> tuple[dict[str, Any], str | None]:
             claims = await self.verifier.verify(app, id_token)
             return claims, f"oidc:{claims['sub']}" if isinstance(claims.get("sub"), str) else None
 
-        return await self._counted(app, verify, caller, request_id, oidc=True)
+        return await self._counted(app, verify, caller, request_id, oidc=True, client_ip=client_ip)
 
     async def saml_login(
         self,
@@ -144,6 +152,7 @@ class LoginService:
         in_response_to: str | None = None,
         caller: str | None = None,
         request_id: str | None = None,
+        client_ip: str | None = None,
     ) -> LoginResult:
         """Run the login hook for `application` with a SAML Response (base64): verified by saml.py, then the
         same decision path as an ID token, the match rule's claim naming a SAML attribute or `NameID`."""
@@ -155,7 +164,7 @@ class LoginService:
             claims = await self.saml.verify(app, saml_response, in_response_to)
             return claims, f"saml:{claims[NAME_ID]}" if isinstance(claims.get(NAME_ID), str) else None
 
-        return await self._counted(app, verify, caller, request_id, oidc=False)
+        return await self._counted(app, verify, caller, request_id, oidc=False, client_ip=client_ip)
 
     def _app(self, application: str) -> Application:
         app = self.apps.get(application)
@@ -164,10 +173,17 @@ class LoginService:
         return app
 
     async def _counted(
-        self, app: Application, verify: _Verify, caller: str | None, request_id: str | None, *, oidc: bool
+        self,
+        app: Application,
+        verify: _Verify,
+        caller: str | None,
+        request_id: str | None,
+        *,
+        oidc: bool,
+        client_ip: str | None,
     ) -> LoginResult:
         try:
-            result = await self._login(app, verify, caller, request_id, oidc)
+            result = await self._login(app, verify, caller, request_id, oidc, client_ip)
         except JitError as exc:
             LOGINS.labels(application=app.name, outcome="refused" if exc.status < 500 else "error").inc()
             raise
@@ -175,7 +191,13 @@ class LoginService:
         return result
 
     async def _login(
-        self, app: Application, verify: _Verify, caller: str | None, request_id: str | None, oidc: bool
+        self,
+        app: Application,
+        verify: _Verify,
+        caller: str | None,
+        request_id: str | None,
+        oidc: bool,
+        client_ip: str | None,
     ) -> LoginResult:
         at = _Attempt(app, self.clock.now(), caller, request_id, actor=caller)
         try:
@@ -184,6 +206,15 @@ class LoginService:
             await self._refuse(at, exc.status, exc.reason, exc.detail, exc.headers)
         if actor is not None:
             at.actor = actor
+        unmet = conditions.check(app.conditions, at.now, client_ip)
+        if unmet is not None:  # before any read: outside its hours or networks the app is closed to all
+            await self._refuse(
+                at,
+                403,
+                "condition_not_met",
+                f"{unmet.condition}: {unmet.detail}",
+                audit_details={**unmet.to_json(), "clientIp": client_ip},
+            )
         value = claims.get(app.match.claim)
         if not isinstance(value, str) or not value:
             await self._refuse(
@@ -475,14 +506,20 @@ class LoginService:
         )
 
     async def _refuse(
-        self, at: _Attempt, status: int, reason: str, detail: str, headers: Mapping[str, str] | None = None
+        self,
+        at: _Attempt,
+        status: int,
+        reason: str,
+        detail: str,
+        headers: Mapping[str, str] | None = None,
+        audit_details: Mapping[str, Any] | None = None,
     ) -> NoReturn:
-        """Log and audit a refusal (`login.refused`, with the reason code), then raise it."""
+        """Log and audit a refusal (`login.refused`, with the reason code and any `audit_details`, e.g. the
+        condition that decided it), then raise it."""
         user = at.subject.user_id if at.subject else "-"
         log.info("login refused: application=%s reason=%s user=%s", at.app.name, reason, user)
-        await self.db.run(
-            self._audit_now, at, "login.refused", "refused", {"reason": reason, "detail": detail}
-        )
+        details = {"reason": reason, "detail": detail, **(audit_details or {})}
+        await self.db.run(self._audit_now, at, "login.refused", "refused", details)
         raise JitError(status, reason, detail, headers)
 
     def _audit_now(self, at: _Attempt, action: str, outcome: str, details: dict[str, Any]) -> None:

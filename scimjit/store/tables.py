@@ -175,6 +175,10 @@ grants = sa.Table(
     sa.Column("created_at", Micros, nullable=False),
     sa.Column("updated_at", Micros, nullable=False),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    # grant windows (its policy's `windows`, copied at creation; NULL: always live while active) and the
+    # next window start, when the sweeper adds the membership row back (access/grants.py, windows)
+    sa.Column("windows", Json, nullable=True),
+    sa.Column("window_opens_at", Micros, nullable=True, index=True),
     # a grant made from a scheduling system's shift (access/schedules.py): the source's name and its shift id
     sa.Column("source", sa.String(128), nullable=True),
     sa.Column("source_ref", sa.String(256), nullable=True),

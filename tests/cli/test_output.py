@@ -70,7 +70,7 @@ def test_the_command_tree_is_the_contract() -> None:
         "outbox", "outbox list", "outbox retry", "accounts", "accounts list", "accounts idle", "reconcile",
         "sweep",
         "grants", "grants create", "grants extend", "grants revoke", "grants list",
-        "requests", "requests create", "requests approve", "requests deny", "requests list",
+        "requests", "requests create", "requests approve", "requests deny", "requests policies", "requests list",
         "schedules", "schedules import", "audit", "audit purge", "keys", "keys list", "keys rotate",
     ]  # fmt: skip
 

@@ -487,6 +487,9 @@ def test_a_full_file_loads_to_the_values_it_always_meant(tmp_path, monkeypatch):
         "autoApprove": {"maxDuration": 3600, "eligible": ["oncall"]},
         "pendingTTL": 43200,
         "description": "prod",
+        "conditions": None,
+        "outside": "refuse",
+        "windows": [],
     }
     assert access.policy_for("some-id", "PROD-ADMINS") is policy
     assert access.ttl_for("x", "Contractors") == 30 * 86400

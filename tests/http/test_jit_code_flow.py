@@ -79,7 +79,9 @@ class Flow:
             )
 
 
-def flow_settings(db: Any, name: str, issuer: str, hook: str, base_url: str) -> Settings:
+def flow_settings(
+    db: Any, name: str, issuer: str, hook: str, base_url: str, conditions: dict[str, Any] | None = None
+) -> Settings:
     table = {
         "name": name,
         "issuer": issuer,
@@ -91,6 +93,8 @@ def flow_settings(db: Any, name: str, issuer: str, hook: str, base_url: str) -> 
         "client_secret": "s3cret",
         "redirect_after_login": DONE,
     }
+    if conditions is not None:
+        table["conditions"] = conditions
     plain = {**table, "name": f"plain{name}"}
     del plain["redirect_after_login"]
     return Settings.load(
@@ -103,14 +107,22 @@ def flow_settings(db: Any, name: str, issuer: str, hook: str, base_url: str) -> 
 
 
 @pytest.fixture
-def flow(db, iam_server) -> Iterator[Flow]:
+def app_conditions() -> dict[str, Any] | None:
+    """The application's login `conditions` (a test parametrizes it)."""
+    return None
+
+
+@pytest.fixture
+def flow(db, iam_server, app_conditions) -> Iterator[Flow]:
     name = f"wiki{uuid.uuid4().hex[:6]}"
     issuer = iam_server.url.rstrip("/")
     clock = FrozenClock(datetime.now(UTC))  # the provider signs with real time
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with WebhookReceiver().running() as hook:
-        services = Services.build(flow_settings(db, name, issuer, hook.url, url), db=db, clock=clock)
+        services = Services.build(
+            flow_settings(db, name, issuer, hook.url, url, app_conditions), db=db, clock=clock
+        )
         with serve(create_app(services=services), port=port):
             client = iam_server.models.Client(
                 client_id=name,
@@ -297,6 +309,23 @@ def test_the_documented_verification_example_runs(db, iam_server, flow):
     header, payload, sig = result.split(".")
     with pytest.raises(ValueError, match="not a valid"):
         namespace["SignInResults"](flow.url, flow.app).verify(f"{header}.{payload}.{sig[:-4]}AAAA")
+
+
+@pytest.mark.parametrize("app_conditions", [{"networks": ["10.0.0.0/8"]}])
+def test_login_conditions_check_the_browsers_address(db, iam_server, flow):
+    """The sign-in's login conditions see the browser (here 127.0.0.1), through `client_address`."""
+    user_name = f"erin{uuid.uuid4().hex[:6]}"
+    user_id = add_user(db, user_name, emails=[f"{user_name}@example.com"])
+    add_group(db, f"{flow.app}-users", [user_id])
+    user = iam_server.random_user(user_name=user_name, emails=[f"{user_name}@example.com"])
+    r, cookies = flow.start()
+    done = flow.callback(flow.authorize(r.headers["location"], user), cookies)
+    assert dict(done.params) == {"error": "condition_not_met"}
+    with db.read() as conn:
+        details = conn.execute(
+            sa.select(audit_log.c.details).where(audit_log.c.action == "login.refused")
+        ).scalar_one()
+    assert (details["condition"], details["clientIp"]) == ("network", "127.0.0.1")
 
 
 def test_apps_without_the_flow_answer_404(flow):

@@ -37,6 +37,7 @@ from scimjit.access.service import Access, SingleUse
 from scimjit.http.apidoc import AUTH_ERRORS, JSON, Json, body, doc, jit_errors, path, ref, resp
 from scimjit.http.auth import require
 from scimjit.http.body import read_json_object
+from scimjit.http.client import client_address
 from scimjit.http.jit.errors import Endpoint, json_response
 from scimjit.http.ratelimit import charge_client
 from scimjit.jiterrors import JitError
@@ -248,6 +249,7 @@ async def request_create(request: Request) -> Response:
         requested_by=actor,
         http_request_id=_request_id(request),
         once=once,
+        client_ip=client_address(request),  # the filer's address: the policy's network conditions
     )
     return json_response(doc, 201, {"Location": f"{request.url.path.rstrip('/')}/{doc['id']}"})
 

@@ -180,7 +180,18 @@ async def apps_list(request: Request) -> Response:
     return json_response({"applications": [a.summary() for a in engine.apps.values()]})
 
 
+@doc(
+    "Configured access policies, with their conditions and grant windows (admin)",
+    "Access",
+    {"200": resp("policies", {"type": "object"}, JSON), **jit_errors(401, 403, 429)},
+)
+async def policies_list(request: Request) -> Response:
+    require(request, ADMIN)
+    return json_response({"policies": [p.summary() for p in services(request).settings.jit.policies]})
+
+
 routes: list[BaseRoute] = [
     *(listing(name) for name in admin.VIEWS),
     Route("/apps", apps_list, methods=["GET"]),
+    Route("/policies", policies_list, methods=["GET"]),
 ]

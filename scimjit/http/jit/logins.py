@@ -2,8 +2,10 @@
 
 The application sends the user's ID token, or, for an application with an `[applications.saml]` table, the
 SAML Response its IdP posted (base64, as received; `in_response_to` the id of the AuthnRequest it sent, if
-any). scimjit verifies it, links or creates the user's account in the application and answers the roles.
-Refusals are `JitError`s with a stable reason code.
+any), and, for network conditions, the user's `client_ip` (the caller is the application's server, so the
+socket peer is not the user). scimjit verifies it, checks the application's login conditions, links or
+creates the user's account in the application and answers the roles. Refusals are `JitError`s with a stable
+reason code.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ LOGIN_REQUEST = {
         {
             "type": "object",
             "description": "OIDC: the user's ID token",
-            "properties": {"application": {"type": "string"}, "id_token": {"type": "string"}},
+            "properties": {
+                "application": {"type": "string"},
+                "id_token": {"type": "string"},
+                "client_ip": {
+                    "type": "string",
+                    "description": "the user's IP address as the application saw it (its login network conditions)",
+                },
+            },
             "required": ["application", "id_token"],
         },
         {
@@ -38,6 +47,10 @@ LOGIN_REQUEST = {
                 "application": {"type": "string"},
                 "saml_response": {"type": "string", "description": "the SAMLResponse form field, base64"},
                 "in_response_to": {"type": "string", "description": "the ID of the AuthnRequest sent"},
+                "client_ip": {
+                    "type": "string",
+                    "description": "the user's IP address as the application saw it (its login network conditions)",
+                },
             },
             "required": ["application", "saml_response"],
         },
@@ -61,6 +74,7 @@ async def login(request: Request) -> Response:
     principal: Principal = require(request, "login")
     payload = await read_json_object(request, MAX_LOGIN_BODY)
     application, id_token = payload.get("application"), payload.get("id_token")
+    client_ip = payload.get("client_ip")
     saml_response, in_response_to = payload.get("saml_response"), payload.get("in_response_to")
     if (
         not isinstance(application, str)
@@ -69,6 +83,8 @@ async def login(request: Request) -> Response:
         or (in_response_to is not None and (saml_response is None or not isinstance(in_response_to, str)))
     ):
         return error(400, "invalid_request", USAGE)
+    if client_ip is not None and not isinstance(client_ip, str):
+        return error(400, "invalid_request", "`client_ip` must be the user's IP address as a string")
     if "admin" not in principal.scopes and principal.application != application:
         return error(403, "wrong_application", f"this token may only log in to {principal.application!r}")
     request_id = request.scope.get("state", {}).get("request_id")
@@ -82,9 +98,12 @@ async def login(request: Request) -> Response:
                 in_response_to=in_response_to,
                 caller=principal.name,
                 request_id=request_id,
+                client_ip=client_ip,
             )
         else:
-            result = await engine.login(application, id_token, caller=principal.name, request_id=request_id)
+            result = await engine.login(
+                application, id_token, caller=principal.name, request_id=request_id, client_ip=client_ip
+            )
     except JitError as exc:
         if exc.status == 401:
             charge_client_failure(request)

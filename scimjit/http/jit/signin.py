@@ -44,6 +44,7 @@ from scimjit.delivery.signing import JWKS_MAX_AGE
 from scimjit.engine import JitEngine
 from scimjit.entitlement.apps import Application, check_url
 from scimjit.http.apidoc import JSON, doc, jit_errors, path, query, ref, resp
+from scimjit.http.client import client_address
 from scimjit.http.jit.errors import error
 from scimjit.http.ratelimit import charge_client
 from scimjit.jiterrors import JitError
@@ -289,7 +290,9 @@ async def _finish(request: Request, engine: JitEngine, app: Application, base: s
     ):
         raise JitError(401, "invalid_nonce", "the ID token's nonce is not this sign-in's")
     request_id = request.scope.get("state", {}).get("request_id")
-    result = await engine.login(app.name, id_token, caller="oidc-flow", request_id=request_id)
+    result = await engine.login(
+        app.name, id_token, caller="oidc-flow", request_id=request_id, client_ip=client_address(request)
+    )
     signed = await engine.db.run(_sign_result, engine, app, base, result.body, saved.get("app_nonce"))
     return {"result": signed}
 
