@@ -101,3 +101,29 @@ def test_an_account_that_loses_its_entitlement_revokes_the_sessions_of_that_appl
     ((type_, body),) = queued(db, stream)
     assert type_ == SESSION_REVOKED and body["application"] == "wiki"
     assert body["reason_admin"] == {"en": "Access to application wiki ended"}
+
+
+def test_an_idle_account_reclaimed_revokes_the_sessions_of_that_application(db, clock):
+    """Idle reclaim ends an account downstream like lost entitlement does, so a subscriber hears the same CAEP
+    session-revoked (scoped to the application), once, and nothing for users it did not subscribe to."""
+    raw = config(jit=POLICY.format(approvals=1))
+    raw["server"] = {"base_url": ISSUER}
+    raw["applications"][0]["idle_after"] = "30d"
+    access = make_access(db, clock, raw)
+    directory = Directory(db, clock, access)
+    stream = poll_stream(db, clock, SESSION_REVOKED)
+    alice, bob = directory.user("alice"), directory.user("bob")
+    directory.group("wiki-users", [alice, bob])
+    give_account(db, "wiki", alice)  # created at the epoch, never logged in since: idle
+    give_account(db, "wiki", bob)
+    subscribe(db, clock, stream, alice)
+    access.engine.signals.invalidate()
+    clear_outbox(db)
+
+    assert access.sweeper.sweep_once().idle_reclaimed == 2
+    assert queued(db, stream) == [
+        (SESSION_REVOKED, {"event_timestamp": int(clock.now().timestamp()), "initiating_entity": "policy",
+                           "reason_admin": {"en": "Access to application wiki ended"}, "application": "wiki"}),
+    ]  # fmt: skip
+    assert access.sweeper.sweep_once().idle_reclaimed == 0
+    assert len(queued(db, stream)) == 1
