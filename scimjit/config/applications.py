@@ -66,7 +66,7 @@ class SamlConfig(StrictModel):
 
     entity_id: str
     acs_url: str
-    idp_metadata: str | None = None  # path of the IdP's SAML metadata file (EntityDescriptor)
+    idp_metadata: str | None = None  # the IdP's SAML metadata (EntityDescriptor): a file path or an https URL
     idp_entity_id: str | None = None
     idp_certificates: Strings = ()  # PEM certificates whose keys may sign (several during a rollover)
     clock_skew: Duration | None = None  # None: the application's clock_skew, else the [jit] one
@@ -86,7 +86,7 @@ class SamlConfig(StrictModel):
             if self.idp_entity_id is not None or self.idp_certificates:
                 raise ValueError("set idp_metadata, or idp_entity_id with idp_certificates, not both")
             if not self.idp_metadata.strip():
-                raise ValueError("idp_metadata must be the path of the IdP's metadata file")
+                raise ValueError("idp_metadata must be the path or https URL of the IdP's metadata")
         elif not self.idp_entity_id or not self.idp_certificates:
             raise ValueError("set idp_metadata, or idp_entity_id with idp_certificates (PEM)")
         return self

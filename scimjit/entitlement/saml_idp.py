@@ -1,5 +1,6 @@
 """The SAML IdP an application trusts (`[applications.saml]`): entity id and signing certificates, from the
-IdP's metadata file or inline, read once when the applications are built so a bad file stops the start.
+IdP's metadata (a file, or a URL fetched over https) or inline, read once when the applications are built so a
+bad file or an unreachable URL stops the start instead of refusing every sign-in later.
 
 Also the one hardened XML parser both this module and the Response verifier (provisioning/saml.py) use: no
 DTD loading, no entity expansion, no network, no huge trees, and any document that declares a DTD at all
@@ -13,14 +14,17 @@ import binascii
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from cryptography import x509
 from lxml import etree
 
 from scimjit.config import ConfigError, SamlConfig
+from scimjit.config.values import check_url
 
 MD_NS = "urn:oasis:names:tc:SAML:2.0:metadata"
 DS_NS = "http://www.w3.org/2000/09/xmldsig#"
 MAX_METADATA_BYTES = 1024 * 1024
+METADATA_FETCH_TIMEOUT = 10.0  # seconds; at start only, so a slow IdP delays the start, never a sign-in
 
 
 class UnsafeXml(ValueError):
@@ -75,11 +79,10 @@ def load_idp(config: SamlConfig, where: str) -> SamlIdp:
     """The SamlIdp of one `[applications.saml]` table; ConfigError (naming `where`) when it cannot be read."""
     if config.idp_metadata is not None:
         if config.idp_metadata.startswith(("https://", "http://")):
-            raise ConfigError(
-                f"{where}: saml.idp_metadata is read from a file; save the IdP's metadata URL to one "
-                "(e.g. curl -o /etc/scimjit/idp-metadata.xml URL) and name its path"
-            )
-        entity_id, pems = _read_metadata(Path(config.idp_metadata), where)
+            data = _fetch_metadata(config.idp_metadata, where)
+        else:
+            data = _read_file(Path(config.idp_metadata), where)
+        entity_id, pems = _read_metadata(data, where)
     else:
         assert config.idp_entity_id is not None
         entity_id, pems = config.idp_entity_id, list(config.idp_certificates)
@@ -99,15 +102,44 @@ def load_idp(config: SamlConfig, where: str) -> SamlIdp:
     )
 
 
-def _read_metadata(path: Path, where: str) -> tuple[str, list[str]]:
-    """entityID and the signing certificates (as PEM) of an IdP's metadata: the KeyDescriptors of its
-    IDPSSODescriptor whose `use` is `signing` or unset (unset means both, SAML metadata §2.4.1.1)."""
+def _read_file(path: Path, where: str) -> bytes:
     try:
-        data = path.read_bytes()[: MAX_METADATA_BYTES + 1]
+        return path.read_bytes()[: MAX_METADATA_BYTES + 1]
     except OSError as exc:
         raise ConfigError(
             f"{where}: saml.idp_metadata {str(path)!r} cannot be read ({exc.strerror})"
         ) from None
+
+
+def _fetch_metadata(url: str, where: str) -> bytes:
+    """The IdP's metadata document from its URL: https (plain http on a loopback host only), no redirects
+    followed (a redirect is where a metadata URL would be swapped for another host's), at most
+    MAX_METADATA_BYTES read. Fetched once per start: the certificates an IdP rolls over to appear after a
+    restart, so an IdP's rollover (which publishes the new certificate beside the old one first) needs one."""
+    check_url(url, f"{where}: saml.idp_metadata")
+    try:
+        accept = {"Accept": "application/samlmetadata+xml, */*"}
+        with (
+            httpx.Client(timeout=METADATA_FETCH_TIMEOUT, follow_redirects=False) as client,
+            client.stream("GET", url, headers=accept) as r,
+        ):
+            if r.status_code != 200:
+                raise ConfigError(f"{where}: saml.idp_metadata {url} answered HTTP {r.status_code}")
+            data = b""
+            for chunk in r.iter_bytes():
+                data += chunk
+                if len(data) > MAX_METADATA_BYTES:
+                    break
+    except httpx.HTTPError as exc:
+        raise ConfigError(
+            f"{where}: saml.idp_metadata {url} cannot be fetched ({type(exc).__name__})"
+        ) from None
+    return data
+
+
+def _read_metadata(data: bytes, where: str) -> tuple[str, list[str]]:
+    """entityID and the signing certificates (as PEM) of an IdP's metadata: the KeyDescriptors of its
+    IDPSSODescriptor whose `use` is `signing` or unset (unset means both, SAML metadata §2.4.1.1)."""
     if len(data) > MAX_METADATA_BYTES:
         raise ConfigError(f"{where}: saml.idp_metadata is larger than {MAX_METADATA_BYTES} bytes")
     try:

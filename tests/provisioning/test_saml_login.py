@@ -320,7 +320,7 @@ def test_inline_idp_and_config_errors(db, clock, idp, hook, metadata, tmp_path):
         return str(excinfo.value)
 
     assert "cannot be read" in error(saml_config(str(tmp_path / "missing.xml"), hook.url))
-    assert "read from a file" in error(saml_config("https://idp.example.com/metadata", hook.url))
+    assert "must be an https:// URL" in error(saml_config("http://idp.example.com/metadata", hook.url))
     (tmp_path / "bad.xml").write_text(
         "<md:EntityDescriptor xmlns:md='urn:oasis:names:tc:SAML:2.0:metadata'/>"
     )
@@ -344,3 +344,42 @@ def test_an_attribute_named_email_needs_no_email_verified(db, clock, idp, hook, 
     assert engine.apps["wiki"].require_email_verified  # the default for an `email` match
     response = idp.response(clock.now(), name_id="opaque-2", attributes={"email": "alice@example.com"})
     assert login(engine, response).body["user"]["userName"] == "alice"
+
+
+def test_metadata_from_a_url_is_fetched_once_at_start(db, clock, idp, hook, directory):
+    """`idp_metadata` may be the IdP's metadata URL: fetched when the applications are built (a real local HTTP
+    server here), then sign-ins verify against its certificate. A redirect is not followed and an error answer
+    or an unreachable URL stops the start with a line naming the key."""
+    from tests.jit_helpers import _QuietHandler, _serve
+
+    fetched: list[str] = []
+
+    class Handler(_QuietHandler):
+        def do_GET(self) -> None:
+            fetched.append(self.path)
+            if self.path == "/metadata":
+                body, status = idp.metadata(), 200
+            elif self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", "/metadata")
+                self.end_headers()
+                return
+            else:
+                body, status = b"gone", 404
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    with _serve(Handler) as base:
+        engine = make_engine(db, clock, f"{base}/metadata", hook)
+        assert fetched == ["/metadata"]
+        assert login(engine, idp.response(clock.now())).body["account"]["status"] == "created"
+        assert fetched == ["/metadata"]  # a sign-in does not fetch it again
+        for path, expected in (("/moved", "answered HTTP 302"), ("/missing", "answered HTTP 404")):
+            with pytest.raises(ConfigError) as excinfo:
+                make_engine(db, clock, f"{base}{path}", hook)
+            assert "saml.idp_metadata" in str(excinfo.value) and expected in str(excinfo.value)
+    with pytest.raises(ConfigError) as excinfo:  # the server is gone now
+        make_engine(db, clock, f"{base}/metadata", hook)
+    assert "cannot be fetched" in str(excinfo.value)
