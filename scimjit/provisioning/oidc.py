@@ -291,3 +291,52 @@ def _find(keys: list[Key], alg: str, kid: str | None) -> Key | None:
     if kid is None and len(suitable) != 1:
         return None
     return suitable[0] if suitable else None
+
+
+async def exchange_code(
+    token_endpoint: str,
+    *,
+    client_id: str,
+    client_secret: str | None,
+    code: str,
+    verifier: str,
+    redirect_uri: str,
+    timeout: float,
+    issuer: str,
+) -> str:
+    """The ID token for an authorization code (OIDC code flow with PKCE), from the issuer's token endpoint.
+
+    One implementation for every browser sign-in scimjit runs (the applications' and the console's):
+    `client_secret_basic` when there is a secret, else a public client proving the code with PKCE alone;
+    redirects are not followed. Refusals are JitErrors the flows turn into their own answers: 503
+    `issuer_unavailable` (unreachable), 502 `code_exchange_failed` (refused, not JSON, no id_token)."""
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": redirect_uri,
+        "code_verifier": verifier,
+    }
+    auth = httpx.Auth()  # the base class sends the request unchanged
+    if client_secret is not None:
+        auth = httpx.BasicAuth(client_id, client_secret)  # client_secret_basic
+    else:
+        data["client_id"] = client_id  # a public client: PKCE alone
+    try:
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+            response = await client.post(
+                token_endpoint, data=data, auth=auth, headers={"Accept": "application/json"}
+            )
+    except httpx.HTTPError as exc:
+        log.warning("token endpoint of %s unreachable: %s", issuer, type(exc).__name__)
+        raise JitError(503, "issuer_unavailable", "the token endpoint cannot be reached now") from None
+    if response.status_code != 200:
+        log.info("code exchange refused by %s: HTTP %s", issuer, response.status_code)
+        raise JitError(502, "code_exchange_failed", f"the token endpoint answered {response.status_code}")
+    try:
+        tokens = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise JitError(502, "code_exchange_failed", "the token endpoint did not answer JSON") from None
+    id_token = tokens.get("id_token") if isinstance(tokens, dict) else None
+    if not isinstance(id_token, str):
+        raise JitError(502, "code_exchange_failed", "the token endpoint returned no id_token")
+    return id_token

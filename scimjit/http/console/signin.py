@@ -27,15 +27,13 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import httpx
-import orjson
 from starlette.requests import Request
 
 from scimjit.config import ConsoleConfig
 from scimjit.entitlement import identity
 from scimjit.entitlement.apps import Application, ConnectorConfig, MatchRule, check_url
 from scimjit.jiterrors import JitError
-from scimjit.provisioning.oidc import issuer_id
+from scimjit.provisioning.oidc import exchange_code, issuer_id
 from scimjit.services import Services
 from scimjit.store import signin_states, used_once
 from scimjit.store import users as user_store
@@ -156,7 +154,16 @@ async def finish(services: Services, config: ConsoleConfig, request: Request) ->
     if not code:
         raise JitError(400, "invalid_request", "the sign-in service sent no code")
     _, token_endpoint = await _endpoints(services, config)
-    id_token = await _exchange(services, config, token_endpoint, code, str(saved.get("verifier", "")))
+    id_token = await exchange_code(
+        token_endpoint,
+        client_id=config.client_id,
+        client_secret=config.client_secret,
+        code=code,
+        verifier=str(saved.get("verifier", "")),
+        redirect_uri=redirect_uri(services),
+        timeout=services.settings.jit.http_timeout,
+        issuer=config.issuer,
+    )
     app = client_of(config)
     claims = await services.engine.verifier.verify(app, id_token)
     nonce = claims.get("nonce")
@@ -184,38 +191,3 @@ async def finish(services: Services, config: ConsoleConfig, request: Request) ->
 
     user = await services.db.run(person)
     return user, str(saved.get("next") or "/console/")
-
-
-async def _exchange(
-    services: Services, config: ConsoleConfig, token_endpoint: str, code: str, verifier: str
-) -> str:
-    data = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": redirect_uri(services),
-        "code_verifier": verifier,
-    }
-    auth = httpx.Auth()  # the base class sends the request unchanged
-    if config.client_secret is not None:
-        auth = httpx.BasicAuth(config.client_id, config.client_secret)  # client_secret_basic
-    else:
-        data["client_id"] = config.client_id  # a public client: PKCE alone
-    try:
-        async with httpx.AsyncClient(timeout=services.settings.jit.http_timeout) as client:
-            response = await client.post(
-                token_endpoint, data=data, auth=auth, headers={"Accept": "application/json"}
-            )
-    except httpx.HTTPError as exc:
-        log.warning("token endpoint of %s unreachable: %s", config.issuer, type(exc).__name__)
-        raise JitError(503, "issuer_unavailable", "the sign-in service cannot be reached now") from None
-    if response.status_code != 200:
-        log.info("console code exchange refused: HTTP %s", response.status_code)
-        raise JitError(401, "code_exchange_failed", "the sign-in service refused the code")
-    try:
-        tokens = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        raise JitError(502, "code_exchange_failed", "the sign-in service did not answer JSON") from None
-    id_token = tokens.get("id_token") if isinstance(tokens, dict) else None
-    if not isinstance(id_token, str):
-        raise JitError(502, "code_exchange_failed", "the sign-in service returned no ID token")
-    return id_token

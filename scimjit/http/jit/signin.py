@@ -33,7 +33,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import httpx
 import orjson
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -48,6 +47,7 @@ from scimjit.http.client import client_address
 from scimjit.http.jit.errors import error
 from scimjit.http.ratelimit import charge_client
 from scimjit.jiterrors import JitError
+from scimjit.provisioning.oidc import exchange_code
 from scimjit.store import signin_states
 from scimjit.store.db import Database
 
@@ -282,7 +282,16 @@ async def _finish(request: Request, engine: JitEngine, app: Application, base: s
     if not code:
         raise JitError(400, "invalid_request", "the callback has no code")
     endpoints = await _endpoints(engine, app)
-    id_token = await _exchange(engine, app, endpoints, code, str(saved.get("verifier", "")), base)
+    id_token = await exchange_code(
+        endpoints.token,
+        client_id=app.client_id,
+        client_secret=app.client_secret,
+        code=code,
+        verifier=str(saved.get("verifier", "")),
+        redirect_uri=_callback_uri(base, app),
+        timeout=engine.config.http_timeout,
+        issuer=app.issuer,
+    )
     claims = await engine.verifier.verify(app, id_token)  # a refused token is a JitError with its reason
     nonce = claims.get("nonce")
     if not isinstance(nonce, str) or not hmac.compare_digest(
@@ -316,41 +325,6 @@ def _sign_result(
     if isinstance(app_nonce, str):
         claims["nonce"] = app_nonce
     return engine.signer.sign(claims, typ=RESULT_TYPE)
-
-
-async def _exchange(
-    engine: JitEngine, app: Application, endpoints: _Endpoints, code: str, verifier: str, base: str
-) -> str:
-    data = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": _callback_uri(base, app),
-        "code_verifier": verifier,
-    }
-    auth = httpx.Auth()  # the base class sends the request unchanged
-    if app.client_secret is not None:
-        auth = httpx.BasicAuth(app.client_id, app.client_secret)  # client_secret_basic
-    else:
-        data["client_id"] = app.client_id  # a public client: PKCE alone
-    try:
-        async with httpx.AsyncClient(timeout=engine.config.http_timeout, follow_redirects=False) as client:
-            response = await client.post(
-                endpoints.token, data=data, auth=auth, headers={"Accept": "application/json"}
-            )
-    except httpx.HTTPError as exc:
-        log.warning("token endpoint of %s unreachable: %s", app.issuer, type(exc).__name__)
-        raise JitError(503, "issuer_unavailable", "the token endpoint cannot be reached now") from None
-    if response.status_code != 200:
-        log.info("code exchange refused by %s: HTTP %s", app.issuer, response.status_code)
-        raise JitError(502, "code_exchange_failed", f"the token endpoint answered {response.status_code}")
-    try:
-        tokens = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        raise JitError(502, "code_exchange_failed", "the token endpoint did not answer JSON") from None
-    id_token = tokens.get("id_token") if isinstance(tokens, dict) else None
-    if not isinstance(id_token, str):
-        raise JitError(502, "code_exchange_failed", "the token endpoint returned no id_token")
-    return id_token
 
 
 JWK_SET = "application/jwk-set+json"  # RFC 7517 §8.5
