@@ -27,6 +27,20 @@ ASYMMETRIC_ALGORITHMS = (
     "EdDSA",
 )
 
+
+def asymmetric_only(value: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """The one check of every `algorithms` list (applications, the console, authorization servers): a
+    non-empty choice among ASYMMETRIC_ALGORITHMS, so a token is only ever checked with its issuer's public
+    keys, never `none` and never HMAC (where a public key would become the shared secret)."""
+    bad = [a for a in value if a not in ASYMMETRIC_ALGORITHMS]
+    if bad or not value:
+        raise ValueError(
+            f"{bad or '[]'} not allowed; choose from {', '.join(ASYMMETRIC_ALGORITHMS)} "
+            f"(never `none`, never HMAC: {what} are checked with the issuer's public keys)"
+        )
+    return value
+
+
 # SCIM attribute a claim may be matched to (canonical spelling by lower-cased name).
 MATCH_ATTRIBUTES = {
     "username": "userName",
@@ -190,13 +204,7 @@ class ApplicationConfig(StrictModel):
     @field_validator("algorithms")
     @classmethod
     def _algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [a for a in value if a not in ASYMMETRIC_ALGORITHMS]
-        if bad or not value:
-            raise ValueError(
-                f"{bad or '[]'} not allowed; choose from {', '.join(ASYMMETRIC_ALGORITHMS)} "
-                "(never `none`, never HMAC: ID tokens are checked with the issuer's public keys)"
-            )
-        return value
+        return asymmetric_only(value, "ID tokens")
 
     @field_validator("scopes")
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from scimjit.config.applications import ASYMMETRIC_ALGORITHMS
+from scimjit.config.applications import ASYMMETRIC_ALGORITHMS, asymmetric_only
 from scimjit.config.values import Duration, Names, StrictModel, Strings, https_url, show
 
 # The scimjit scopes a mapping may grant (store/tokens.py SCOPES; repeated here: config imports no store).
@@ -48,13 +48,7 @@ class AuthorizationServerConfig(StrictModel):
     @field_validator("algorithms")
     @classmethod
     def _algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [a for a in value if a not in ASYMMETRIC_ALGORITHMS]
-        if bad or not value:
-            raise ValueError(
-                f"{bad or '[]'} not allowed; choose from {', '.join(ASYMMETRIC_ALGORITHMS)} "
-                "(never `none`, never HMAC: access tokens are checked with the issuer's public keys)"
-            )
-        return value
+        return asymmetric_only(value, "access tokens")
 
     @field_validator("scopes", "clients")
     @classmethod

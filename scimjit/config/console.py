@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from scimjit.config.applications import ASYMMETRIC_ALGORITHMS, DEFAULT_SCOPES, MatchConfig
+from scimjit.config.applications import ASYMMETRIC_ALGORITHMS, DEFAULT_SCOPES, MatchConfig, asymmetric_only
 from scimjit.config.values import Duration, Names, StrictModel, Strings, https_url
 
 
@@ -53,9 +53,7 @@ class ConsoleConfig(StrictModel):
     @field_validator("algorithms")
     @classmethod
     def _algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value or any(a not in ASYMMETRIC_ALGORITHMS for a in value):
-            raise ValueError(f"choose from {', '.join(ASYMMETRIC_ALGORITHMS)} (asymmetric only)")
-        return value
+        return asymmetric_only(value, "ID tokens")
 
     @model_validator(mode="after")
     def _lifetime(self) -> ConsoleConfig:
