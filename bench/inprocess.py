@@ -10,7 +10,6 @@ This is the A/B tool for hot-path changes on a shared machine: run it on two wor
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import io
 import os

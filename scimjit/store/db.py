@@ -47,6 +47,9 @@ DEFAULT_INLINE_BUDGET = 0.020  # seconds a SQLite read may hold the event loop b
 # for nothing: deadlines of milliseconds need no finer check.
 _PROGRESS_STEPS = 50_000
 UNBOUNDED = "scimjit_unbounded"  # execution option: no statement time limit (schema migrations)
+_AUTOCOMMIT = (
+    "scimjit_autocommit"  # execution option (SQLite): no BEGIN, for a single read statement (`single`)
+)
 _STATE = "scimjit_deadline"  # key of a SQLite connection's `_Deadline` in its pool record's info
 
 
@@ -176,6 +179,17 @@ class Database:
             yield conn
 
     @contextmanager
+    def single(self) -> Iterator[sa.Connection]:
+        """A connection for work that is ONE read statement: it needs no transaction around it, since a single
+        statement reads one snapshot on both databases. So no BEGIN/COMMIT round trip: SQLite runs it in
+        autocommit (its own implicit read transaction), PostgreSQL in AUTOCOMMIT (no REPEATABLE READ set-up,
+        no BEGIN, no ROLLBACK at check-in). The hottest reads use it (`GET /Users/{id}`: the user and its live
+        groups in one statement). Only ever for reads: nothing written here would be in a transaction."""
+        options: dict[str, Any] = {_AUTOCOMMIT: True} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"}
+        with self._bounded(), self.engine.connect().execution_options(**options) as conn:
+            yield conn
+
+    @contextmanager
     def _bounded(self) -> Iterator[None]:
         """Turn a statement stopped by its time limit into `400 tooMany` (or, for the inline budget, into
         `_BudgetSpent` for `run`), after the transaction inside has rolled back."""
@@ -278,8 +292,10 @@ def _configure_sqlite(engine: sa.Engine, statement_timeout: float) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        write = conn.get_execution_options().get("scimjit_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get(_AUTOCOMMIT, False):
+            return  # `Database.single`: the statement is its own (implicit) transaction
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("scimjit_write", False) else "BEGIN")
 
 
 def _configure_postgresql(engine: sa.Engine, statement_timeout: float) -> None:

@@ -112,16 +112,26 @@ def check_precondition(if_match: str | None, version: int) -> None:
 
 
 def read_one(ctx: Context, kind: str, resource_id: str) -> tuple[dict[str, Any], int]:
+    if kind == USER:
+        return _read_user(ctx, resource_id)
     with ctx.db.read() as conn:
-        if kind == USER:
-            row = user_rows.get(conn, resource_id)
-            if row is None:
-                raise not_found(f"User {resource_id} not found")
-            return render_users(conn, ctx, [row])[0], row.version
         row = group_rows.get(conn, resource_id)
         if row is None:
             raise not_found(f"Group {resource_id} not found")
         return render_groups(conn, ctx, [row])[0], row.version
+
+
+def _read_user(ctx: Context, user_id: str) -> tuple[dict[str, Any], int]:
+    """`GET /Users/{id}`, the hottest read: one statement (the user with its live groups), no transaction."""
+    with ctx.db.single() as conn:
+        if ctx.projection.wants("groups"):
+            found = user_rows.get_with_groups(conn, user_id, ctx.now_micros)
+            row, group_list = found if found is not None else (None, None)
+        else:
+            row, group_list = user_rows.get(conn, user_id), None
+    if row is None:
+        raise not_found(f"User {user_id} not found")
+    return user_rows.render(row, ctx.base_url, group_list), row.version
 
 
 def render_users(conn: sa.Connection, ctx: Context, rows: list[Any]) -> list[dict[str, Any]]:

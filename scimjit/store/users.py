@@ -38,6 +38,22 @@ _GROUPS_OF_ONE = (
     .distinct()
     .order_by(groups.c.display_name, groups.c.id)
 )
+# The user and its live direct groups in ONE statement (so `Database.single`, no transaction, reads one
+# snapshot): one row per distinct live group, ordered as `_GROUPS_OF_ONE` orders them, or one row with NULL
+# group columns for a user in no group. Liveness is `expires_at > now` at read time, as everywhere.
+_LIVE_OF_ONE = (
+    sa.select(groups.c.id.label("gid"), groups.c.display_name.label("gname"))
+    .join(groups, groups.c.pk == memberships.c.group_pk)
+    .where(memberships.c.member_id == sa.bindparam("id"), live(sa.bindparam("now")))
+    .distinct()
+    .subquery("live_groups")
+)
+_GET_WITH_GROUPS = (
+    sa.select(users, _LIVE_OF_ONE.c.gid, _LIVE_OF_ONE.c.gname)
+    .outerjoin(_LIVE_OF_ONE, sa.true())
+    .where(users.c.id == sa.bindparam("id"))
+    .order_by(_LIVE_OF_ONE.c.gname, _LIVE_OF_ONE.c.gid)
+)
 
 
 _USER_NAME_OWNER = sa.select(users.c.pk).where(users.c.user_name_ci == sa.bindparam("name"))
@@ -47,6 +63,17 @@ _INSERT_VALUES = user_values.insert()
 
 def get(conn: sa.Connection, user_id: str, *, for_update: bool = False) -> Any:
     return conn.execute(_GET_FOR_UPDATE if for_update else _GET, {"id": user_id}).first()
+
+
+def get_with_groups(
+    conn: sa.Connection, user_id: str, now_micros: int
+) -> tuple[Any, list[tuple[str, str]]] | None:
+    """The user's row and its live direct groups [(group id, displayName)] (what `groups_of` answers for one
+    user), read by one statement; None when there is no such user."""
+    rows = conn.execute(_GET_WITH_GROUPS, {"id": user_id, "now": now_micros}).all()
+    if not rows:
+        return None
+    return rows[0], [(r.gid, r.gname) for r in rows if r.gid is not None]
 
 
 def lock(conn: sa.Connection, user_ids: Iterable[str], *, members_of: int | None = None) -> None:
