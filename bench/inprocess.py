@@ -153,7 +153,7 @@ def _profile(loop: Any, app: Any, batch: list[tuple[dict[str, Any], bytes]]) -> 
     run: Callable[[], Any] = lambda: loop.run_until_complete(_measure(app, batch))  # noqa: E731
     profiler.runcall(run)
     out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(45)
+    pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("SORT", "cumulative")).print_stats(45)
     print(out.getvalue())
 
 

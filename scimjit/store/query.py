@@ -98,7 +98,9 @@ def _total(conn: sa.Connection, query: _Query) -> int:
     return int(conn.execute(count).scalar_one())
 
 
-def _cursor_page(conn: sa.Connection, query: _Query, position: tuple[str, list[Any]] | None, size: int) -> Page:
+def _cursor_page(
+    conn: sa.Connection, query: _Query, position: tuple[str, list[Any]] | None, size: int
+) -> Page:
     """A cursor page. From the first page, a page that is not full is every match, so it is the count too."""
     if size == 0:
         return Page(_total(conn, query), [], None)
