@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -37,8 +38,9 @@ import sqlalchemy as sa
 
 from scimjit.scim.errors import ScimError, invalid_value
 from scimjit.scim.filter import parse_filter
-from scimjit.scim.predicate import Predicate
-from scimjit.scim.schema import AttrRef, Registry, ResourceType, UnknownAttribute
+from scimjit.scim.identifiers import literal_key
+from scimjit.scim.predicate import Compare, Predicate
+from scimjit.scim.schema import USER_URN, AttrRef, Registry, ResourceType, UnknownAttribute
 from scimjit.store.filters import compile_filter, sort_key, table_of
 
 _MAC_SIZE = 12
@@ -88,6 +90,35 @@ def search(
         known = start - 1 + len(rows) if size and (rows or start == 1) and len(rows) < size else None
         return Page(_total(conn, query) if known is None else known, rows, start)
     return _cursor_page(conn, query, position, size)
+
+
+def user_name_lookup(
+    registry: Registry, rt: ResourceType, params: SearchParams
+) -> tuple[SearchParams, str | None]:
+    """`params` with its filter parsed, and the userName key when the search is a lookup of one user by
+    userName (`filter=userName eq "..."`, first page, no sort, no cursor): Entra's and Okta's question before
+    each create. userName is unique by that key, so the answer is at most one user and its own count; the
+    caller reads it with one prebuilt statement (`store.users.by_name`) instead of a search."""
+    predicate = _predicate(registry, rt, params)
+    parsed = dataclasses.replace(params, filter=predicate)
+    if not (
+        isinstance(predicate, Compare)
+        and predicate.op == "eq"
+        and isinstance(predicate.value, str)
+        and predicate.ref.schema == USER_URN
+        and predicate.ref.attr.name == "userName"
+        and predicate.ref.sub is None
+        and rt.name == "User"
+        and params.cursor is None
+        and not params.sort_by
+        and not params.sort_order
+        and (params.start_index or 1) <= 1
+        and _page_size(params) > 0
+    ):
+        return parsed, None
+    return parsed, literal_key(
+        predicate.value
+    ) or None  # a key PRECIS refuses matches none: the search says so
 
 
 def _total(conn: sa.Connection, query: _Query) -> int:

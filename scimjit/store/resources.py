@@ -26,6 +26,7 @@ from scimjit.store import users as user_rows
 from scimjit.store.db import Database
 from scimjit.store.events import ChangeListener
 from scimjit.store.passwords import hash_password_off_loop
+from scimjit.store.query import Page
 
 USER, GROUP = "User", "Group"
 T = TypeVar("T")
@@ -132,6 +133,19 @@ def _read_user(ctx: Context, user_id: str) -> tuple[dict[str, Any], int]:
     if row is None:
         raise not_found(f"User {user_id} not found")
     return user_rows.render(row, ctx.base_url, group_list), row.version
+
+
+def lookup_user(ctx: Context, user_name_key: str) -> tuple[Page, list[dict[str, Any]]]:
+    """The page of a `userName eq` search (`store.query.user_name_lookup`): the one user with that key, or
+    none, and its own count, read by one statement with no transaction."""
+    with ctx.db.single() as conn:
+        found = user_rows.by_name(
+            conn, user_name_key, ctx.now_micros, with_groups=ctx.projection.wants("groups")
+        )
+    if found is None:
+        return Page(0, [], 1), []
+    row, group_list = found
+    return Page(1, [row], 1), [user_rows.render(row, ctx.base_url, group_list)]
 
 
 def render_users(conn: sa.Connection, ctx: Context, rows: list[Any]) -> list[dict[str, Any]]:

@@ -132,3 +132,30 @@ def test_a_page_that_is_not_full_is_its_own_count(db, registry, clock):
         db, registry, clock, cursor=_search(db, registry, clock, cursor="", count=3).next_cursor, count=3
     )
     assert following.total == 5 and [r.user_name for r in following.rows] == ["dan", "eve"]
+
+
+def test_a_user_name_lookup_is_one_statement_and_exact(db, registry, clock):
+    from scimjit.http.listing import fetch_page
+    from scimjit.store.query import SearchParams
+
+    ctx = _ctx(db, registry, clock)
+    uid = str(ops.create_user(ctx, {"schemas": [USER_URN], "userName": "Kate"}).document["id"])
+    ops.create_user(ctx, {"schemas": [USER_URN], "userName": "kate2"})
+    gid = _group(db, registry, clock, "staff", [uid])
+    _group(db, registry, clock, "brief", [uid], membershipTTL=30)
+    clock.advance(30)  # "brief" expired at this instant, not swept
+    with Statements(db.engine) as seen:
+        page, docs = fetch_page(_ctx(db, registry, clock), "User", SearchParams(filter='userName eq "KATE"'))
+    assert len(seen) == 1, seen  # before: BEGIN, COUNT, the page, its groups
+    assert page.total == 1 and page.start_index == 1
+    assert [d["id"] for d in docs] == [uid] and [g["value"] for g in docs[0]["groups"]] == [gid]
+    page, docs = fetch_page(ctx, "User", SearchParams(filter='userName eq "nobody"'))
+    assert (page.total, docs) == (0, [])
+    # not a plain lookup: the general search answers, with the same result
+    for params in (
+        SearchParams(filter='userName eq "kate"', start_index=2),
+        SearchParams(filter='userName eq "kate"', sort_by="userName"),
+        SearchParams(filter='userName eq "kate"', count=0),
+    ):
+        page, docs = fetch_page(ctx, "User", params)
+        assert page.total == 1 and len(docs) == (0 if params.count == 0 or params.start_index == 2 else 1)
