@@ -11,6 +11,11 @@ the loop goes on answering `/healthz`, `GET /Users/{id}` and the login hook. Onl
 are idempotent): once the work opens a write transaction the budget is off for the rest of it, so a write is
 never run twice. An aborted read has written nothing, so running it again is safe.
 
+Transactions. `write()` is a write transaction (BEGIN IMMEDIATE on SQLite), `read()` a read-only one with one
+snapshot for several statements (count + page), and `single()` no transaction at all, for work that is one
+read statement: a single statement reads one snapshot on both databases, so it needs no BEGIN/COMMIT round
+trip (the hottest reads, `GET /Users/{id}` and the `userName eq` lookup, are built that way).
+
 Cost bound. Every statement has `statement_timeout` seconds (0: none). SQLite's progress handler checks the
 deadline every `_PROGRESS_STEPS` virtual machine instructions; PostgreSQL gets its own `statement_timeout`
 on each connection. Over it, the transaction rolls back whole and `read` / `write` raise the SCIM error
