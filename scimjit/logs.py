@@ -11,6 +11,7 @@ are masked with `scimjit.redact`, so a token pasted into an error message never 
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -30,8 +31,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": f"{_second(int(record.created))}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": mask(record.getMessage()),
@@ -48,6 +48,12 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exc"] = mask(self.formatException(record.exc_info))
         return orjson.dumps(line, default=str).decode()
+
+
+@functools.lru_cache(maxsize=4)
+def _second(epoch_second: int) -> str:
+    """RFC 3339 UTC up to the second: the same for every line of that second, so formatted once."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_second))
 
 
 def _clean(value: Any) -> Any:

@@ -73,10 +73,10 @@ async def readyz(request: Request) -> Response:
 
 
 def scim_routes() -> list[BaseRoute]:
-    return [
-        *discovery.routes,
+    return [  # the router tries routes in order: Users and Groups, the hot paths, first
         *resources.endpoints("User"),
         *resources.endpoints("Group"),
+        *discovery.routes,
         Route("/.search", root_search, methods=["POST"]),
         Route("/Bulk", bulk, methods=["POST"]),
     ]

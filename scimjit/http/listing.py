@@ -12,7 +12,7 @@ from scimjit.http.responses import LIST_RESPONSE_URN, scim_response
 from scimjit.scim.errors import invalid_value
 from scimjit.scim.projection import apply
 from scimjit.store import resources as ops
-from scimjit.store.query import SearchParams, search
+from scimjit.store.query import SearchParams, search, user_name_lookup
 
 PARAMS = (
     "filter",
@@ -67,6 +67,9 @@ def search_params(request: Request, params: dict[str, Any]) -> SearchParams:
 
 def fetch_page(ctx: ops.Context, kind: str, params: SearchParams) -> tuple[Any, list[dict[str, Any]]]:
     rt = ctx.registry.resource_type(kind)
+    params, user_name_key = user_name_lookup(ctx.registry, rt, params)
+    if user_name_key is not None:
+        return ops.lookup_user(ctx, user_name_key)
     with ctx.db.read() as conn:
         page = search(conn, ctx.registry, rt, params, ctx.now_micros)
         render = ops.render_users if kind == ops.USER else ops.render_groups

@@ -124,8 +124,16 @@ class ObservabilityMiddleware:
             if self.request_log and access_log.isEnabledFor(logging.INFO):
                 principal = state.get("principal")
                 client = scope.get("client")
-                access_log.info(
+                # makeRecord + handle is what `info` does, without its look up the stack for the caller's
+                # file and line (the request log's are always this line): a third of the line's cost
+                record = access_log.makeRecord(
+                    access_log.name,
+                    logging.INFO,
+                    __file__,
+                    0,
                     "request",
+                    (),
+                    None,
                     extra={
                         "fields": {
                             "request_id": request_id,
@@ -139,6 +147,7 @@ class ObservabilityMiddleware:
                         }
                     },
                 )
+                access_log.handle(record)
 
     def _observe(self, method: str, route: str, status: int, elapsed: float) -> None:
         """Update the two HTTP metrics; the labelled children are cached (labels() validates each call)."""

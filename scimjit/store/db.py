@@ -11,6 +11,11 @@ the loop goes on answering `/healthz`, `GET /Users/{id}` and the login hook. Onl
 are idempotent): once the work opens a write transaction the budget is off for the rest of it, so a write is
 never run twice. An aborted read has written nothing, so running it again is safe.
 
+Transactions. `write()` is a write transaction (BEGIN IMMEDIATE on SQLite), `read()` a read-only one with one
+snapshot for several statements (count + page), and `single()` no transaction at all, for work that is one
+read statement: a single statement reads one snapshot on both databases, so it needs no BEGIN/COMMIT round
+trip (the hottest reads, `GET /Users/{id}` and the `userName eq` lookup, are built that way).
+
 Cost bound. Every statement has `statement_timeout` seconds (0: none). SQLite's progress handler checks the
 deadline every `_PROGRESS_STEPS` virtual machine instructions; PostgreSQL gets its own `statement_timeout`
 on each connection. Over it, the transaction rolls back whole and `read` / `write` raise the SCIM error
@@ -47,6 +52,9 @@ DEFAULT_INLINE_BUDGET = 0.020  # seconds a SQLite read may hold the event loop b
 # for nothing: deadlines of milliseconds need no finer check.
 _PROGRESS_STEPS = 50_000
 UNBOUNDED = "scimjit_unbounded"  # execution option: no statement time limit (schema migrations)
+_AUTOCOMMIT = (
+    "scimjit_autocommit"  # execution option (SQLite): no BEGIN, for a single read statement (`single`)
+)
 _STATE = "scimjit_deadline"  # key of a SQLite connection's `_Deadline` in its pool record's info
 
 
@@ -176,6 +184,17 @@ class Database:
             yield conn
 
     @contextmanager
+    def single(self) -> Iterator[sa.Connection]:
+        """A connection for work that is ONE read statement: it needs no transaction around it, since a single
+        statement reads one snapshot on both databases. So no BEGIN/COMMIT round trip: SQLite runs it in
+        autocommit (its own implicit read transaction), PostgreSQL in AUTOCOMMIT (no REPEATABLE READ set-up,
+        no BEGIN, no ROLLBACK at check-in). The hottest reads use it (`GET /Users/{id}`: the user and its live
+        groups in one statement). Only ever for reads: nothing written here would be in a transaction."""
+        options: dict[str, Any] = {_AUTOCOMMIT: True} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"}
+        with self._bounded(), self.engine.connect().execution_options(**options) as conn:
+            yield conn
+
+    @contextmanager
     def _bounded(self) -> Iterator[None]:
         """Turn a statement stopped by its time limit into `400 tooMany` (or, for the inline budget, into
         `_BudgetSpent` for `run`), after the transaction inside has rolled back."""
@@ -278,8 +297,10 @@ def _configure_sqlite(engine: sa.Engine, statement_timeout: float) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        write = conn.get_execution_options().get("scimjit_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get(_AUTOCOMMIT, False):
+            return  # `Database.single`: the statement is its own (implicit) transaction
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("scimjit_write", False) else "BEGIN")
 
 
 def _configure_postgresql(engine: sa.Engine, statement_timeout: float) -> None:

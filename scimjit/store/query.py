@@ -2,7 +2,9 @@
 database.
 
 `totalResults` is an exact COUNT in the caller's read transaction (`Database.read` holds one snapshot for the
-count and the page). Rows are ordered by the sort key and then by primary key, a total order, so pages never
+count and the page). The page is read first: when it is not full (and starts at the first match, or holds
+some), it ends at the last match, so the count is known without a COUNT statement. That is every search for
+one user by a unique attribute (`userName eq`, Entra's and Okta's lookup before each create). Rows are ordered by the sort key and then by primary key, a total order, so pages never
 overlap or skip. A missing sort value sorts last ascending and first descending (RFC 7644 §3.4.2.3).
 
 Index paging: `startIndex` (1-based; below 1 means 1) and `count` (negative means 0; 0 returns totalResults
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -35,8 +38,9 @@ import sqlalchemy as sa
 
 from scimjit.scim.errors import ScimError, invalid_value
 from scimjit.scim.filter import parse_filter
-from scimjit.scim.predicate import Predicate
-from scimjit.scim.schema import AttrRef, Registry, ResourceType, UnknownAttribute
+from scimjit.scim.identifiers import literal_key
+from scimjit.scim.predicate import Compare, Predicate
+from scimjit.scim.schema import USER_URN, AttrRef, Registry, ResourceType, UnknownAttribute
 from scimjit.store.filters import compile_filter, sort_key, table_of
 
 _MAC_SIZE = 12
@@ -80,22 +84,57 @@ def search(
     if params.cursor is not None and params.start_index is not None:
         raise invalid_value("startIndex and cursor select different kinds of paging: send one of them")
     position = None if params.cursor is None else query.decode(params.cursor)
-    count = sa.select(sa.func.count()).select_from(query.table)
-    if query.filtered:  # `WHERE 1 = 1` would cost SQLite its fast whole-table count
-        count = count.where(query.where)
-    total = conn.execute(count).scalar_one()
     if params.cursor is None:
         start = min(max(params.start_index or 1, 1), MAX_START_INDEX)
         rows = list(conn.execute(query.page(size).offset(start - 1))) if size else []
-        return Page(total, rows, start)
-    return _cursor_page(conn, query, position, size, total)
+        known = start - 1 + len(rows) if size and (rows or start == 1) and len(rows) < size else None
+        return Page(_total(conn, query) if known is None else known, rows, start)
+    return _cursor_page(conn, query, position, size)
+
+
+def user_name_lookup(
+    registry: Registry, rt: ResourceType, params: SearchParams
+) -> tuple[SearchParams, str | None]:
+    """`params` with its filter parsed, and the userName key when the search is a lookup of one user by
+    userName (`filter=userName eq "..."`, first page, no sort, no cursor): Entra's and Okta's question before
+    each create. userName is unique by that key, so the answer is at most one user and its own count; the
+    caller reads it with one prebuilt statement (`store.users.by_name`) instead of a search."""
+    predicate = _predicate(registry, rt, params)
+    parsed = dataclasses.replace(params, filter=predicate)
+    if not (
+        isinstance(predicate, Compare)
+        and predicate.op == "eq"
+        and isinstance(predicate.value, str)
+        and predicate.ref.schema == USER_URN
+        and predicate.ref.attr.name == "userName"
+        and predicate.ref.sub is None
+        and rt.name == "User"
+        and params.cursor is None
+        and not params.sort_by
+        and not params.sort_order
+        and (params.start_index or 1) <= 1
+        and _page_size(params) > 0
+    ):
+        return parsed, None
+    return parsed, literal_key(
+        predicate.value
+    ) or None  # a key PRECIS refuses matches none: the search says so
+
+
+def _total(conn: sa.Connection, query: _Query) -> int:
+    """totalResults: an exact COUNT, in the caller's transaction (the page's snapshot)."""
+    count = sa.select(sa.func.count()).select_from(query.table)
+    if query.filtered:  # `WHERE 1 = 1` would cost SQLite its fast whole-table count
+        count = count.where(query.where)
+    return int(conn.execute(count).scalar_one())
 
 
 def _cursor_page(
-    conn: sa.Connection, query: _Query, position: tuple[str, list[Any]] | None, size: int, total: int
+    conn: sa.Connection, query: _Query, position: tuple[str, list[Any]] | None, size: int
 ) -> Page:
+    """A cursor page. From the first page, a page that is not full is every match, so it is the count too."""
     if size == 0:
-        return Page(total, [], None)
+        return Page(_total(conn, query), [], None)
     if position is None:
         stmt = query.page(size)
     elif position[0] == _AFTER:
@@ -103,6 +142,7 @@ def _cursor_page(
     else:
         stmt = query.page_before(position[1], size)
     rows = list(conn.execute(stmt))
+    total = len(rows) if position is None and len(rows) < size else _total(conn, query)
     if not rows:
         return Page(total, [], None)
     first, last = query.positions(conn, rows[0], rows[-1])

@@ -26,6 +26,7 @@ from scimjit.store import users as user_rows
 from scimjit.store.db import Database
 from scimjit.store.events import ChangeListener
 from scimjit.store.passwords import hash_password_off_loop
+from scimjit.store.query import Page
 
 USER, GROUP = "User", "Group"
 T = TypeVar("T")
@@ -112,16 +113,39 @@ def check_precondition(if_match: str | None, version: int) -> None:
 
 
 def read_one(ctx: Context, kind: str, resource_id: str) -> tuple[dict[str, Any], int]:
+    if kind == USER:
+        return _read_user(ctx, resource_id)
     with ctx.db.read() as conn:
-        if kind == USER:
-            row = user_rows.get(conn, resource_id)
-            if row is None:
-                raise not_found(f"User {resource_id} not found")
-            return render_users(conn, ctx, [row])[0], row.version
         row = group_rows.get(conn, resource_id)
         if row is None:
             raise not_found(f"Group {resource_id} not found")
         return render_groups(conn, ctx, [row])[0], row.version
+
+
+def _read_user(ctx: Context, user_id: str) -> tuple[dict[str, Any], int]:
+    """`GET /Users/{id}`, the hottest read: one statement (the user with its live groups), no transaction."""
+    with ctx.db.single() as conn:
+        if ctx.projection.wants("groups"):
+            found = user_rows.get_with_groups(conn, user_id, ctx.now_micros)
+            row, group_list = found if found is not None else (None, None)
+        else:
+            row, group_list = user_rows.get(conn, user_id), None
+    if row is None:
+        raise not_found(f"User {user_id} not found")
+    return user_rows.render(row, ctx.base_url, group_list), row.version
+
+
+def lookup_user(ctx: Context, user_name_key: str) -> tuple[Page, list[dict[str, Any]]]:
+    """The page of a `userName eq` search (`store.query.user_name_lookup`): the one user with that key, or
+    none, and its own count, read by one statement with no transaction."""
+    with ctx.db.single() as conn:
+        found = user_rows.by_name(
+            conn, user_name_key, ctx.now_micros, with_groups=ctx.projection.wants("groups")
+        )
+    if found is None:
+        return Page(0, [], 1), []
+    row, group_list = found
+    return Page(1, [row], 1), [user_rows.render(row, ctx.base_url, group_list)]
 
 
 def render_users(conn: sa.Connection, ctx: Context, rows: list[Any]) -> list[dict[str, Any]]:

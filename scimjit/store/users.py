@@ -40,6 +40,27 @@ _GROUPS_OF_ONE = (
 )
 
 
+# A user and its live direct groups in ONE statement (so `Database.single`, no transaction, reads one
+# snapshot): one row per live membership, ordered as `_GROUPS_OF_ONE` orders them, or one row with NULL group
+# columns for a user in no group. Liveness is `expires_at > now` at read time, as everywhere. Every
+# membership row has its group (a foreign key, ON DELETE CASCADE), so two outer joins say it.
+def _with_live_groups(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    joined = users.outerjoin(
+        memberships, sa.and_(memberships.c.member_id == users.c.id, live(sa.bindparam("now")))
+    ).outerjoin(groups, groups.c.pk == memberships.c.group_pk)
+    return (
+        sa.select(users, groups.c.id.label("gid"), groups.c.display_name.label("gname"))
+        .select_from(joined)
+        .where(where)
+        .order_by(groups.c.display_name, groups.c.id)
+    )
+
+
+_GET_WITH_GROUPS = _with_live_groups(users.c.id == sa.bindparam("id"))
+_BY_NAME_WITH_GROUPS = _with_live_groups(users.c.user_name_ci == sa.bindparam("key"))
+_BY_NAME = sa.select(users).where(users.c.user_name_ci == sa.bindparam("key"))
+
+
 _USER_NAME_OWNER = sa.select(users.c.pk).where(users.c.user_name_ci == sa.bindparam("name"))
 _INSERT = users.insert().returning(*users.c)
 _INSERT_VALUES = user_values.insert()
@@ -47,6 +68,37 @@ _INSERT_VALUES = user_values.insert()
 
 def get(conn: sa.Connection, user_id: str, *, for_update: bool = False) -> Any:
     return conn.execute(_GET_FOR_UPDATE if for_update else _GET, {"id": user_id}).first()
+
+
+def get_with_groups(
+    conn: sa.Connection, user_id: str, now_micros: int
+) -> tuple[Any, list[tuple[str, str]]] | None:
+    """The user's row and its live direct groups [(group id, displayName)] (what `groups_of` answers for one
+    user), read by one statement; None when there is no such user."""
+    return _one_with_groups(conn.execute(_GET_WITH_GROUPS, {"id": user_id, "now": now_micros}).all())
+
+
+def by_name(
+    conn: sa.Connection, key: str, now_micros: int, *, with_groups: bool
+) -> tuple[Any, list[tuple[str, str]] | None] | None:
+    """The user whose userName has the PRECIS key `key` (unique), with its live groups when asked, by one
+    statement; None when there is none."""
+    if not with_groups:
+        row = conn.execute(_BY_NAME, {"key": key}).first()
+        return None if row is None else (row, None)
+    return _one_with_groups(conn.execute(_BY_NAME_WITH_GROUPS, {"key": key, "now": now_micros}).all())
+
+
+def _one_with_groups(rows: Sequence[Any]) -> tuple[Any, list[tuple[str, str]]] | None:
+    """(user row, [(group id, displayName)]) from the rows of `_with_live_groups` for one user: a group with
+    several live sources (SCIM and a grant) has adjacent rows, and is listed once."""
+    if not rows:
+        return None
+    found: list[tuple[str, str]] = []
+    for r in rows:
+        if r.gid is not None and (not found or found[-1][0] != r.gid):
+            found.append((r.gid, r.gname))
+    return rows[0], found
 
 
 def lock(conn: sa.Connection, user_ids: Iterable[str], *, members_of: int | None = None) -> None:
