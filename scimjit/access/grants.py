@@ -340,6 +340,17 @@ def _due(stmt: sa.Select[*tuple[Any, ...]], conn: sa.Connection) -> list[Row]:
     return list(conn.execute(stmt))
 
 
+def _due_with_users_locked(stmt: sa.Select[*tuple[Any, ...]], conn: sa.Connection) -> list[Row]:
+    """A batch of due grants that will change memberships: on PostgreSQL the users' rows are locked first,
+    in the order a user DELETE takes them (user row, then its grants), so the sweep and a deprovisioning
+    never wait on each other in opposite orders; the batch is then narrowed to the users it locked."""
+    if conn.dialect.name == "postgresql":
+        users_of = sorted({r.user_id for r in conn.execute(stmt)})
+        user_store.lock(conn, users_of)
+        stmt = stmt.where(grants.c.user_id.in_(users_of))
+    return _due(stmt, conn)
+
+
 def activate_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit: int) -> int:
     """Scheduled grants whose start has come: active, with their membership row (and role grants)."""
     now_us = to_micros(now)
@@ -349,11 +360,7 @@ def activate_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limi
         .order_by(grants.c.starts_at)
         .limit(limit)
     )
-    if conn.dialect.name == "postgresql":  # the users' rows before the grants', as a user DELETE takes them
-        users_of = sorted({r.user_id for r in conn.execute(batch)})
-        user_store.lock(conn, users_of)
-        batch = batch.where(grants.c.user_id.in_(users_of))
-    due = _due(batch, conn)
+    due = _due_with_users_locked(batch, conn)
     if not due:
         return 0
     group_rows = {g.id: g for g in group_store.names(conn, ids={r.group_id for r in due})}
@@ -508,11 +515,7 @@ def reopen_due(conn: sa.Connection, deprov: Deprovisioner, now: datetime, limit:
         .order_by(grants.c.window_opens_at)
         .limit(limit)
     )
-    if conn.dialect.name == "postgresql":  # the users' rows before the grants', as a user DELETE takes them
-        users_of = sorted({r.user_id for r in conn.execute(batch)})
-        user_store.lock(conn, users_of)
-        batch = batch.where(grants.c.user_id.in_(users_of))
-    due = _due(batch, conn)
+    due = _due_with_users_locked(batch, conn)
     if not due:
         return 0
     group_rows = {g.id: g for g in group_store.names(conn, ids={r.group_id for r in due})}
