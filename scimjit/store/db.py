@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -40,6 +40,7 @@ from sqlalchemy import event
 from starlette.concurrency import run_in_threadpool
 
 from scimjit.scim.errors import ScimError
+from scimjit.store.prepared import Prepared
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -143,6 +144,7 @@ class Database:
             "echo": echo,
         }
         self._offload = False  # whether SQLite reads over the budget move to the thread pool
+        self._kept: Any = None  # the event loop's own SQLite connection for `fetch`
         if self.is_sqlite:
             create_private_file(sqlite_path(self.url))
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -231,7 +233,92 @@ class Database:
             _budget.reset(token)
         return await run_in_threadpool(_unbudgeted, functools.partial(fn, *args, **kwargs))
 
+    def fetch(self, prepared: Prepared, params: Mapping[str, Any]) -> list[Any]:
+        """The rows of ONE read statement, run on the DBAPI cursor without SQLAlchemy's Connection: the
+        hottest reads (`GET /Users/{id}`, the `userName eq` lookup), where that machinery cost 20 times the
+        query (`store.prepared`). Like `single`, no transaction: the statement reads one snapshot on its own.
+        The statement limits hold as everywhere (the progress handler is armed, PostgreSQL's
+        statement_timeout is the connection's), errors are SQLAlchemy's (so the 503 handling applies), a
+        dead PostgreSQL connection is dropped from the pool, and the engine's `before_cursor_execute`
+        listeners still see the statement (with no Connection), so statement counts and traces stay whole.
+
+        SQLite inline on the event loop (`run` within its budget) uses one connection kept for the loop:
+        autocommit, every cursor read to its end, so it holds no read snapshot between statements and sees
+        every commit. Anywhere else a pooled connection is checked out for the statement and returned."""
+        compiled = prepared.compiled(self.engine.dialect)
+        parameters = compiled.parameters(params)
+        budget = _budget.get()
+        kept = budget is not None and self._offload
+        fairy = self._kept if kept else None
+        if fairy is None:
+            fairy = self.engine.raw_connection()
+            if kept:
+                self._kept = fairy
+        dbapi: Any = fairy.dbapi_connection
+        cursor = None
+        try:
+            if not self.is_sqlite:
+                dbapi.autocommit = (
+                    True  # client-side in psycopg 3: no round trip, and no ROLLBACK at check-in
+                )
+            else:
+                deadline = fairy.info.get(_STATE)
+                if deadline is not None:
+                    deadline.arm(self.statement_timeout, budget)
+            cursor = fairy.cursor()
+            for listener in self.engine.dispatch.before_cursor_execute:
+                listener(None, cursor, compiled.sql, parameters, None, False)
+            cursor.execute(compiled.sql, parameters)
+            raw = cursor.fetchall()
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            self._fetch_failed(exc, fairy, cursor, kept, compiled.sql, parameters)
+            raise  # not reached: _fetch_failed raises
+        finally:
+            if cursor is not None:
+                with suppress(Exception):
+                    cursor.close()
+            if not self.is_sqlite:
+                with suppress(Exception):
+                    dbapi.autocommit = False  # as SQLAlchemy's connections expect it back
+            if not kept:
+                fairy.close()
+        return compiled.rows(list(raw))
+
+    def _fetch_failed(
+        self, exc: Exception, fairy: Any, cursor: Any, kept: bool, sql: str, parameters: Any
+    ) -> None:
+        """Raise what `fetch`'s DBAPI error means: the statement limit's refusal (or the inline budget's
+        hand-off), or SQLAlchemy's wrapped error, after dropping a connection the database closed."""
+        dialect = self.engine.dialect
+        if self.is_sqlite and "interrupted" in str(exc):
+            budget = _budget.get()
+            if budget is not None and budget.spent:
+                raise _BudgetSpent from None
+            raise statement_too_costly(self.statement_timeout) from None
+        if not self.is_sqlite:
+            from psycopg.errors import QueryCanceled
+
+            if isinstance(exc, QueryCanceled):
+                raise statement_too_costly(self.statement_timeout) from None
+        invalidated = dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)  # type: ignore[arg-type]
+        if invalidated:
+            if kept:
+                self._kept = None
+            fairy.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            sql,
+            parameters,
+            exc,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=invalidated,
+            dialect=dialect,
+        ) from exc
+
     def dispose(self) -> None:
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            with suppress(Exception):
+                kept.close()
         self.engine.dispose()
 
 
@@ -287,7 +374,9 @@ def _configure_sqlite(engine: sa.Engine, statement_timeout: float) -> None:
         dbapi_conn.set_progress_handler(deadline, _PROGRESS_STEPS)
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _on_execute(conn: sa.Connection, *_args: Any) -> None:
+    def _on_execute(conn: sa.Connection | None, *_args: Any) -> None:
+        if conn is None:
+            return  # `Database.fetch` announcing its statement: it arms the deadline itself
         deadline = conn.info.get(_STATE)
         if deadline is not None:
             if conn.get_execution_options().get(UNBOUNDED, False):

@@ -124,12 +124,11 @@ def read_one(ctx: Context, kind: str, resource_id: str) -> tuple[dict[str, Any],
 
 def _read_user(ctx: Context, user_id: str) -> tuple[dict[str, Any], int]:
     """`GET /Users/{id}`, the hottest read: one statement (the user with its live groups), no transaction."""
-    with ctx.db.single() as conn:
-        if ctx.projection.wants("groups"):
-            found = user_rows.get_with_groups(conn, user_id, ctx.now_micros)
-            row, group_list = found if found is not None else (None, None)
-        else:
-            row, group_list = user_rows.get(conn, user_id), None
+    if ctx.projection.wants("groups"):
+        found = user_rows.get_with_groups(ctx.db, user_id, ctx.now_micros)
+        row, group_list = found if found is not None else (None, None)
+    else:
+        row, group_list = user_rows.get_alone(ctx.db, user_id), None
     if row is None:
         raise not_found(f"User {user_id} not found")
     return user_rows.render(row, ctx.base_url, group_list), row.version
@@ -138,10 +137,9 @@ def _read_user(ctx: Context, user_id: str) -> tuple[dict[str, Any], int]:
 def lookup_user(ctx: Context, user_name_key: str) -> tuple[Page, list[dict[str, Any]]]:
     """The page of a `userName eq` search (`store.query.user_name_lookup`): the one user with that key, or
     none, and its own count, read by one statement with no transaction."""
-    with ctx.db.single() as conn:
-        found = user_rows.by_name(
-            conn, user_name_key, ctx.now_micros, with_groups=ctx.projection.wants("groups")
-        )
+    found = user_rows.by_name(
+        ctx.db, user_name_key, ctx.now_micros, with_groups=ctx.projection.wants("groups")
+    )
     if found is None:
         return Page(0, [], 1), []
     row, group_list = found

@@ -9,11 +9,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from scimjit.clock import from_micros, isoformat
+from scimjit.clock import format_micros
 from scimjit.scim.errors import ScimError, uniqueness
 from scimjit.scim.identifiers import literal_key
 from scimjit.scim.schema import USER_URN, Registry, ResourceType
+from scimjit.store.db import Database
 from scimjit.store.memberships import live
+from scimjit.store.prepared import Prepared
 from scimjit.store.promoted import user_columns, user_name_key, user_value_rows
 from scimjit.store.tables import Row, groups, memberships, user_values, users
 
@@ -56,9 +58,10 @@ def _with_live_groups(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
     )
 
 
-_GET_WITH_GROUPS = _with_live_groups(users.c.id == sa.bindparam("id"))
-_BY_NAME_WITH_GROUPS = _with_live_groups(users.c.user_name_ci == sa.bindparam("key"))
-_BY_NAME = sa.select(users).where(users.c.user_name_ci == sa.bindparam("key"))
+_GET_WITH_GROUPS = Prepared(_with_live_groups(users.c.id == sa.bindparam("id")))
+_BY_NAME_WITH_GROUPS = Prepared(_with_live_groups(users.c.user_name_ci == sa.bindparam("key")))
+_BY_ID = Prepared(_GET)
+_BY_NAME = Prepared(sa.select(users).where(users.c.user_name_ci == sa.bindparam("key")))
 
 
 _USER_NAME_OWNER = sa.select(users.c.pk).where(users.c.user_name_ci == sa.bindparam("name"))
@@ -70,23 +73,27 @@ def get(conn: sa.Connection, user_id: str, *, for_update: bool = False) -> Any:
     return conn.execute(_GET_FOR_UPDATE if for_update else _GET, {"id": user_id}).first()
 
 
-def get_with_groups(
-    conn: sa.Connection, user_id: str, now_micros: int
-) -> tuple[Any, list[tuple[str, str]]] | None:
+def get_with_groups(db: Database, user_id: str, now_micros: int) -> tuple[Any, list[tuple[str, str]]] | None:
     """The user's row and its live direct groups [(group id, displayName)] (what `groups_of` answers for one
-    user), read by one statement; None when there is no such user."""
-    return _one_with_groups(conn.execute(_GET_WITH_GROUPS, {"id": user_id, "now": now_micros}).all())
+    user), read by one statement (`Database.fetch`: no transaction); None when there is no such user."""
+    return _one_with_groups(db.fetch(_GET_WITH_GROUPS, {"id": user_id, "now": now_micros}))
+
+
+def get_alone(db: Database, user_id: str) -> Any:
+    """The user's row without its groups, by one statement (`Database.fetch`), or None."""
+    rows = db.fetch(_BY_ID, {"id": user_id})
+    return rows[0] if rows else None
 
 
 def by_name(
-    conn: sa.Connection, key: str, now_micros: int, *, with_groups: bool
+    db: Database, key: str, now_micros: int, *, with_groups: bool
 ) -> tuple[Any, list[tuple[str, str]] | None] | None:
     """The user whose userName has the PRECIS key `key` (unique), with its live groups when asked, by one
-    statement; None when there is none."""
+    statement (`Database.fetch`); None when there is none."""
     if not with_groups:
-        row = conn.execute(_BY_NAME, {"key": key}).first()
-        return None if row is None else (row, None)
-    return _one_with_groups(conn.execute(_BY_NAME_WITH_GROUPS, {"key": key, "now": now_micros}).all())
+        rows = db.fetch(_BY_NAME, {"key": key})
+        return (rows[0], None) if rows else None
+    return _one_with_groups(db.fetch(_BY_NAME_WITH_GROUPS, {"key": key, "now": now_micros}))
 
 
 def _one_with_groups(rows: Sequence[Any]) -> tuple[Any, list[tuple[str, str]]] | None:
@@ -327,8 +334,8 @@ def render(row: Any, base_url: str, group_list: list[tuple[str, str]] | None) ->
 def meta(resource_type: str, row: Any, location: str) -> dict[str, Any]:
     return {
         "resourceType": resource_type,
-        "created": isoformat(from_micros(row.created)),
-        "lastModified": isoformat(from_micros(row.last_modified)),
+        "created": format_micros(row.created),
+        "lastModified": format_micros(row.last_modified),
         "location": location,
         "version": f'W/"{row.version}"',
     }
