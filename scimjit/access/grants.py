@@ -29,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from scimjit.access import notify
-from scimjit.clock import from_micros, isoformat, to_micros
+from scimjit.clock import format_micros, to_micros
 from scimjit.config import MAX_DURATION, parse_duration
 from scimjit.config.conditions import Window
 from scimjit.delivery import outbox
@@ -601,7 +601,7 @@ def _reconcile(
 
 
 def _iso(micros: int | None) -> str | None:
-    return isoformat(from_micros(micros)) if micros is not None else None
+    return format_micros(micros) if micros is not None else None
 
 
 def _audit(

@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from scimjit.clock import from_micros, isoformat, to_micros
+from scimjit.clock import format_micros, from_micros, to_micros
 from scimjit.delivery import outbox
 from scimjit.delivery.connectors.base import ACCESS_EXPIRING, REQUEST_CREATED, REQUEST_DECIDED
 from scimjit.delivery.notifiers import EMAIL, SLACK
@@ -160,8 +160,8 @@ def request_document(row: Row, requester: Row, group: Row) -> dict[str, Any]:
         "requester": person(requester),
         "durationSeconds": row.duration_seconds,
         "justification": row.justification,
-        "startsAt": isoformat(from_micros(row.starts_at)) if row.starts_at else None,
-        "expiresAt": isoformat(from_micros(row.expires_at)),
+        "startsAt": format_micros(row.starts_at) if row.starts_at else None,
+        "expiresAt": format_micros(row.expires_at),
     }
 
 

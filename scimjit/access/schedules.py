@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from scimjit.access import grants
-from scimjit.clock import from_micros, isoformat, to_micros
+from scimjit.clock import format_micros, to_micros
 from scimjit.jiterrors import JitError
 from scimjit.provisioning.deprovision import Deprovisioner, chunks
 from scimjit.store import audit
@@ -379,4 +379,4 @@ def _retime(
 
 
 def _iso(micros: int) -> str:
-    return isoformat(from_micros(micros))
+    return format_micros(micros)

@@ -37,7 +37,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from scimjit.access import grants, requests
-from scimjit.clock import Clock, from_micros, isoformat, to_micros
+from scimjit.clock import Clock, format_micros, to_micros
 from scimjit.entitlement import ledger
 from scimjit.entitlement.apps import Application
 from scimjit.metrics import EXPIRATIONS, IDLE_RECLAIMED
@@ -188,7 +188,7 @@ class Sweeper:
                     "application": app.name,
                     "userName": r.p_user_name,
                     "userId": r.user_id,
-                    "lastSeen": isoformat(from_micros(ledger.last_seen(r))),
+                    "lastSeen": format_micros(ledger.last_seen(r)),
                     "action": app.on_idle,
                 }
             if len(rows) < self.batch_size:

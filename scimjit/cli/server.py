@@ -89,7 +89,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    from scimjit.clock import from_micros, isoformat
+    from scimjit.clock import format_micros
 
     # The store's rows are keyed by SQLAlchemy's `quoted_name` (a str subclass orjson refuses as a key).
     rows = [{str(k): v for k, v in r.items()} for r in context.services().tokens.list()]
@@ -101,8 +101,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
             "name": r["name"],
             "scopes": " ".join(r["scopes"]),
             "app": r["application"] or "",
-            "created": isoformat(from_micros(r["created_at"])),
-            "revoked": isoformat(from_micros(r["revoked_at"])) if r["revoked_at"] else "",
+            "created": format_micros(r["created_at"]),
+            "revoked": format_micros(r["revoked_at"]) if r["revoked_at"] else "",
         }
         for r in rows
     ]

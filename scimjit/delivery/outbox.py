@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from scimjit.clock import from_micros, isoformat, to_micros
+from scimjit.clock import format_micros, from_micros, isoformat, to_micros
 from scimjit.store.tables import Row, outbox
 
 
@@ -391,7 +391,7 @@ def counts(conn: sa.Connection) -> dict[str, int]:
 
 def render(row: Row, *, with_payload: bool = False) -> dict[str, Any]:
     def when(us: int | None) -> str | None:
-        return isoformat(from_micros(us)) if us is not None else None
+        return format_micros(us) if us is not None else None
 
     out: dict[str, Any] = {
         "id": row.id,

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from authlib.deprecate import AuthlibDeprecationWarning
 
-from scimjit.clock import Clock, from_micros, isoformat, to_micros
+from scimjit.clock import Clock, format_micros, to_micros
 from scimjit.store import signing_keys
 from scimjit.store.db import Database
 from scimjit.store.signing_keys import StoredKey
@@ -113,8 +113,8 @@ class Signer:
             {
                 "kid": k.kid,
                 "algorithm": k.algorithm,
-                "createdAt": isoformat(from_micros(k.created_at)),
-                "retiredAt": isoformat(from_micros(k.retired_at)) if k.retired_at is not None else None,
+                "createdAt": format_micros(k.created_at),
+                "retiredAt": format_micros(k.retired_at) if k.retired_at is not None else None,
                 "signs": k.kid == active,
                 "published": k.retired_at is None or k.retired_at > until,
             }

@@ -34,7 +34,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from scimjit.clock import Clock, from_micros, isoformat, to_micros
+from scimjit.clock import Clock, format_micros, to_micros
 from scimjit.delivery import outbox
 from scimjit.delivery import signals as ssf
 from scimjit.delivery.connectors.base import (
@@ -377,11 +377,11 @@ class Deprovisioner:
                 "reason": "idle",
                 "onIdle": app.on_idle,
                 "idleAfter": app.idle_after,
-                "idleSince": isoformat(from_micros(cutoff_us)),
+                "idleSince": format_micros(cutoff_us),
                 "disabled": result.disabled,
                 "deleted": result.deleted,
                 "userIds": audit.capped(result.user_ids),
-                "lastSeen": audit.capped([isoformat(from_micros(ledger.last_seen(a))) for a in rows]),
+                "lastSeen": audit.capped([format_micros(ledger.last_seen(a)) for a in rows]),
             },
             at_micros=now_us,
         )

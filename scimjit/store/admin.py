@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 
-from scimjit.clock import from_micros, isoformat
+from scimjit.clock import format_micros
 from scimjit.scim.errors import invalid_filter, invalid_value
 from scimjit.scim.filter import parse_filter
 from scimjit.scim.predicate import Compare, Predicate
@@ -171,7 +171,7 @@ def render(registry: Registry, rt: ResourceType, view: View, row: Mapping[str, A
         value = row[_snake(attr.name)]
         if value is None:
             continue
-        doc[attr.name] = isoformat(from_micros(value)) if attr.type == "dateTime" else value
+        doc[attr.name] = format_micros(value) if attr.type == "dateTime" else value
     return doc
 
 
