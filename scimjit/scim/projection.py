@@ -76,11 +76,12 @@ def _paths(
 def apply(
     registry: Registry, rt: ResourceType, doc: Mapping[str, Any], projection: Projection
 ) -> dict[str, Any]:
-    """Shape a full resource document for the response."""
+    """Shape a full resource document for the response. A document the projection leaves as it is comes back
+    itself, not a copy (a page of 100 users would copy 100 documents made for this response alone)."""
     if projection.is_default:  # the common case: only attributes that are never returned by default go
         guarded = _guarded_keys(registry, rt)
-        if not any(key in guarded for key in doc):
-            return dict(doc)
+        if guarded.isdisjoint(doc):
+            return doc if isinstance(doc, dict) else dict(doc)
     core = registry.schema(rt.schema)
     assert core is not None
     out: dict[str, Any] = {}

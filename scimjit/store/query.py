@@ -86,7 +86,7 @@ def search(
     position = None if params.cursor is None else query.decode(params.cursor)
     if params.cursor is None:
         start = min(max(params.start_index or 1, 1), MAX_START_INDEX)
-        rows = list(conn.execute(query.page(size).offset(start - 1))) if size else []
+        rows = list(conn.execute(query.page(size).offset(start - 1)).all()) if size else []
         known = start - 1 + len(rows) if size and (rows or start == 1) and len(rows) < size else None
         return Page(_total(conn, query) if known is None else known, rows, start)
     return _cursor_page(conn, query, position, size)
@@ -141,7 +141,7 @@ def _cursor_page(
         stmt = query.page(size, query.beyond(position[1]))
     else:
         stmt = query.page_before(position[1], size)
-    rows = list(conn.execute(stmt))
+    rows = list(conn.execute(stmt).all())
     total = len(rows) if position is None and len(rows) < size else _total(conn, query)
     if not rows:
         return Page(total, [], None)
