@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import time
 from typing import Any
@@ -55,8 +56,15 @@ def request_id_from(scope: Scope) -> RequestId:
     return _new_id()
 
 
+# Request ids must be unique, not secret: 96 bits from a generator seeded from the OS once per process
+# (and again in a forked child, which would otherwise repeat its parent's ids) cost a tenth of a getrandom
+# system call per request.
+_ids = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
+
+
 def _new_id() -> RequestId:
-    return RequestId(os.urandom(12).hex(), "server")
+    return RequestId(f"{_ids.getrandbits(96):024x}", "server")
 
 
 def route_template(scope: Scope, root_path: str) -> str:
