@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from bench.load import Result
 
 # Modules whose @workload functions make up the benchmark, in run order.
-MODULES = ("bench.workloads", "bench.jit_logins", "bench.expiry", "bench.cost")
+MODULES = ("bench.workloads", "bench.jit_logins", "bench.expiry", "bench.cost", "bench.idp_cycle")
 
 
 @dataclass(frozen=True)
