@@ -17,6 +17,7 @@ from bench.profile import Profiler, summary
 from bench.report import RESULTS_DIR
 from bench.seed import Dataset, Seeder, Target
 
+MIN_RPS = 20  # Bench.all_of gives up below this average rate (a stalled server)
 LATE_HEADROOM = 20_000  # non-members seeded next to a group that did not fit in --users (users to add in W6x)
 
 
@@ -46,6 +47,7 @@ class Options:
     workers: int = 2
     max_requests: int | None = None
     quiet_wait: float = 0.0  # before each workload, wait up to this long for other processes to go quiet
+    cycle_users: int = 100_000  # users I1 provisions in its initial IdP cycle
 
 
 @dataclass
@@ -99,17 +101,37 @@ class Bench:
             unique=unique,
             max_requests=self.options.max_requests,
         )
+        return self._drive(spec, self.current, self.options.quiet_wait)
+
+    def all_of(self, requests: Sequence[bytes], *, chain: int = 1, label: str = "") -> Result:
+        """Send every one of `requests` exactly once and measure all of them (no warm-up, no time window, no
+        --max-requests): a fixed amount of work such as an IdP's provisioning cycle. `chain`: see
+        `LoadSpec.chain`. Gives up when the server answers fewer than MIN_RPS requests/s on average."""
+        spec = LoadSpec(
+            port=self.port,
+            requests=list(requests),
+            connections=self.options.connections,
+            duration=60 + len(requests) / MIN_RPS,
+            warmup=0.0,
+            unique=True,
+            chain=chain,
+        )
+        return self._drive(spec, f"{self.current} {label}".strip(), 0.0)
+
+    def _drive(self, spec: LoadSpec, name: str, quiet_wait: float) -> Result:
         assert self.server is not None
         if self.current not in self.profile:
-            return measure(self.loadgen, spec, self.server, self.options.quiet_wait)
-        if self.options.quiet_wait > 0:
-            servers.wait_until_quiet(self.options.quiet_wait)
-        profiler = Profiler(self.server.worker_pids(), RESULTS_DIR / "profiles", f"{self.tag}-{self.current}")
+            return measure(self.loadgen, spec, self.server, quiet_wait)
+        if quiet_wait > 0:
+            servers.wait_until_quiet(quiet_wait)
+        profiler = Profiler(
+            self.server.worker_pids(), RESULTS_DIR / "profiles", f"{self.tag}-{name.replace(' ', '-')}"
+        )
         result = measure(self.loadgen, spec, self.server)
         total = result.requests + result.warmup_requests
         per_request = (result.server_cpu_seconds or 0) / total * 1e6 if total else None
         where = ", ".join(str(p.relative_to(RESULTS_DIR.parent.parent)) for p in profiler.paths)
-        self.profiles[self.current] = f"{summary(profiler.stop(), per_request)}\n  stacks: {where}"
+        self.profiles[name] = f"{summary(profiler.stop(), per_request)}\n  stacks: {where}"
         return result
 
     def ensure_group(self, size: int) -> int:

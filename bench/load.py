@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
-from typing import cast
+from typing import Any, cast
 
 LOCALHOST = "127.0.0.1"
 STALL_SECONDS = 30.0  # no response for this long after the deadline: give up, count the rest as errors
@@ -41,6 +41,10 @@ class LoadSpec:
     unique: bool = False
     max_requests: int | None = None
     host: str = LOCALHOST
+    # Requests go out in chains of this many consecutive ones: a connection that takes requests[i] also sends
+    # requests[i+1..i+chain-1], in order, each after the previous one's response (e.g. an IdP's GET ?filter
+    # then POST for one user). Only with `unique`; the requests' count must be a multiple of it.
+    chain: int = 1
 
 
 @dataclass
@@ -62,10 +66,24 @@ class Result:
     response_bytes: int = 0  # total size of the measured responses, headers included
     server_cpu_seconds: float | None = None  # the server's CPU time over the whole run (set by the caller)
     other_cpu_cores: float | None = None  # cores busy with other processes meanwhile (set by the caller)
+    server_rss_mb: float | None = None  # the largest VmRSS over the server's processes at the end (caller)
+    server_hwm_mb: float | None = None  # the largest peak RSS (VmHWM) over them at the end (caller)
+    problems: list[str] = field(default_factory=list)  # checks the workload failed (the row FAILs)
+    phases: list[Phase] = field(default_factory=list)  # parts measured on their own (a cycle's steps)
+    extra: dict[str, Any] = field(default_factory=dict)  # workload-specific figures, for the JSON
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class Phase:
+    """One step of a multi-step workload (e.g. I1's users, groups, members), a sub-row under its row."""
+
+    name: str
+    title: str
+    result: Result
 
 
 def percentile(sorted_values: Sequence[int], q: float) -> int:
@@ -85,6 +103,9 @@ class _Run:
         self.requests = spec.requests
         self.n = len(spec.requests)
         self.next_index = 0
+        self.chain = spec.chain
+        if self.chain > 1 and (not spec.unique or self.n % self.chain):
+            raise ValueError("chained requests must be unique and a whole number of chains")
         self.start_ns = time.perf_counter_ns()
         self.measure_from = self.start_ns + int(spec.warmup * 1e9)
         self.deadline = self.measure_from + int(spec.duration * 1e9)
@@ -114,7 +135,7 @@ class _Run:
                 self.ended_by = "count"
                 return None
             i %= self.n
-        self.next_index += 1
+        self.next_index += self.chain
         if i == self.warmup_count:
             now = time.perf_counter_ns()
             if now < self.measure_from:
@@ -164,6 +185,8 @@ class _Client(asyncio.Protocol):
         self.in_flight = False
         self.finished = False
         self.server_closes = False  # the last response said `connection: close`
+        self.chain_at = 0  # the index of the next request of this connection's current chain
+        self.chain_left = 0  # how many of its requests are still to send
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -171,7 +194,16 @@ class _Client(asyncio.Protocol):
         self.send()
 
     def send(self) -> None:
-        request = self.run.next_request()
+        run = self.run
+        if self.chain_left:  # the rest of a chain is sent whatever the clock says: a user is never half done
+            self.chain_left -= 1
+            request: bytes | None = run.requests[self.chain_at]
+            self.chain_at += 1
+        else:
+            request = run.next_request()
+            if request is not None and run.chain > 1:
+                self.chain_at = run.next_index - run.chain + 1
+                self.chain_left = run.chain - 1
         assert self.transport is not None
         if request is None:
             self.finished = True

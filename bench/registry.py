@@ -6,12 +6,14 @@ To add one (logins/s, sweep throughput, ...), write a function in a module liste
     from bench.load import Result
     from bench.registry import workload
 
-    @workload("L1", "login, existing account", target_rps=500)
+    @workload("L1", "login, existing account", target_share=0.15)
     def login_existing(b: Bench) -> Result:
         return b.http([b.request("POST", "/jit/v1/...", body) for body in bodies])
 
 An HTTP workload returns `b.http(requests)`; anything else (e.g. timing `scimjit sweep` over seeded rows) builds
-a `Result` itself. `server_config` returns TOML appended to the server's config file (SCIMJIT_CONFIG), for
+a `Result` itself. A target is either `target_share`, a share of the hello-world ceiling measured in the same
+run (issue 13: the row PASSes when rps >= share x HELLO rps), or an absolute `target_rps` for workloads that
+have no share (X1); a share wins when both are given. `server_config` returns TOML appended to the server's config file (SCIMJIT_CONFIG), for
 workloads that need applications or connectors configured; it is read before the server starts. `default=False`
 keeps a workload out of a plain `make bench` (run it with `--only`).
 """
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from bench.load import Result
 
 # Modules whose @workload functions make up the benchmark, in run order.
-MODULES = ("bench.workloads", "bench.jit_logins", "bench.expiry", "bench.cost")
+MODULES = ("bench.workloads", "bench.jit_logins", "bench.expiry", "bench.cost", "bench.idp_cycle")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,12 @@ class Workload:
     run: Callable[[Bench], Result]
     default: bool = True
     server_config: Callable[[Bench], str] | None = None
+    target_share: float | None = None  # of the hello-world ceiling's rps in the same run
+
+    def goal(self) -> str:
+        if self.target_share:
+            return f">= {self.target_share:.2f} x hello-world rps"
+        return f"{self.target_rps:,.0f} rps" if self.target_rps else "no target"
 
 
 WORKLOADS: list[Workload] = []
@@ -49,13 +57,14 @@ def workload(
     title: str,
     target_rps: float | None = None,
     *,
+    target_share: float | None = None,
     default: bool = True,
     server_config: Callable[[Bench], str] | None = None,
 ) -> Callable[[Callable[[Bench], Result]], Callable[[Bench], Result]]:
     def register(fn: Callable[[Bench], Result]) -> Callable[[Bench], Result]:
         if any(w.name == name for w in WORKLOADS):
             raise ValueError(f"workload {name} is registered twice")
-        WORKLOADS.append(Workload(name, title, target_rps, fn, default, server_config))
+        WORKLOADS.append(Workload(name, title, target_rps, fn, default, server_config, target_share))
         return fn
 
     return register

@@ -28,12 +28,13 @@ COLUMNS = [
     ("p50 ms", 7, ">"),
     ("p99 ms", 7, ">"),
     ("errors", 6, ">"),
-    ("target", 6, ">"),
+    ("target", 10, ">"),
     ("result", 6, "<"),
     ("resp B", 6, ">"),
     ("srv µs/req", 10, ">"),
     ("gen µs/req", 10, ">"),
     ("other", 5, ">"),
+    ("rss MB", 6, ">"),
 ]
 
 
@@ -44,54 +45,104 @@ class Row:
     target_rps: float | None
     result: Result | None
     failure: str | None = None  # the workload could not run (server error, exception)
+    target_share: float | None = None  # of the hello-world ceiling (issue 13); wins over target_rps
+    hello_rps: float | None = None  # the hello-world ceiling of the same run
+
+    @property
+    def target(self) -> float | None:
+        """The rps the row must reach: share x HELLO rps of this run, else the absolute target."""
+        if self.target_share and self.hello_rps:
+            return self.target_share * self.hello_rps
+        return self.target_rps
 
     @property
     def verdict(self) -> str:
         if self.result is None:
             return "ERROR"
-        if self.result.errors or self.result.requests == 0:
+        if self.result.errors or self.result.requests == 0 or self.result.problems:
             return "FAIL"
-        if self.target_rps is None:
+        target = self.target
+        if target is None:
             return "-"
-        return "PASS" if self.result.rps >= self.target_rps else "FAIL"
+        return "PASS" if self.result.rps >= target else "FAIL"
+
+    def why(self) -> str | None:
+        """Why the row failed, in a few words (None when it did not)."""
+        r = self.result
+        if r is None:
+            return f"could not run: {(self.failure or '').splitlines()[-1] if self.failure else '?'}"
+        reasons = []
+        if r.requests == 0:
+            reasons.append("no request measured")
+        elif r.errors:
+            statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(r.statuses.items()) if not 200 <= k < 300)
+            if r.errors >= r.requests:
+                reasons.append(
+                    f"EVERY response was an error ({statuses}): its rps and latencies are meaningless"
+                )
+            else:
+                reasons.append(f"{r.errors:,} of {r.requests:,} responses were errors ({statuses})")
+        reasons += r.problems
+        target = self.target
+        if not reasons and target is not None and r.rps < target:
+            share = f" = {self.target_share:.2f} x HELLO" if self.target_share and self.hello_rps else ""
+            reasons.append(f"{r.rps:,.0f} rps, below the target {target:,.0f}{share}")
+        return "; ".join(reasons) or None
+
+    def target_cell(self) -> str:
+        target = self.target
+        if target is None:
+            return "-"
+        if self.target_share and self.hello_rps:
+            return f"{self.target_share:.0%} {target:,.0f}"
+        return f"{target:,.0f}"
 
     def cells(self) -> list[str]:
-        r = self.result
-        target = f"{self.target_rps:,.0f}" if self.target_rps else "-"
-        if r is None:
-            return [self.name, self.title, "-", "-", "-", "-", "-", target, self.verdict, "-", "-", "-", "-"]
-        total = r.requests + r.warmup_requests
-        srv = (
-            f"{r.server_cpu_seconds / total * 1e6:,.0f}"
-            if r.server_cpu_seconds is not None and total
-            else "-"
-        )
-        gen = f"{r.gen_cpu_seconds / total * 1e6:,.1f}" if total else "-"
-        other = f"{r.other_cpu_cores:.2f}" if r.other_cpu_cores is not None else "-"
-        return [
-            self.name, self.title, f"{r.requests:,}", f"{r.rps:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}",
-            f"{r.errors:,}", target, self.verdict, f"{r.response_bytes // max(r.requests, 1):,}", srv, gen, other,
-        ]  # fmt: skip
+        if self.result is None:
+            dashes = ["-"] * (len(COLUMNS) - 4)
+            return [self.name, self.title, *dashes[:5], self.target_cell(), self.verdict, *dashes[5:]]
+        return _cells(self.name, self.title, self.result, self.target_cell(), self.verdict)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "workload": self.name,
             "title": self.title,
-            "target_rps": self.target_rps,
+            "target_rps": self.target,
+            "target_share": self.target_share,
+            "hello_rps": round(self.hello_rps, 1) if self.hello_rps else None,
             "verdict": self.verdict,
         }
         if self.result is not None:
             out.update(dataclasses.asdict(self.result), rps=round(self.result.rps, 1))
             out["statuses"] = {str(k): v for k, v in self.result.statuses.items()}
+            for phase, data in zip(self.result.phases, out["phases"], strict=True):
+                data["result"]["rps"] = round(phase.result.rps, 1)
+                data["result"]["statuses"] = {str(k): v for k, v in phase.result.statuses.items()}
         if self.failure:
             out["failure"] = self.failure
         return out
 
 
+def _cells(name: str, title: str, r: Result, target: str, verdict: str) -> list[str]:
+    total = r.requests + r.warmup_requests
+    srv = f"{r.server_cpu_seconds / total * 1e6:,.0f}" if r.server_cpu_seconds is not None and total else "-"
+    gen = f"{r.gen_cpu_seconds / total * 1e6:,.1f}" if total else "-"
+    other = f"{r.other_cpu_cores:.2f}" if r.other_cpu_cores is not None else "-"
+    rss = f"{r.server_rss_mb:,.0f}" if r.server_rss_mb is not None else "-"
+    # A row made of phases has no percentiles of its own (each phase has its own, in its sub-row).
+    p50, p99 = ("-", "-") if r.phases else (f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}")
+    return [
+        name, title, f"{r.requests:,}", f"{r.rps:,.0f}", p50, p99, f"{r.errors:,}", target, verdict,
+        f"{r.response_bytes // max(r.requests, 1):,}", srv, gen, other, rss,
+    ]  # fmt: skip
+
+
 LEGEND = (
-    "  resp B: mean response size (headers included); srv / gen µs/req: CPU the server / the load generator\n"
-    "  spent per request (warm-up included); other: cores busy with other processes during the row. On a\n"
-    "  2-core machine a row with other > 0.2 was measured on a shared machine: rerun it when it is quiet."
+    '  target: the rps a row must reach; "25% 5,000": a quarter of the hello-world ceiling (HELLO) of this\n'
+    "  run (issue 13). resp B: mean response size (headers included); srv / gen µs/req: CPU the server / the\n"
+    "  load generator spent per request (warm-up included); other: cores busy with other processes during the\n"
+    "  row; rss MB: the largest resident set over the server's processes at the row's end. On a 2-core\n"
+    "  machine a row with other > 0.2 was measured on a shared machine: rerun it when it is quiet."
 )
 NOISY = 0.2
 
@@ -111,11 +162,26 @@ def line(row: Row) -> str:
     if row.failure:
         text += f"\n        {row.failure}"
     elif r is not None:
+        if r.extra.get("headline"):
+            text += f"\n        {r.extra['headline']}"
+        if r.errors and r.errors >= r.requests:
+            text += f"\n        FAIL: every one of the {r.requests:,} responses was an error"
         if r.error_sample:
             statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r.statuses.items()))
             text += f"\n        statuses {statuses}; first error: {r.error_sample[:300]!r}"
-        if r.ended_by != "time":
+        for problem in r.problems:
+            text += f"\n        FAIL: {problem}"
+        if r.ended_by != "time" and not r.phases:
             text += f"\n        ended by {r.ended_by} after {r.seconds:.1f}s (prepared requests used up)"
+        for phase in r.phases:
+            p = phase.result
+            verdict = "FAIL" if p.errors or p.requests == 0 else ""
+            text += "\n" + _line(_cells(phase.name, phase.title, p, "", verdict))
+            if p.error_sample:
+                statuses = ", ".join(f"{k}: {v}" for k, v in sorted(p.statuses.items()))
+                text += f"\n        statuses {statuses}; first error: {p.error_sample[:300]!r}"
+            if p.ended_by == "stall":
+                text += "\n        ended by stall: the server stopped answering"
     return text
 
 

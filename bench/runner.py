@@ -46,6 +46,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="server worker processes (default 2)")
     p.add_argument("--max-requests", type=int, default=None, help="also stop a workload after this many")
     p.add_argument(
+        "--cycle-users",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="users I1 provisions in its initial Entra cycle (default 100,000)",
+    )
+    p.add_argument(
         "--quiet-wait",
         type=float,
         default=0.0,
@@ -72,8 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
         for w in load_all():
-            goal = f"{w.target_rps:,.0f} rps" if w.target_rps else "no target"
-            print(f"{w.name:5} {w.title:45} {goal}{'' if w.default else '  (only with --only)'}")
+            print(f"{w.name:5} {w.title:45} {w.goal()}{'' if w.default else '  (only with --only)'}")
         return 0
     workloads = select(args.only)
     options = Options(
@@ -84,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.workers,
         args.max_requests,
         args.quiet_wait,
+        args.cycle_users,
     )
     tmp = Path(tempfile.mkdtemp(prefix="scimjit-bench-"))
     started = datetime.now(UTC)
@@ -101,8 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench = _seed(target, options, loadgen, tmp, workloads)
         bench.profile = frozenset(n.strip().upper() for n in args.profile.split(",") if n.strip())
         bench.server = _start_scimjit(bench, workloads, _server_env(args.server_env))
+        hello = next((r.result.rps for r in reference if r.name == "HELLO" and r.result), None)
         for w in workloads:
-            row = _run(bench, w)
+            row = _run(bench, w, hello)
             rows.append(row)
             print(report.line(row), flush=True)
     except (servers.ServerFailed, ConnectionError) as exc:
@@ -139,6 +147,7 @@ def _reference(loadgen: LoadGenerator, options: Options, tmp: Path) -> list[Row]
             request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
             spec = LoadSpec(port, [request], options.connections, options.duration, options.warmup)
             result = measure(loadgen, spec, server, options.quiet_wait)
+            result.server_rss_mb, result.server_hwm_mb = server.memory_mb()
         finally:
             server.stop()
         row = Row(name, title, None, result)
@@ -207,7 +216,7 @@ def _start_scimjit(bench: Bench, workloads: list[Workload], settings: dict[str, 
     return server
 
 
-def _run(bench: Bench, w: Workload) -> Row:
+def _run(bench: Bench, w: Workload, hello_rps: float | None) -> Row:
     bench.current = w.name.upper()
     assert bench.server is not None
     try:
@@ -215,10 +224,20 @@ def _run(bench: Bench, w: Workload) -> Row:
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(exc)).strip()
         traceback.print_exc()
-        return Row(w.name, w.title, w.target_rps, None, failure=detail)
+        return Row(w.name, w.title, w.target_rps, None, detail, w.target_share, hello_rps)
     if bench.server.proc.poll() is not None:
         raise servers.ServerFailed(f"scimjit exited during {w.name}:\n{bench.server.log_tail()}")
-    return Row(w.name, w.title, w.target_rps, result)
+    result.server_rss_mb, result.server_hwm_mb = bench.server.memory_mb()
+    return Row(w.name, w.title, w.target_rps, result, None, w.target_share, hello_rps)
+
+
+def _share(row: Row, hello_rps: float) -> str:
+    """'W1 12% (target 25%: FAIL)' for a row with a share target, else 'X1 130%'."""
+    assert row.result is not None
+    got = f"{row.name} {row.result.rps / hello_rps:.0%}"
+    if row.target_share:
+        return f"{got} (target {row.target_share:.0%}: {row.verdict})"
+    return got
 
 
 def _db_version(target: Target) -> str:
@@ -255,9 +274,17 @@ def _summarise(
         print(f"  WARNING: other processes used the CPU during {', '.join(noisy)}: those figures are low")
     for check in checks:
         print(f"  {check}")
-    if hello is not None and rows:
-        scale = ", ".join(f"{r.name} {r.result.rps / hello.rps:.0%}" for r in rows if r.result and hello.rps)
+    if hello is not None and rows and hello.rps:
+        scale = ", ".join(_share(r, hello.rps) for r in rows if r.result and r.result.requests)
         print(f"  share of the hello-world ceiling ({hello.rps:,.0f} rps): {scale}")
+    for row in rows:
+        if row.result is not None and row.result.extra.get("summary"):
+            print(f"  {row.name}: {row.result.extra['summary']}")
+    failures = [(r.name, r.why()) for r in rows if r.verdict in ("FAIL", "ERROR")]
+    if failures:
+        print(f"  FAILED: {len(failures)} of {len(rows)} workloads")
+        for name, why in failures:
+            print(f"    {name}: {why}")
     for note in notes:
         print(f"  note: {note}")
     if bench is not None:

@@ -100,6 +100,17 @@ class Server:
                 total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / _TICKS
 
+    def memory_mb(self) -> tuple[float | None, float | None]:
+        """The largest VmRSS and the largest VmHWM (peak RSS) over the server's processes, in MB (/proc)."""
+        rss: list[float] = []
+        hwm: list[float] = []
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith(("VmRSS:", "VmHWM:")):
+                        (rss if line[2] == "R" else hwm).append(int(line.split()[1]) / 1024)  # kB
+        return (max(rss) if rss else None, max(hwm) if hwm else None)
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
