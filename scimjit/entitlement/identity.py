@@ -19,7 +19,9 @@ from scimjit.entitlement.apps import Application
 from scimjit.scim.identifiers import identifier_key
 from scimjit.scim.schema import USER_URN
 from scimjit.store import users as user_rows
+from scimjit.store.db import RawReader
 from scimjit.store.memberships import live_groups
+from scimjit.store.prepared import Prepared
 from scimjit.store.tables import Row
 
 
@@ -59,35 +61,52 @@ class Lookups:
 
     def __init__(self, app: Application) -> None:
         self.app = app
-        self._find = user_rows.select_matching(
-            app.match.attribute,
-            sa.bindparam("value"),
-            extra_columns=ledger.SUBJECT_COLUMNS,
-            join=lambda left, user_id: ledger.outerjoin_accounts(left, user_id, app.name),
-        ).limit(2)
-        self._members: sa.Select[*tuple[Any, ...]] | None = None
+        self._find = Prepared(
+            user_rows.select_matching(
+                app.match.attribute,
+                sa.bindparam("value"),
+                extra_columns=ledger.SUBJECT_COLUMNS,
+                join=lambda left, user_id: ledger.outerjoin_accounts(left, user_id, app.name),
+            ).limit(2)
+        )
+        self._members: Prepared | None = None
         if app.group_refs:
-            self._members = live_groups(
-                sa.bindparam("member_id"),
-                sa.bindparam("now"),
-                group_ids={*app.groups, *app.roles},  # ids, exactly
-                names_ci=app.group_refs,  # displayNames, case-insensitively
-                with_member=False,  # one member: the login reads only what identifies the group
+            self._members = Prepared(
+                live_groups(
+                    sa.bindparam("member_id"),
+                    sa.bindparam("now"),
+                    group_ids={*app.groups, *app.roles},  # ids, exactly
+                    names_ci=app.group_refs,  # displayNames, case-insensitively
+                    with_member=False,  # one member: the login reads only what identifies the group
+                    constant_refs=True,
+                )
             )
 
-    def find_subjects(self, conn: sa.Connection, value: str) -> list[Subject]:
+    def find_subjects(self, conn: sa.Connection | RawReader, value: str) -> list[Subject]:
         """Users matching `value` under the app's rule (at most two: more than one is ambiguous). Raises
-        `DisallowedIdentifier` for a claim no identifier may be (see `match_value`)."""
-        rows = conn.execute(self._find, {"value": match_value(self.app.match.attribute, value)})
+        `DisallowedIdentifier` for a claim no identifier may be (see `match_value`). `conn` is a SQLAlchemy
+        connection or a `Database.snapshot` reader (the login's hot path)."""
+        params = {"value": match_value(self.app.match.attribute, value)}
+        rows = (
+            conn.fetch(self._find, params)
+            if isinstance(conn, RawReader)
+            else conn.execute(self._find.statement, params)
+        )
         return [_subject(r) for r in rows]
 
-    def member_refs(self, conn: sa.Connection, user_id: str, now_us: int) -> set[str]:
+    def member_refs(self, conn: sa.Connection | RawReader, user_id: str, now_us: int) -> set[str]:
         """Lower-cased ids and displayNames of the app's groups (entitlement + roles) the user is a live
         direct member of."""
         if self._members is None:
             return set()
         out: set[str] = set()
-        for group_id, name_ci in conn.execute(self._members, {"member_id": user_id, "now": now_us}):
+        params = {"member_id": user_id, "now": now_us}
+        rows = (
+            conn.fetch(self._members, params)
+            if isinstance(conn, RawReader)
+            else conn.execute(self._members.statement, params)
+        )
+        for group_id, name_ci in rows:
             out.add(group_id.lower())
             out.add(name_ci)
         return out

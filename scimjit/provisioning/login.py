@@ -275,7 +275,7 @@ class LoginService:
 
     def _read(self, app: Application, value: str, now_us: int) -> tuple[list[Subject], set[str]]:
         lookups = self._lookups[app.name]
-        with self.db.read() as conn:
+        with self.db.snapshot() as conn:  # both reads in one snapshot, on the driver (`Database.snapshot`)
             subjects = lookups.find_subjects(conn, value)
             refs = lookups.member_refs(conn, subjects[0].user_id, now_us) if len(subjects) == 1 else set()
         return subjects, refs

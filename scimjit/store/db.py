@@ -245,8 +245,20 @@ class Database:
         SQLite inline on the event loop (`run` within its budget) uses one connection kept for the loop:
         autocommit, every cursor read to its end, so it holds no read snapshot between statements and sees
         every commit. Anywhere else a pooled connection is checked out for the statement and returned."""
-        compiled = prepared.compiled(self.engine.dialect)
-        parameters = compiled.parameters(params)
+        with self._raw() as raw:
+            return raw.fetch(prepared, params)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[RawReader]:
+        """Several `Prepared` reads in ONE snapshot, on the DBAPI connection as `fetch` runs them: BEGIN
+        (PostgreSQL: REPEATABLE READ, READ ONLY) ... ROLLBACK, sent by the driver, not through SQLAlchemy's
+        transaction machinery (the login's two reads; `read()` cost more than they do). Reads only."""
+        with self._raw() as raw:
+            raw.execute("BEGIN" if self.is_sqlite else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", ())
+            yield raw
+
+    @contextmanager
+    def _raw(self) -> Iterator[RawReader]:
         budget = _budget.get()
         kept = budget is not None and self._offload
         fairy = self._kept if kept else None
@@ -255,40 +267,31 @@ class Database:
             if kept:
                 self._kept = fairy
         dbapi: Any = fairy.dbapi_connection
-        cursor = None
         try:
             if not self.is_sqlite:
                 dbapi.autocommit = (
                     True  # client-side in psycopg 3: no round trip, and no ROLLBACK at check-in
                 )
-            else:
-                deadline = fairy.info.get(_STATE)
-                if deadline is not None:
-                    deadline.arm(self.statement_timeout, budget)
-            cursor = fairy.cursor()
-            for listener in self.engine.dispatch.before_cursor_execute:
-                listener(None, cursor, compiled.sql, parameters, None, False)
-            cursor.execute(compiled.sql, parameters)
-            raw = cursor.fetchall()
-        except self.engine.dialect.loaded_dbapi.Error as exc:
-            self._fetch_failed(exc, fairy, cursor, kept, compiled.sql, parameters)
-            raise  # not reached: _fetch_failed raises
+            yield RawReader(self, fairy, kept)
         finally:
-            if cursor is not None:
-                with suppress(Exception):
-                    cursor.close()
-            if not self.is_sqlite:
-                with suppress(Exception):
+            try:
+                dbapi.rollback()  # ends a `snapshot` (both drivers do nothing outside a transaction)
+                if not self.is_sqlite:
                     dbapi.autocommit = False  # as SQLAlchemy's connections expect it back
+            except Exception:
+                # A connection that cannot say it is out of its transaction is not used again: a kept one
+                # would otherwise read an old snapshot for ever.
+                if kept:
+                    self._kept = None
+                    kept = False
+                with suppress(Exception):
+                    fairy.invalidate()
             if not kept:
                 fairy.close()
-        return compiled.rows(list(raw))
 
-    def _fetch_failed(
-        self, exc: Exception, fairy: Any, cursor: Any, kept: bool, sql: str, parameters: Any
-    ) -> None:
-        """Raise what `fetch`'s DBAPI error means: the statement limit's refusal (or the inline budget's
-        hand-off), or SQLAlchemy's wrapped error, after dropping a connection the database closed."""
+    def _raw_failed(self, exc: Exception, reader: RawReader, cursor: Any, sql: str, parameters: Any) -> None:
+        """Raise what a DBAPI error of `RawReader.execute` means: the statement limit's refusal (or the inline
+        budget's hand-off), or SQLAlchemy's wrapped error, after dropping a connection the database closed."""
         dialect = self.engine.dialect
         if self.is_sqlite and "interrupted" in str(exc):
             budget = _budget.get()
@@ -300,11 +303,12 @@ class Database:
 
             if isinstance(exc, QueryCanceled):
                 raise statement_too_costly(self.statement_timeout) from None
-        invalidated = dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)  # type: ignore[arg-type]
+        invalidated = dialect.is_disconnect(exc, reader.fairy.dbapi_connection, cursor)  # type: ignore[arg-type]
         if invalidated:
-            if kept:
+            if reader.kept:
                 self._kept = None
-            fairy.invalidate(exc)
+                reader.kept = False
+            reader.fairy.invalidate(exc)
         raise sa.exc.DBAPIError.instance(
             sql,
             parameters,
@@ -320,6 +324,40 @@ class Database:
             with suppress(Exception):
                 kept.close()
         self.engine.dispose()
+
+
+class RawReader:
+    """Reads on one DBAPI connection (`Database.fetch` / `snapshot`)."""
+
+    __slots__ = ("db", "fairy", "kept")
+
+    def __init__(self, db: Database, fairy: Any, kept: bool) -> None:
+        self.db, self.fairy, self.kept = db, fairy, kept
+
+    def fetch(self, prepared: Prepared, params: Mapping[str, Any]) -> list[Any]:
+        compiled = prepared.compiled(self.db.engine.dialect)
+        return compiled.rows(self.execute(compiled.sql, compiled.parameters(params)))
+
+    def execute(self, sql: str, parameters: Any) -> list[Any]:
+        db = self.db
+        cursor = None
+        try:
+            if db.is_sqlite:
+                deadline = self.fairy.info.get(_STATE)
+                if deadline is not None:
+                    deadline.arm(db.statement_timeout, _budget.get())
+            cursor = self.fairy.cursor()
+            for listener in db.engine.dispatch.before_cursor_execute:
+                listener(None, cursor, sql, parameters, None, False)
+            cursor.execute(sql, parameters)
+            return list(cursor.fetchall()) if cursor.description is not None else []
+        except db.engine.dialect.loaded_dbapi.Error as exc:
+            db._raw_failed(exc, self, cursor, sql, parameters)
+            raise  # not reached: _raw_failed raises
+        finally:
+            if cursor is not None:
+                with suppress(Exception):
+                    cursor.close()
 
 
 def sqlite_path(url: str) -> str | None:

@@ -30,11 +30,14 @@ def live_groups(
     group_ids: Collection[str],
     names_ci: Collection[str],
     with_member: bool = True,
+    constant_refs: bool = False,
 ) -> sa.Select[*tuple[Any, ...]]:
     """THE live-membership query: (member id, group id, lower-cased displayName) of the live direct
     memberships of `members` (one id, a list, or a bind parameter for statements built once) in the groups
     named by id (exactly) or by displayName (lower-cased). Login, deprovisioning and request checks all
-    ask this. Without `with_member`, only (group id, lower-cased displayName)."""
+    ask this. Without `with_member`, only (group id, lower-cased displayName). With `constant_refs` the ids and
+    names are one bound value each rather than an expanding list, so the statement compiles once for good
+    (`store.prepared.Prepared`: the login's lookup of an application's groups)."""
     member_cond = (
         memberships.c.member_id.in_(list(members))
         if isinstance(members, (list, tuple))
@@ -47,9 +50,20 @@ def live_groups(
         .where(
             member_cond,
             live(now_micros),
-            sa.or_(groups.c.display_name_ci.in_(sorted(names_ci)), groups.c.id.in_(sorted(group_ids))),
+            sa.or_(
+                _one_of(groups.c.display_name_ci, names_ci, constant_refs),
+                _one_of(groups.c.id, group_ids, constant_refs),
+            ),
         )
     )
+
+
+def _one_of(column: sa.ColumnElement[str], values: Collection[str], constant: bool) -> sa.ColumnElement[bool]:
+    if not constant:
+        return column.in_(sorted(values))
+    if not values:
+        return sa.false()
+    return column.in_([sa.literal(v, column.type) for v in sorted(values)])
 
 
 def live_members_of(refs: Collection[str], now_micros: int, *, exclude: str | None = None) -> sa.Select[str]:

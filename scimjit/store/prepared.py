@@ -77,8 +77,8 @@ class Prepared:
 
 def _compile(statement: sa.Select[Any] | sa.TextualSelect, dialect: sa.Dialect) -> Compiled:
     compiled = statement.compile(dialect=dialect)
-    if any(b.expanding for b in compiled.binds.values()):
-        raise ValueError("a Prepared statement takes no expanding (IN) parameters")
+    if any(b.expanding for b in compiled.binds.values()) or "__[POSTCOMPILE" in compiled.string:
+        raise ValueError("a Prepared statement takes no expanding (IN) or post-compiled parameters")
     binds = []
     for name, bind in compiled.binds.items():
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)

@@ -152,3 +152,34 @@ def test_a_postgresql_connection_dropped_under_fetch_is_unavailable_once_then_re
         assert probe.fetch(_NAME_OF, {"id": "u1"})[0].user_name == "alice"  # a new connection
     finally:
         probe.dispose()
+
+
+def test_a_snapshot_reads_one_state_and_leaves_none_behind(db: Database) -> None:
+    """`Database.snapshot` (the login's two reads): a commit between its reads is seen by neither, and by the
+    very next read after it, on the event loop's kept connection as on a pooled one."""
+    _insert(db, "u1", "alice")
+
+    def reads() -> tuple[str, str, str]:
+        with db.snapshot() as snap:
+            first = snap.fetch(_NAME_OF, {"id": "u1"})[0].user_name
+            _rename(db, "u1", "bob")  # committed by another connection meanwhile
+            second = snap.fetch(_NAME_OF, {"id": "u1"})[0].user_name
+        return first, second, db.fetch(_NAME_OF, {"id": "u1"})[0].user_name
+
+    assert _on_loop(db, reads) == ("alice", "alice", "bob")
+    _rename(db, "u1", "carol")
+    assert reads() == ("carol", "carol", "bob")  # not on the loop: a pooled connection, the same rule
+
+
+def test_a_failed_read_in_a_snapshot_ends_it(db: Database) -> None:
+    _insert(db, "u1", "alice")
+
+    def failing() -> None:
+        with db.snapshot() as snap:
+            snap.fetch(_NAME_OF, {"id": "u1"})
+            raise RuntimeError("the caller failed")
+
+    with pytest.raises(RuntimeError):
+        _on_loop(db, failing)
+    _rename(db, "u1", "bob")
+    assert _on_loop(db, db.fetch, _NAME_OF, {"id": "u1"})[0].user_name == "bob"  # no snapshot left open
