@@ -151,7 +151,9 @@ _KEYWORDS |= {"true", "false", "null"}
 def _syntax_tree(text: str) -> Any:
     simple = _SIMPLE_EQ.fullmatch(text)
     if simple is not None and simple[1].lower() not in _KEYWORDS:
-        comparison = ast.AttrExpr("eq", ast.AttrPath(simple[1], None, None), ast.CompValue(_string(simple[2])))
+        comparison = ast.AttrExpr(
+            "eq", ast.AttrPath(simple[1], None, None), ast.CompValue(_string(simple[2]))
+        )
         return ast.Filter(comparison, False, None)
     try:
         tree = _Parser().parse(iter(list(_Lexer().tokenize(text))))
