@@ -41,7 +41,8 @@ import sqlalchemy as sa
 
 from scimjit.clock import to_micros
 from scimjit.redact import scrub
-from scimjit.store.db import Database
+from scimjit.store.db import Database, execute
+from scimjit.store.prepared import Prepared
 from scimjit.store.tables import audit_log
 
 MAX_IDS = 100  # lists of ids in `details` are capped here; the count is always exact
@@ -92,7 +93,8 @@ def record(
     """
     if getattr(request_id, "chosen_by", None) == "client":
         details = {**(details or {}), "requestIdFrom": "client"}
-    conn.execute(
+    execute(
+        conn,
         _INSERT,
         {
             "at": at_micros,
@@ -107,7 +109,8 @@ def record(
     )
 
 
-_INSERT = audit_log.insert()  # built once: it runs inside every write transaction
+_COLUMNS = ("at", "actor", "action", "outcome", "resource_type", "resource_id", "request_id", "details")
+_INSERT = Prepared(audit_log.insert(), _COLUMNS)  # compiled once: it runs inside every write transaction
 
 
 def record_now(db: Database, *, at: datetime, **fields: Any) -> None:

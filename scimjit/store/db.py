@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -144,7 +145,11 @@ class Database:
             "echo": echo,
         }
         self._offload = False  # whether SQLite reads over the budget move to the thread pool
-        self._kept: Any = None  # the event loop's own SQLite connection for `fetch`
+        # The main thread's own SQLite connection for `fetch` / `snapshot`, where uvicorn runs the event loop
+        # (in every worker process). Other threads (a test client's portal, the thread pool) check one out of
+        # the pool per read: a connection kept per thread would stay checked out after its thread ended.
+        self._kept: Any = None
+        self._kept_busy = False
         if self.is_sqlite:
             create_private_file(sqlite_path(self.url))
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -259,21 +264,31 @@ class Database:
 
     @contextmanager
     def _raw(self) -> Iterator[RawReader]:
-        budget = _budget.get()
-        kept = budget is not None and self._offload
+        """A DBAPI connection for `fetch` / `snapshot`: on SQLite inline on the main thread's event loop, the
+        kept connection (unless an enclosing read is using it: then a pooled one); else a pooled connection,
+        returned afterwards."""
+        kept = (
+            _budget.get() is not None
+            and self._offload
+            and not self._kept_busy
+            and threading.current_thread() is threading.main_thread()
+        )
         fairy = self._kept if kept else None
         if fairy is None:
             fairy = self.engine.raw_connection()
             if kept:
                 self._kept = fairy
         dbapi: Any = fairy.dbapi_connection
+        reader = RawReader(self, fairy, kept)
+        if kept:
+            self._kept_busy = True
         try:
             if not self.is_sqlite:
-                dbapi.autocommit = (
-                    True  # client-side in psycopg 3: no round trip, and no ROLLBACK at check-in
-                )
-            yield RawReader(self, fairy, kept)
+                dbapi.autocommit = True  # client-side in psycopg 3: no round trip, no ROLLBACK at check-in
+            yield reader
         finally:
+            if kept:
+                self._kept_busy = False
             try:
                 dbapi.rollback()  # ends a `snapshot` (both drivers do nothing outside a transaction)
                 if not self.is_sqlite:
@@ -281,13 +296,17 @@ class Database:
             except Exception:
                 # A connection that cannot say it is out of its transaction is not used again: a kept one
                 # would otherwise read an old snapshot for ever.
-                if kept:
-                    self._kept = None
-                    kept = False
+                self._drop(reader)
                 with suppress(Exception):
                     fairy.invalidate()
-            if not kept:
+            if not reader.kept:
                 fairy.close()
+
+    def _drop(self, reader: RawReader) -> None:
+        """Stop keeping the reader's connection (it failed); the caller invalidates or closes it."""
+        if reader.kept:
+            self._kept = None
+            reader.kept = False
 
     def _raw_failed(self, exc: Exception, reader: RawReader, cursor: Any, sql: str, parameters: Any) -> None:
         """Raise what a DBAPI error of `RawReader.execute` means: the statement limit's refusal (or the inline
@@ -305,9 +324,7 @@ class Database:
                 raise statement_too_costly(self.statement_timeout) from None
         invalidated = dialect.is_disconnect(exc, reader.fairy.dbapi_connection, cursor)  # type: ignore[arg-type]
         if invalidated:
-            if reader.kept:
-                self._kept = None
-                reader.kept = False
+            self._drop(reader)
             reader.fairy.invalidate(exc)
         raise sa.exc.DBAPIError.instance(
             sql,
@@ -324,6 +341,56 @@ class Database:
             with suppress(Exception):
                 kept.close()
         self.engine.dispose()
+
+
+def execute(
+    conn: sa.Connection, prepared: Prepared, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+) -> list[Any]:
+    """Run `prepared` in the caller's transaction (`read()` / `write()`) on its DBAPI cursor: for the
+    fixed-shape statements every write runs (the audit record, a user's insert and value rows, a group's
+    member add), where SQLAlchemy's execution path cost several times SQLite's own work. A list of
+    parameter sets is an executemany. Returns the rows (RETURNING, SELECT), else []. The connection's
+    `before_cursor_execute` listeners run as for any statement (so the statement time limit is armed and
+    statement counts stay whole); a DBAPI error is raised as SQLAlchemy's (IntegrityError stays one, and the
+    limit's "interrupted" reaches `Database.write`'s handling as usual)."""
+    compiled = prepared.compiled(conn.dialect)
+    many = not isinstance(params, Mapping)
+    parameters: Any = (
+        [compiled.parameters(p) for p in params] if many else compiled.parameters(params)  # type: ignore[arg-type]
+    )
+    return compiled.rows(_driver_execute(conn, compiled.sql, parameters, many))
+
+
+def _driver_execute(conn: sa.Connection, sql: str, parameters: Any, many: bool = False) -> list[Any]:
+    """`sql` on the DBAPI cursor of `conn`, announced to its listeners; errors wrapped as SQLAlchemy's."""
+    fairy: Any = conn.connection
+    cursor = fairy.cursor()
+    try:
+        for listener in conn.dispatch.before_cursor_execute:
+            listener(conn, cursor, sql, parameters, None, many)
+        if many:
+            cursor.executemany(sql, parameters)
+        else:
+            cursor.execute(sql, parameters)
+        return list(cursor.fetchall()) if cursor.description is not None else []
+    except conn.dialect.loaded_dbapi.Error as exc:
+        dialect = conn.dialect
+        invalidated = dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)
+        wrapped = sa.exc.DBAPIError.instance(
+            sql,
+            parameters,
+            exc,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=invalidated,
+            dialect=dialect,
+        )
+        if invalidated:
+            with suppress(Exception):
+                conn.invalidate(exc)
+        raise wrapped from exc
+    finally:
+        with suppress(Exception):
+            cursor.close()
 
 
 class RawReader:
@@ -427,7 +494,8 @@ def _configure_sqlite(engine: sa.Engine, statement_timeout: float) -> None:
         options = conn.get_execution_options()
         if options.get(_AUTOCOMMIT, False):
             return  # `Database.single`: the statement is its own (implicit) transaction
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("scimjit_write", False) else "BEGIN")
+        # on the driver: SQLAlchemy's exec_driver_sql cost ten times the BEGIN itself (every write pays it)
+        _driver_execute(conn, "BEGIN IMMEDIATE" if options.get("scimjit_write", False) else "BEGIN", ())
 
 
 def _configure_postgresql(engine: sa.Engine, statement_timeout: float) -> None:

@@ -11,15 +11,16 @@ import sqlalchemy as sa
 
 from scimjit.scim.errors import invalid_value
 from scimjit.scim.schema import GROUP_URN, JIT_GROUP_URN
-from scimjit.store.db import dialect_insert
+from scimjit.store.db import dialect_insert, execute
 from scimjit.store.memberships import SCIM_SOURCE, live
+from scimjit.store.prepared import Prepared
 from scimjit.store.promoted import group_columns
 from scimjit.store.tables import Row, groups, memberships
 from scimjit.store.users import ConcurrentUpdate, meta
 
 # Hot statements are built once: constructing a statement and its cache key costs more than SQLite's answer.
 _GET = sa.select(groups).where(groups.c.id == sa.bindparam("id"))
-_GET_FOR_UPDATE = _GET.with_for_update()
+_GET_FOR_UPDATE = Prepared(_GET.with_for_update())
 _MEMBER_FACTS = sa.union_all(  # for an add: which ids are groups, and which are live members already
     sa.select(groups.c.id, sa.literal("group")).where(
         groups.c.id.in_(sa.bindparam("group_ids", expanding=True))
@@ -35,8 +36,8 @@ _LIVE_IDS = sa.select(memberships.c.member_id).where(
     memberships.c.member_id.in_(sa.bindparam("ids", expanding=True)),
     live(sa.bindparam("now")),
 )
-_LIVE_MEMBERS_UP_TO = (  # how many live members, counting no further than the limit: bounded work
-    sa.select(sa.func.count()).select_from(
+_LIVE_MEMBERS_UP_TO = Prepared(  # how many live members, counting no further than the limit: bounded work
+    sa.select(sa.func.count().label("n")).select_from(
         sa.select(memberships.c.member_id)
         .where(memberships.c.group_pk == sa.bindparam("pk"), live(sa.bindparam("now")))
         .distinct()
@@ -44,16 +45,17 @@ _LIVE_MEMBERS_UP_TO = (  # how many live members, counting no further than the l
         .subquery()
     )
 )
-_BUMP = (
+_BUMP = Prepared(
     groups.update()
     .where(groups.c.pk == sa.bindparam("b_pk"), groups.c.version == sa.bindparam("b_old_version"))
     .values(version=sa.bindparam("b_new_version"), last_modified=sa.bindparam("b_modified"))
     .returning(*groups.c)
 )
-_ADD: dict[str, Any] = {}  # per dialect: insert, or revive a same-source row that has expired
+_ADD: dict[str, Prepared] = {}  # per dialect: insert, or revive a same-source row that has expired
+_ADDED = ("group_pk", "member_id", "source", "member_type", "display", "added_at", "expires_at")
 
 
-def _add_statement(conn: sa.Connection) -> Any:
+def _add_statement(conn: sa.Connection) -> Prepared:
     """INSERT ... ON CONFLICT DO UPDATE that only revives an expired row of the same source, so a re-add
     after expiry starts a fresh lifetime while a live row (and its TTL clock) is left alone."""
     stmt = _ADD.get(conn.dialect.name)
@@ -71,12 +73,15 @@ def _add_statement(conn: sa.Connection) -> Any:
                 memberships.c.expires_at.is_not(None), memberships.c.expires_at <= insert.excluded.added_at
             ),
         )
-        _ADD[conn.dialect.name] = stmt
+        stmt = _ADD[conn.dialect.name] = Prepared(stmt, _ADDED)
     return stmt
 
 
 def get(conn: sa.Connection, group_id: str, *, for_update: bool = False) -> Any:
-    return conn.execute(_GET_FOR_UPDATE if for_update else _GET, {"id": group_id}).first()
+    if for_update:  # every group write starts here: compiled once, run on the driver (`db.execute`)
+        rows = execute(conn, _GET_FOR_UPDATE, {"id": group_id})
+        return rows[0] if rows else None
+    return conn.execute(_GET, {"id": group_id}).first()
 
 
 def find_by_ref(conn: sa.Connection, ref: str) -> list[Row]:
@@ -118,7 +123,8 @@ def update(conn: sa.Connection, current: Any, doc: Mapping[str, Any] | None, now
     }
     if doc is None:  # members changed only: the hot path of IdP membership PATCHes
         bump = {"b_pk": current.pk, "b_old_version": current.version, "b_new_version": values["version"]}
-        row = conn.execute(_BUMP, {**bump, "b_modified": values["last_modified"]}).first()
+        bumped = execute(conn, _BUMP, {**bump, "b_modified": values["last_modified"]})
+        row = bumped[0] if bumped else None
     else:
         values.update(data=dict(doc), **group_columns(doc, JIT_GROUP_URN))
         row = conn.execute(
@@ -187,7 +193,7 @@ def add_members(
         }
         for i in ids
     ]
-    conn.execute(_add_statement(conn), rows)
+    execute(conn, _add_statement(conn), rows)
     return [i for i in ids if i not in already]
 
 
@@ -272,8 +278,8 @@ def members_up_to(
 ) -> list[dict[str, Any]] | None:
     """The group's live members if there are at most `limit`, else None, without reading more than
     `limit + 1` index entries: what a PATCH answer needs to choose between 200 with the group and 204."""
-    count = conn.execute(_LIVE_MEMBERS_UP_TO, {"pk": group_pk, "now": now_micros, "limit": limit + 1})
-    if count.scalar_one() > limit:
+    (count,) = execute(conn, _LIVE_MEMBERS_UP_TO, {"pk": group_pk, "now": now_micros, "limit": limit + 1})
+    if count.n > limit:
         return None
     return members_of(conn, [group_pk], now_micros, base_url)[group_pk]
 

@@ -7,14 +7,15 @@ of the parameters, the bind and result processors of each column's type, and a r
 statement's column names (rows read like SQLAlchemy's: `row.id`, `row.data`). The statement itself stays a
 SQLAlchemy construct, written, reviewed and tested as every other; only its execution is short-cut.
 
-Only for single read statements without expanding (`IN`) parameters: anything else goes through
-`Database.single` / `read` / `write`.
+Reads run by `Database.fetch` / `snapshot` (no transaction of SQLAlchemy's), and the fixed-shape statements
+every write runs (the audit record, a user's insert, a group's member add) by `db.execute` inside the
+caller's `write()`. Never with expanding (`IN`) parameters: anything else goes through SQLAlchemy as usual.
 """
 
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,21 +63,24 @@ class Compiled:
 class Prepared:
     """A SQLAlchemy SELECT, compiled on first use for each dialect it runs on."""
 
-    __slots__ = ("_by_dialect", "statement")
+    __slots__ = ("_by_dialect", "columns", "statement")
 
-    def __init__(self, statement: sa.Select[Any] | sa.TextualSelect) -> None:
+    def __init__(self, statement: Any, columns: Sequence[str] | None = None) -> None:
+        """`statement`: a SELECT, a textual SELECT, or an INSERT / UPDATE / DELETE (with RETURNING or not);
+        `columns`: the column keys an INSERT always sets (its VALUES clause, compiled once for them)."""
         self.statement = statement
+        self.columns = list(columns) if columns is not None else None
         self._by_dialect: dict[str, Compiled] = {}
 
     def compiled(self, dialect: sa.Dialect) -> Compiled:
         found = self._by_dialect.get(dialect.name)
         if found is None:
-            found = self._by_dialect[dialect.name] = _compile(self.statement, dialect)
+            found = self._by_dialect[dialect.name] = _compile(self.statement, dialect, self.columns)
         return found
 
 
-def _compile(statement: sa.Select[Any] | sa.TextualSelect, dialect: sa.Dialect) -> Compiled:
-    compiled = statement.compile(dialect=dialect)
+def _compile(statement: Any, dialect: sa.Dialect, column_keys: list[str] | None) -> Compiled:
+    compiled = statement.compile(dialect=dialect, column_keys=column_keys)
     if any(b.expanding for b in compiled.binds.values()) or "__[POSTCOMPILE" in compiled.string:
         raise ValueError("a Prepared statement takes no expanding (IN) or post-compiled parameters")
     binds = []
@@ -84,7 +88,10 @@ def _compile(statement: sa.Select[Any] | sa.TextualSelect, dialect: sa.Dialect) 
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
             binds.append((name, process))
-    columns = list(statement.selected_columns)
+    if hasattr(statement, "selected_columns"):
+        columns = list(statement.selected_columns)
+    else:  # DML: what it returns, its own RETURNING or the one the dialect adds for a generated key
+        columns = list(compiled.effective_returning or ())
     results = []
     for index, column in enumerate(columns):
         process = column.type.dialect_impl(dialect).result_processor(dialect, None)

@@ -13,7 +13,7 @@ from scimjit.clock import format_micros
 from scimjit.scim.errors import ScimError, uniqueness
 from scimjit.scim.identifiers import literal_key
 from scimjit.scim.schema import USER_URN, Registry, ResourceType
-from scimjit.store.db import Database
+from scimjit.store.db import Database, execute
 from scimjit.store.memberships import live
 from scimjit.store.prepared import Prepared
 from scimjit.store.promoted import user_columns, user_name_key, user_value_rows
@@ -25,7 +25,7 @@ KEEP = object()  # "leave the stored password hash as it is"
 
 # Hot statements are built once: constructing a statement and its cache key costs more than SQLite's answer.
 _GET = sa.select(users).where(users.c.id == sa.bindparam("id"))
-_GET_FOR_UPDATE = _GET.with_for_update()
+_GET_FOR_UPDATE = Prepared(_GET.with_for_update())
 _GROUPS_OF = (
     sa.select(memberships.c.member_id, groups.c.id, groups.c.display_name)
     .join(groups, groups.c.pk == memberships.c.group_pk)
@@ -64,13 +64,27 @@ _BY_ID = Prepared(_GET)
 _BY_NAME = Prepared(sa.select(users).where(users.c.user_name_ci == sa.bindparam("key")))
 
 
-_USER_NAME_OWNER = sa.select(users.c.pk).where(users.c.user_name_ci == sa.bindparam("name"))
-_INSERT = users.insert().returning(*users.c)
-_INSERT_VALUES = user_values.insert()
+_USER_NAME_OWNER = Prepared(sa.select(users.c.pk).where(users.c.user_name_ci == sa.bindparam("name")))
+_PROMOTED = (
+    "user_name",
+    "user_name_ci",
+    "external_id",
+    "display_name_ci",
+    "family_name_ci",
+    "given_name_ci",
+    "active",
+)
+_INSERTED = ("id", "data", "password_hash", "version", "created", "last_modified", *_PROMOTED)  # user_columns
+_INSERT = Prepared(users.insert().returning(*users.c), _INSERTED)
+_VALUE_COLUMNS = ("user_pk", "attr", "position", "type_ci", "value", "value_ci", "is_primary", "element")
+_INSERT_VALUES = Prepared(user_values.insert(), _VALUE_COLUMNS)
 
 
 def get(conn: sa.Connection, user_id: str, *, for_update: bool = False) -> Any:
-    return conn.execute(_GET_FOR_UPDATE if for_update else _GET, {"id": user_id}).first()
+    if for_update:  # every user write starts here: compiled once, run on the driver (`db.execute`)
+        rows = execute(conn, _GET_FOR_UPDATE, {"id": user_id})
+        return rows[0] if rows else None
+    return conn.execute(_GET, {"id": user_id}).first()
 
 
 def get_with_groups(db: Database, user_id: str, now_micros: int) -> tuple[Any, list[tuple[str, str]]] | None:
@@ -211,8 +225,8 @@ def join_profile(
 def _check_user_name_free(conn: sa.Connection, user_name: str, own_pk: int | None) -> None:
     """409 uniqueness when another user's userName has the same PRECIS key ("KATE", fullwidth "kate" and
     "kate" are one name); 400 invalidValue when the name is one PRECIS refuses (U+212A)."""
-    found = conn.execute(_USER_NAME_OWNER, {"name": user_name_key(user_name)}).first()
-    if found is not None and found.pk != own_pk:
+    owners = execute(conn, _USER_NAME_OWNER, {"name": user_name_key(user_name)})
+    if owners and owners[0].pk != own_pk:
         raise uniqueness(f"userName {user_name!r} is already taken")
 
 
@@ -234,7 +248,7 @@ def insert(
         "last_modified": now_micros,
         **user_columns(doc),
     }
-    row = conn.execute(_INSERT, values).one()
+    (row,) = execute(conn, _INSERT, values)
     _write_value_rows(conn, registry, rt, row.pk, doc)
     return row
 
@@ -290,7 +304,7 @@ def _write_value_rows(
 ) -> None:
     rows = user_value_rows(registry, rt, doc)
     if rows:
-        conn.execute(_INSERT_VALUES, [{"user_pk": user_pk, **r} for r in rows])
+        execute(conn, _INSERT_VALUES, [{"user_pk": user_pk, **r} for r in rows])
 
 
 def _value_rows_differ(

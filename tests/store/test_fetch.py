@@ -183,3 +183,43 @@ def test_a_failed_read_in_a_snapshot_ends_it(db: Database) -> None:
         _on_loop(db, failing)
     _rename(db, "u1", "bob")
     assert _on_loop(db, db.fetch, _NAME_OF, {"id": "u1"})[0].user_name == "bob"  # no snapshot left open
+
+
+_INSERT_USER = Prepared(
+    users.insert(),
+    ("id", "user_name", "user_name_ci", "active", "data", "version", "created", "last_modified"),
+)
+
+
+def _user_values(uid: str, name: str) -> dict[str, Any]:
+    return {"id": uid, "user_name": name, "user_name_ci": name, "active": True, "data": {"userName": name},
+            "version": 1, "created": 0, "last_modified": 0}  # fmt: skip
+
+
+def test_execute_in_a_write_is_part_of_it_and_raises_sqlalchemy_errors(db: Database) -> None:
+    """`db.execute` (the writes' hot statements on the driver): in the caller's transaction, a constraint
+    violation is SQLAlchemy's IntegrityError (the uniqueness handling relies on it), and it rolls back whole."""
+    from scimjit.store.db import execute
+
+    with db.write() as conn:
+        execute(conn, _INSERT_USER, _user_values("u1", "alice"))
+    with pytest.raises(sa.exc.IntegrityError), db.write() as conn:
+        execute(conn, _INSERT_USER, _user_values("u2", "bob"))
+        execute(conn, _INSERT_USER, _user_values("u3", "alice"))  # user_name_ci is unique
+    with pytest.raises(RuntimeError), db.write() as conn:
+        execute(conn, _INSERT_USER, [_user_values("u4", "carol"), _user_values("u5", "dave")])  # executemany
+        raise RuntimeError("the caller failed")
+    assert [r.user_name for r in db.fetch(Prepared(sa.select(users.c.user_name)), {})] == ["alice"]
+
+
+def test_execute_over_the_statement_limit_is_400_too_many(db: Database, tmp_path: Any) -> None:
+    from scimjit.store.db import execute
+
+    url = db.url if not db.is_sqlite else f"sqlite:///{tmp_path}/limited.db"
+    limited = Database(url, statement_timeout=0.05, inline_budget=0)
+    try:
+        with pytest.raises(ScimError) as caught, limited.write() as conn:
+            execute(conn, _LONG, {})
+        assert caught.value.status == 400 and caught.value.scim_type == "tooMany"
+    finally:
+        limited.dispose()
