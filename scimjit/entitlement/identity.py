@@ -139,8 +139,4 @@ def _subject(r: Row) -> Subject:
 
 def render_user(subject: Subject) -> dict[str, Any]:
     """The SCIM User as events and login responses carry it (no meta, no groups: roles say what matters)."""
-    data = subject.data
-    schemas = [USER_URN, *(k for k in data if k.startswith("urn:") and k != USER_URN)]
-    doc: dict[str, Any] = {"schemas": schemas, "id": subject.user_id}
-    doc.update((k, v) for k, v in data.items() if k != "schemas")
-    return doc
+    return user_rows.document(USER_URN, subject.user_id, subject.data)

@@ -113,3 +113,16 @@ def matches(dialect: str, expr: sa.ColumnElement[str], op: str, value: str) -> s
 def by_codepoint(dialect: str, expr: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
     """`expr` ordered by code point: SQLite's BINARY collation already is; PostgreSQL needs COLLATE "C"."""
     return expr.collate("C") if dialect == POSTGRESQL else expr
+
+
+def in_list(dialect: str, column: sa.ColumnElement[str], name: str) -> sa.ColumnElement[bool]:
+    """`column` is one of the strings of the list bound as `name`, with ONE parameter whatever the list's
+    length, so a statement compiled once (`store.prepared.Prepared`) serves every page and every member add
+    (an expanding `IN` is compiled again for each length). SQLite: `IN (SELECT value FROM json_each(:name))`,
+    the list sent as JSON text; PostgreSQL: `= ANY(:name)`, sent as `text[]`. Both use the column's index."""
+    if dialect == POSTGRESQL:
+        return column == sa.any_(sa.bindparam(name, type_=ARRAY(sa.Text)))
+    listed = sa.select(sa.column("value", sa.Text)).select_from(
+        sa.func.json_each(sa.bindparam(name, type_=sa.JSON))
+    )
+    return column.in_(listed.scalar_subquery())

@@ -12,29 +12,34 @@ import sqlalchemy as sa
 from scimjit.scim.errors import invalid_value
 from scimjit.scim.schema import GROUP_URN, JIT_GROUP_URN
 from scimjit.store.db import dialect_insert, execute
+from scimjit.store.dialect import in_list
 from scimjit.store.memberships import SCIM_SOURCE, live
 from scimjit.store.prepared import Prepared
 from scimjit.store.promoted import group_columns
 from scimjit.store.tables import Row, groups, memberships
-from scimjit.store.users import ConcurrentUpdate, meta
+from scimjit.store.users import ConcurrentUpdate, document, meta
 
 # Hot statements are built once: constructing a statement and its cache key costs more than SQLite's answer.
 _GET = sa.select(groups).where(groups.c.id == sa.bindparam("id"))
 _GET_FOR_UPDATE = Prepared(_GET.with_for_update())
-_MEMBER_FACTS = sa.union_all(  # for an add: which ids are groups, and which are live members already
-    sa.select(groups.c.id, sa.literal("group")).where(
-        groups.c.id.in_(sa.bindparam("group_ids", expanding=True))
-    ),
-    sa.select(memberships.c.member_id, sa.literal("live")).where(
-        memberships.c.group_pk == sa.bindparam("pk"),
-        memberships.c.member_id.in_(sa.bindparam("member_ids", expanding=True)),
-        live(sa.bindparam("now")),
-    ),
+_MEMBER_FACTS = Prepared(  # for an add: which ids are groups, and which are live members already
+    lambda dialect: sa.union_all(
+        sa.select(groups.c.id.label("member_id"), sa.literal("group").label("fact")).where(
+            in_list(dialect, groups.c.id, "group_ids")
+        ),
+        sa.select(memberships.c.member_id, sa.literal("live").label("fact")).where(
+            memberships.c.group_pk == sa.bindparam("pk"),
+            in_list(dialect, memberships.c.member_id, "member_ids"),
+            live(sa.bindparam("now")),
+        ),
+    )
 )
-_LIVE_IDS = sa.select(memberships.c.member_id).where(
-    memberships.c.group_pk == sa.bindparam("pk"),
-    memberships.c.member_id.in_(sa.bindparam("ids", expanding=True)),
-    live(sa.bindparam("now")),
+_LIVE_IDS = Prepared(
+    lambda dialect: sa.select(memberships.c.member_id).where(
+        memberships.c.group_pk == sa.bindparam("pk"),
+        in_list(dialect, memberships.c.member_id, "ids"),
+        live(sa.bindparam("now")),
+    )
 )
 _LIVE_MEMBERS_UP_TO = Prepared(  # how many live members, counting no further than the limit: bounded work
     sa.select(sa.func.count().label("n")).select_from(
@@ -148,7 +153,7 @@ def _live_ids(conn: sa.Connection, group_pk: int, ids: Sequence[str], now_micros
     out: set[str] = set()
     for start in range(0, len(ids), 500):
         chunk = list(ids[start : start + 500])
-        out.update(r[0] for r in conn.execute(_LIVE_IDS, {"pk": group_pk, "ids": chunk, "now": now_micros}))
+        out.update(r[0] for r in execute(conn, _LIVE_IDS, {"pk": group_pk, "ids": chunk, "now": now_micros}))
     return out
 
 
@@ -177,7 +182,7 @@ def add_members(
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         params = {"group_ids": chunk, "member_ids": chunk, "pk": group.pk, "now": now_micros}
-        for member_id, fact in conn.execute(_MEMBER_FACTS, params):
+        for member_id, fact in execute(conn, _MEMBER_FACTS, params):
             (group_ids if fact == "group" else already).add(member_id)
     ttl = group.membership_ttl or default_ttl
     expires = now_micros + ttl * 1_000_000 if ttl else None
@@ -285,10 +290,7 @@ def members_up_to(
 
 
 def render(row: Any, base_url: str, members: list[dict[str, Any]] | None) -> dict[str, Any]:
-    data = row.data
-    schemas = [GROUP_URN, *(k for k in data if k.startswith("urn:") and k != GROUP_URN)]
-    doc: dict[str, Any] = {"schemas": schemas, "id": row.id}
-    doc.update((k, v) for k, v in data.items() if k != "schemas")
+    doc = document(GROUP_URN, row.id, row.data)
     if members:
         doc["members"] = members
     doc["meta"] = meta("Group", row, f"{base_url}/Groups/{row.id}")

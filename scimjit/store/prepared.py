@@ -66,8 +66,9 @@ class Prepared:
     __slots__ = ("_by_dialect", "columns", "statement")
 
     def __init__(self, statement: Any, columns: Sequence[str] | None = None) -> None:
-        """`statement`: a SELECT, a textual SELECT, or an INSERT / UPDATE / DELETE (with RETURNING or not);
-        `columns`: the column keys an INSERT always sets (its VALUES clause, compiled once for them)."""
+        """`statement`: a SELECT, a textual SELECT, or an INSERT / UPDATE / DELETE (with RETURNING or not), or
+        a function of the dialect's name that builds one (for `store.dialect` expressions); `columns`: the
+        column keys an INSERT always sets (its VALUES clause, compiled once for them)."""
         self.statement = statement
         self.columns = list(columns) if columns is not None else None
         self._by_dialect: dict[str, Compiled] = {}
@@ -80,6 +81,8 @@ class Prepared:
 
 
 def _compile(statement: Any, dialect: sa.Dialect, column_keys: list[str] | None) -> Compiled:
+    if not isinstance(statement, sa.ClauseElement):
+        statement = statement(dialect.name)
     compiled = statement.compile(dialect=dialect, column_keys=column_keys)
     if any(b.expanding for b in compiled.binds.values()) or "__[POSTCOMPILE" in compiled.string:
         raise ValueError("a Prepared statement takes no expanding (IN) or post-compiled parameters")
@@ -98,6 +101,7 @@ def _compile(statement: Any, dialect: sa.Dialect, column_keys: list[str] | None)
         if process is not None:
             results.append((index, process))
     positional = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
-    row = namedtuple("Row", [c.key for c in columns])  # type: ignore[misc]
+    # rename: a column without a name of its own becomes _<index>
+    row = namedtuple("Row", [c.key for c in columns], rename=True)  # type: ignore[misc]
     defaults = {name: b.value for name, b in compiled.binds.items() if not b.required and b.callable is None}
     return Compiled(compiled.string, positional, tuple(binds), tuple(results), row, defaults)

@@ -14,6 +14,7 @@ from scimjit.scim.errors import ScimError, uniqueness
 from scimjit.scim.identifiers import literal_key
 from scimjit.scim.schema import USER_URN, Registry, ResourceType
 from scimjit.store.db import Database, execute
+from scimjit.store.dialect import in_list
 from scimjit.store.memberships import live
 from scimjit.store.prepared import Prepared
 from scimjit.store.promoted import user_columns, user_name_key, user_value_rows
@@ -26,24 +27,19 @@ KEEP = object()  # "leave the stored password hash as it is"
 # Hot statements are built once: constructing a statement and its cache key costs more than SQLite's answer.
 _GET = sa.select(users).where(users.c.id == sa.bindparam("id"))
 _GET_FOR_UPDATE = Prepared(_GET.with_for_update())
-_GROUPS_OF = (
-    sa.select(memberships.c.member_id, groups.c.id, groups.c.display_name)
-    .join(groups, groups.c.pk == memberships.c.group_pk)
-    .where(memberships.c.member_id.in_(sa.bindparam("ids", expanding=True)), live(sa.bindparam("now")))
-    .distinct()
-    .order_by(memberships.c.member_id, groups.c.display_name, groups.c.id)
-)
-_GROUPS_OF_ONE = (
-    sa.select(memberships.c.member_id, groups.c.id, groups.c.display_name)
-    .join(groups, groups.c.pk == memberships.c.group_pk)
-    .where(memberships.c.member_id == sa.bindparam("id"), live(sa.bindparam("now")))
-    .distinct()
-    .order_by(groups.c.display_name, groups.c.id)
+_GROUPS_OF = Prepared(  # the live groups of a page of users: one list parameter (`dialect.in_list`)
+    lambda dialect: (
+        sa.select(memberships.c.member_id, groups.c.id, groups.c.display_name)
+        .join(groups, groups.c.pk == memberships.c.group_pk)
+        .where(in_list(dialect, memberships.c.member_id, "ids"), live(sa.bindparam("now")))
+        .distinct()
+        .order_by(memberships.c.member_id, groups.c.display_name, groups.c.id)
+    )
 )
 
 
 # A user and its live direct groups in ONE statement (so `Database.single`, no transaction, reads one
-# snapshot): one row per live membership, ordered as `_GROUPS_OF_ONE` orders them, or one row with NULL group
+# snapshot): one row per live membership, ordered as `groups_of` orders them, or one row with NULL group
 # columns for a user in no group. Liveness is `expires_at > now` at read time, as everywhere. Every
 # membership row has its group (a foreign key, ON DELETE CASCADE), so two outer joins say it.
 def _with_live_groups(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
@@ -321,27 +317,36 @@ def groups_of(
     out: dict[str, list[tuple[str, str]]] = {i: [] for i in ids}
     if not ids:
         return out
-    if len(ids) == 1:
-        rows = conn.execute(_GROUPS_OF_ONE, {"id": ids[0], "now": now_micros})
-    else:
-        rows = conn.execute(_GROUPS_OF, {"ids": ids, "now": now_micros})
-    for member_id, group_id, display in rows:
+    for member_id, group_id, display in execute(conn, _GROUPS_OF, {"ids": ids, "now": now_micros}):
         out[member_id].append((group_id, display))
     return out
 
 
 def render(row: Any, base_url: str, group_list: list[tuple[str, str]] | None) -> dict[str, Any]:
     """The full SCIM representation of a user row (projection is applied afterwards)."""
-    data = row.data
-    schemas = [USER_URN, *(k for k in data if k.startswith("urn:") and k != USER_URN)]
-    doc: dict[str, Any] = {"schemas": schemas, "id": row.id}
-    doc.update((k, v) for k, v in data.items() if k != "schemas")
+    doc = document(USER_URN, row.id, row.data)
     if group_list:
         doc["groups"] = [
             {"value": gid, "$ref": f"{base_url}/Groups/{gid}", "display": name, "type": "direct"}
             for gid, name in group_list
         ]
     doc["meta"] = meta("User", row, f"{base_url}/Users/{row.id}")
+    return doc
+
+
+def document(core_urn: str, resource_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """`schemas` (the core schema and the extensions `data` holds), `id`, then the stored attributes in their
+    order: the start of every User and Group representation. One pass over `data` (it runs for each
+    resource of a page)."""
+    doc: dict[str, Any] = {"schemas": None, "id": resource_id}
+    extensions = []
+    for key, value in data.items():
+        if key == "schemas":
+            continue
+        doc[key] = value
+        if key[:4] == "urn:" and key != core_urn:
+            extensions.append(key)
+    doc["schemas"] = [core_urn, *extensions]
     return doc
 
 
