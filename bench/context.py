@@ -145,6 +145,7 @@ class Bench:
                     f"{self.dataset.users - 1} were seeded before it, after the workloads that ran earlier"
                 )
             self.seeder.group(self.dataset, size)
+            self.seeder.finish()  # statistics current (PostgreSQL's ANALYZE), as after the first seeding
         return self.dataset.groups[size]
 
     def sink_port(self) -> int:
