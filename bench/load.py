@@ -68,6 +68,7 @@ class Result:
     other_cpu_cores: float | None = None  # cores busy with other processes meanwhile (set by the caller)
     server_rss_mb: float | None = None  # the largest VmRSS over the server's processes at the end (caller)
     server_hwm_mb: float | None = None  # the largest peak RSS (VmHWM) over them at the end (caller)
+    server_anon_mb: float | None = None  # the largest RssAnon (own memory, no mapped file pages) (caller)
     problems: list[str] = field(default_factory=list)  # checks the workload failed (the row FAILs)
     phases: list[Phase] = field(default_factory=list)  # parts measured on their own (a cycle's steps)
     extra: dict[str, Any] = field(default_factory=dict)  # workload-specific figures, for the JSON

@@ -35,6 +35,7 @@ COLUMNS = [
     ("gen µs/req", 10, ">"),
     ("other", 5, ">"),
     ("rss MB", 6, ">"),
+    ("anon MB", 7, ">"),
 ]
 
 
@@ -129,11 +130,12 @@ def _cells(name: str, title: str, r: Result, target: str, verdict: str) -> list[
     gen = f"{r.gen_cpu_seconds / total * 1e6:,.1f}" if total else "-"
     other = f"{r.other_cpu_cores:.2f}" if r.other_cpu_cores is not None else "-"
     rss = f"{r.server_rss_mb:,.0f}" if r.server_rss_mb is not None else "-"
+    anon = f"{r.server_anon_mb:,.0f}" if r.server_anon_mb is not None else "-"
     # A row made of phases has no percentiles of its own (each phase has its own, in its sub-row).
     p50, p99 = ("-", "-") if r.phases else (f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}")
     return [
         name, title, f"{r.requests:,}", f"{r.rps:,.0f}", p50, p99, f"{r.errors:,}", target, verdict,
-        f"{r.response_bytes // max(r.requests, 1):,}", srv, gen, other, rss,
+        f"{r.response_bytes // max(r.requests, 1):,}", srv, gen, other, rss, anon,
     ]  # fmt: skip
 
 
@@ -141,7 +143,8 @@ LEGEND = (
     '  target: the rps a row must reach; "25% 5,000": a quarter of the hello-world ceiling (HELLO) of this\n'
     "  run (issue 13). resp B: mean response size (headers included); srv / gen µs/req: CPU the server / the\n"
     "  load generator spent per request (warm-up included); other: cores busy with other processes during the\n"
-    "  row; rss MB: the largest resident set over the server's processes at the row's end. On a 2-core\n"
+    "  row; rss MB: the largest resident set over the server's processes at the row's end; anon MB: the\n"
+    "  same without the database file's memory-mapped pages (the process's own memory). On a 2-core\n"
     "  machine a row with other > 0.2 was measured on a shared machine: rerun it when it is quiet."
 )
 NOISY = 0.2

@@ -147,7 +147,7 @@ def _reference(loadgen: LoadGenerator, options: Options, tmp: Path) -> list[Row]
             request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
             spec = LoadSpec(port, [request], options.connections, options.duration, options.warmup)
             result = measure(loadgen, spec, server, options.quiet_wait)
-            result.server_rss_mb, result.server_hwm_mb = server.memory_mb()
+            result.server_rss_mb, result.server_hwm_mb, result.server_anon_mb = server.memory_mb()
         finally:
             server.stop()
         row = Row(name, title, None, result)
@@ -227,7 +227,7 @@ def _run(bench: Bench, w: Workload, hello_rps: float | None) -> Row:
         return Row(w.name, w.title, w.target_rps, None, detail, w.target_share, hello_rps)
     if bench.server.proc.poll() is not None:
         raise servers.ServerFailed(f"scimjit exited during {w.name}:\n{bench.server.log_tail()}")
-    result.server_rss_mb, result.server_hwm_mb = bench.server.memory_mb()
+    result.server_rss_mb, result.server_hwm_mb, result.server_anon_mb = bench.server.memory_mb()
     return Row(w.name, w.title, w.target_rps, result, None, w.target_share, hello_rps)
 
 

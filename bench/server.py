@@ -100,16 +100,20 @@ class Server:
                 total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / _TICKS
 
-    def memory_mb(self) -> tuple[float | None, float | None]:
-        """The largest VmRSS and the largest VmHWM (peak RSS) over the server's processes, in MB (/proc)."""
-        rss: list[float] = []
-        hwm: list[float] = []
+    def memory_mb(self) -> tuple[float | None, float | None, float | None]:
+        """The largest VmRSS, VmHWM (peak RSS) and RssAnon over the server's processes, in MB (/proc).
+        RssAnon is the process's own memory (heap, SQLite's page caches); VmRSS adds the pages of the
+        database file it has memory-mapped (SQLite `mmap_size`), which are the kernel's page cache, shared
+        by every process that maps the file and dropped under memory pressure."""
+        found: dict[str, list[float]] = {"VmRSS:": [], "VmHWM:": [], "RssAnon:": []}
         for pid in self.pids():
             with contextlib.suppress(OSError):
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith(("VmRSS:", "VmHWM:")):
-                        (rss if line[2] == "R" else hwm).append(int(line.split()[1]) / 1024)  # kB
-        return (max(rss) if rss else None, max(hwm) if hwm else None)
+                    key = line.split(None, 1)[0] if line else ""
+                    if key in found:
+                        found[key].append(int(line.split()[1]) / 1024)  # kB
+        rss, hwm, anon = (max(v) if v else None for v in found.values())
+        return rss, hwm, anon
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -86,7 +86,7 @@ def search(
     position = None if params.cursor is None else query.decode(params.cursor)
     if params.cursor is None:
         start = min(max(params.start_index or 1, 1), MAX_START_INDEX)
-        rows = list(conn.execute(query.page(size).offset(start - 1)).all()) if size else []
+        rows = list(conn.execute(query.page_at(size, start - 1)).all()) if size else []
         known = start - 1 + len(rows) if size and (rows or start == 1) and len(rows) < size else None
         return Page(_total(conn, query) if known is None else known, rows, start)
     return _cursor_page(conn, query, position, size)
@@ -229,6 +229,17 @@ class _Query:
     def page(self, size: int, *conditions: sa.ColumnElement[bool]) -> sa.Select[Any]:
         order = [term.clause(reverse=False) for term in self.terms]
         return sa.select(self.table).where(self.where, *conditions).order_by(*order).limit(size)
+
+    def page_at(self, size: int, offset: int) -> sa.Select[Any]:
+        """The index page `offset`.. of `size` rows, keys first: the matching primary keys are ordered and
+        cut to the page (the filter's index holds them), then only the page's rows are read. Ordering whole
+        rows instead made SQLite copy every match, JSON document and all, into its sorter: 50,000 rows for
+        `name.familyName sw "Sm"` at a million users, for a page of 50. The order ends with the primary key,
+        so the outer ORDER BY puts the same rows in the same order."""
+        order = [term.clause(reverse=False) for term in self.terms]
+        pk = self.table.c.pk
+        keys = sa.select(pk).where(self.where).order_by(*order).limit(size).offset(offset)
+        return sa.select(self.table).where(pk.in_(keys.scalar_subquery())).order_by(*order)
 
     def page_before(self, position: list[Any], size: int) -> sa.Select[Any]:
         """The `size` rows just before `position`, in forward order: the nearest ones are found in reverse
