@@ -247,9 +247,9 @@ class Database:
         dead PostgreSQL connection is dropped from the pool, and the engine's `before_cursor_execute`
         listeners still see the statement (with no Connection), so statement counts and traces stay whole.
 
-        SQLite inline on the event loop (`run` within its budget) uses one connection kept for the loop:
-        autocommit, every cursor read to its end, so it holds no read snapshot between statements and sees
-        every commit. Anywhere else a pooled connection is checked out for the statement and returned."""
+        SQLite inline on the main thread's event loop (`run` within its budget, as uvicorn runs it) uses one
+        kept connection: autocommit, every cursor read to its end, so it holds no read snapshot between
+        statements and sees every commit. Anywhere else a pooled connection is checked out and returned."""
         with self._raw() as raw:
             return raw.fetch(prepared, params)
 
@@ -308,33 +308,6 @@ class Database:
             self._kept = None
             reader.kept = False
 
-    def _raw_failed(self, exc: Exception, reader: RawReader, cursor: Any, sql: str, parameters: Any) -> None:
-        """Raise what a DBAPI error of `RawReader.execute` means: the statement limit's refusal (or the inline
-        budget's hand-off), or SQLAlchemy's wrapped error, after dropping a connection the database closed."""
-        dialect = self.engine.dialect
-        if self.is_sqlite and "interrupted" in str(exc):
-            budget = _budget.get()
-            if budget is not None and budget.spent:
-                raise _BudgetSpent from None
-            raise statement_too_costly(self.statement_timeout) from None
-        if not self.is_sqlite:
-            from psycopg.errors import QueryCanceled
-
-            if isinstance(exc, QueryCanceled):
-                raise statement_too_costly(self.statement_timeout) from None
-        invalidated = dialect.is_disconnect(exc, reader.fairy.dbapi_connection, cursor)  # type: ignore[arg-type]
-        if invalidated:
-            self._drop(reader)
-            reader.fairy.invalidate(exc)
-        raise sa.exc.DBAPIError.instance(
-            sql,
-            parameters,
-            exc,
-            dialect.loaded_dbapi.Error,
-            connection_invalidated=invalidated,
-            dialect=dialect,
-        ) from exc
-
     def dispose(self) -> None:
         kept, self._kept = self._kept, None
         if kept is not None:
@@ -362,32 +335,49 @@ def execute(
 
 
 def _driver_execute(conn: sa.Connection, sql: str, parameters: Any, many: bool = False) -> list[Any]:
-    """`sql` on the DBAPI cursor of `conn`, announced to its listeners; errors wrapped as SQLAlchemy's."""
-    fairy: Any = conn.connection
+    """`sql` on the DBAPI cursor of `conn`, announced to its listeners; errors wrapped as SQLAlchemy's (and
+    a connection the database closed invalidated, as SQLAlchemy's own execution would)."""
+    try:
+        return _on_cursor(conn.connection, conn.dialect, conn, conn.dispatch, sql, parameters, many)
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            with suppress(Exception):
+                conn.invalidate(exc.orig)
+        raise
+
+
+def _on_cursor(
+    fairy: Any,
+    dialect: sa.Dialect,
+    conn: sa.Connection | None,
+    dispatch: Any,
+    sql: str,
+    parameters: Any,
+    many: bool,
+) -> list[Any]:
+    """THE driver-level execution of `execute`, `_driver_execute` and `RawReader`: the statement announced
+    to the `before_cursor_execute` listeners (with `conn`, None outside a SQLAlchemy connection), run, its
+    rows read to the end, the cursor closed; a DBAPI error raised as SQLAlchemy's wrapped one, saying
+    whether the database closed the connection."""
     cursor = fairy.cursor()
     try:
-        for listener in conn.dispatch.before_cursor_execute:
+        for listener in dispatch.before_cursor_execute:
             listener(conn, cursor, sql, parameters, None, many)
         if many:
             cursor.executemany(sql, parameters)
         else:
             cursor.execute(sql, parameters)
         return list(cursor.fetchall()) if cursor.description is not None else []
-    except conn.dialect.loaded_dbapi.Error as exc:
-        dialect = conn.dialect
+    except dialect.loaded_dbapi.Error as exc:
         invalidated = dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)
-        wrapped = sa.exc.DBAPIError.instance(
+        raise sa.exc.DBAPIError.instance(
             sql,
             parameters,
             exc,
             dialect.loaded_dbapi.Error,
             connection_invalidated=invalidated,
             dialect=dialect,
-        )
-        if invalidated:
-            with suppress(Exception):
-                conn.invalidate(exc)
-        raise wrapped from exc
+        ) from exc
     finally:
         with suppress(Exception):
             cursor.close()
@@ -406,25 +396,26 @@ class RawReader:
         return compiled.rows(self.execute(compiled.sql, compiled.parameters(params)))
 
     def execute(self, sql: str, parameters: Any) -> list[Any]:
+        """`sql` on this connection (`_on_cursor`), its deadline armed; over the statement limit the usual
+        refusal (or the inline budget's hand-off, as in `Database._bounded`); a connection the database
+        closed stops being kept and leaves the pool."""
         db = self.db
-        cursor = None
+        if db.is_sqlite:
+            deadline = self.fairy.info.get(_STATE)
+            if deadline is not None:
+                deadline.arm(db.statement_timeout, _budget.get())
         try:
-            if db.is_sqlite:
-                deadline = self.fairy.info.get(_STATE)
-                if deadline is not None:
-                    deadline.arm(db.statement_timeout, _budget.get())
-            cursor = self.fairy.cursor()
-            for listener in db.engine.dispatch.before_cursor_execute:
-                listener(None, cursor, sql, parameters, None, False)
-            cursor.execute(sql, parameters)
-            return list(cursor.fetchall()) if cursor.description is not None else []
-        except db.engine.dialect.loaded_dbapi.Error as exc:
-            db._raw_failed(exc, self, cursor, sql, parameters)
-            raise  # not reached: _raw_failed raises
-        finally:
-            if cursor is not None:
-                with suppress(Exception):
-                    cursor.close()
+            return _on_cursor(self.fairy, db.engine.dialect, None, db.engine.dispatch, sql, parameters, False)
+        except sa.exc.DBAPIError as exc:
+            if isinstance(exc, sa.exc.OperationalError) and db._stopped(exc):
+                budget = _budget.get()
+                if budget is not None and budget.spent:
+                    raise _BudgetSpent from None
+                raise statement_too_costly(db.statement_timeout) from None
+            if exc.connection_invalidated:
+                db._drop(self)
+                self.fairy.invalidate(exc.orig)
+            raise
 
 
 def sqlite_path(url: str) -> str | None:
