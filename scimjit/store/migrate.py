@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -21,6 +22,17 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg
+
+
+def comparison_options(dialect: str) -> dict[str, Any]:
+    """How Alembic compares a database of `dialect` with the tables (autogenerate, and the test that they
+    agree): types too, and without the objects the tables give other dialects only (`tables.sqlite_only`)."""
+
+    def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        dialects = getattr(obj, "info", {}).get("dialects")
+        return dialects is None or dialect in dialects
+
+    return {"compare_type": True, "include_object": include_object}
 
 
 def upgrade(db: Database, revision: str = "head") -> None:

@@ -37,6 +37,13 @@ def Key(length: int) -> sa.types.TypeEngine[str]:  # a column type, spelled like
     return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
 
 
+def sqlite_only(index: sa.Index) -> sa.Index:
+    """An index that only SQLite gets. `ddl_if` tells the DDL; `info["dialects"]` tells the migrations'
+    comparison with these tables (`store.migrate.comparison_options`), which does not read `ddl_if`."""
+    index.info["dialects"] = ("sqlite",)
+    return index.ddl_if(dialect="sqlite")
+
+
 users = sa.Table(
     "users",
     metadata,
@@ -55,6 +62,10 @@ users = sa.Table(
     sa.Column("created", Micros, nullable=False),
     sa.Column("last_modified", Micros, nullable=False, index=True),
 )
+# SQLite keeps a rowid table's rows in its primary key's b-tree, so skipping `startIndex` rows in pk order read
+# every skipped row, JSON document and all (`startIndex=5000&count=100`: 0.9 ms of 1.1). These indexes hold the
+# keys alone (about 400 to a page instead of 8). PostgreSQL's primary key index is such an index already.
+sqlite_only(sa.Index("ix_users_pk", users.c.pk))
 
 user_values = sa.Table(
     "user_values",
@@ -84,6 +95,7 @@ groups = sa.Table(
     sa.Column("created", Micros, nullable=False),
     sa.Column("last_modified", Micros, nullable=False, index=True),
 )
+sqlite_only(sa.Index("ix_groups_pk", groups.c.pk))  # as ix_users_pk
 
 memberships = sa.Table(
     "memberships",

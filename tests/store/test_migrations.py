@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from scimjit.store.migrate import (
     MIGRATIONS_DIR,
     alembic_config,
+    comparison_options,
     current_revision,
     head_revision,
     is_current,
@@ -24,7 +25,9 @@ from tests.conftest import BACKENDS, drop_database, make_database
 
 def test_migrations_match_tables(db):
     with db.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts=comparison_options(conn.dialect.name)), metadata
+        )
     assert diff == []
 
 
@@ -58,7 +61,9 @@ def test_upgrade_downgrade_upgrade_round_trips(backend, tmp_path):
         assert is_current(fresh)
         assert set(sa.inspect(fresh.engine).get_table_names()) == {*metadata.tables, "alembic_version"}
         with fresh.engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+            diff = compare_metadata(
+                MigrationContext.configure(conn, opts=comparison_options(conn.dialect.name)), metadata
+            )
         assert diff == []
     finally:
         drop_database(backend, fresh, url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from scimjit.store.migrate import comparison_options
 from scimjit.store.tables import metadata
 
 config = context.config
@@ -11,6 +12,11 @@ connection = config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only reached when alembic is run by hand
     raise RuntimeError("run migrations through `scimjit db upgrade`")
 
-context.configure(connection=connection, target_metadata=metadata, render_as_batch=True, compare_type=True)
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    render_as_batch=True,
+    **comparison_options(connection.dialect.name),
+)
 with context.begin_transaction():
     context.run_migrations()
