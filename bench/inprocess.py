@@ -100,6 +100,9 @@ def _requests(name: str, n: int, users: int, token: str) -> list[tuple[dict[str,
         elif name == "W5":
             body = orjson.dumps(data.new_user_body(tag, j))
             out.append((_scope("POST", f"{SCIM}/Users", "", token, body), body))
+        elif name.startswith("/"):  # any GET, e.g. "/Users?startIndex=5000&count=1" (no commas: --only splits)
+            path, _, query = name.partition("?")
+            out.append((_scope("GET", SCIM + path, query, token, b""), b""))
         else:
             raise SystemExit(f"unknown workload {name}")
     return out
@@ -107,7 +110,7 @@ def _requests(name: str, n: int, users: int, token: str) -> list[tuple[dict[str,
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.inprocess")
-    parser.add_argument("--only", default="W1,W2,W5")
+    parser.add_argument("--only", default="W1,W2,W5", help='W1..W6, or a GET such as "/Users?count=1"')
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=5_000)
     parser.add_argument("--repeat", type=int, default=3, help="measured passes; the best is printed")

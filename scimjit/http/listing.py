@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -12,7 +14,8 @@ from scimjit.http.responses import LIST_RESPONSE_URN, scim_response
 from scimjit.scim.errors import invalid_value
 from scimjit.scim.projection import apply
 from scimjit.store import resources as ops
-from scimjit.store.query import SearchParams, search, user_name_lookup
+from scimjit.store import users as user_rows
+from scimjit.store.query import SearchParams, index_plan, search, user_name_lookup
 
 PARAMS = (
     "filter",
@@ -66,12 +69,40 @@ def search_params(request: Request, params: dict[str, Any]) -> SearchParams:
 
 
 def fetch_page(ctx: ops.Context, kind: str, params: SearchParams) -> tuple[Any, list[dict[str, Any]]]:
+    """A page and its resources' documents (to project)."""
+    page, docs = _page(ctx, kind, params, finished=False)
+    return page, docs  # type: ignore[return-value]  # not finished: documents only
+
+
+def _page(
+    ctx: ops.Context, kind: str, params: SearchParams, *, finished: bool
+) -> tuple[Any, Sequence[orjson.Fragment | dict[str, Any]]]:
+    """A page and its resources; `finished`: a resource may come as its final JSON (a default projection's
+    page of users, spliced rather than decoded and encoded again: `store.users.encoded`)."""
     rt = ctx.registry.resource_type(kind)
     params, user_name_key = user_name_lookup(ctx.registry, rt, params)
     if user_name_key is not None:
         return ops.lookup_user(ctx, user_name_key)
+    spliced = kind == ops.USER and finished and ctx.projection.is_default
+    if kind == ops.USER:
+        plan = index_plan(
+            ctx.db.engine.dialect,
+            ctx.registry,
+            rt,
+            params,
+            data_as_text=spliced,
+            columns=user_rows.RENDERED,
+        )
+        if plan is not None:
+            with ctx.db.snapshot() as reader:
+                page = plan.search(reader, params, ctx.now_micros)
+                if spliced:
+                    return page, ops.encode_users(reader, ctx, page.rows)
+                return page, ops.render_users(reader, ctx, page.rows)
     with ctx.db.read() as conn:
-        page = search(conn, ctx.registry, rt, params, ctx.now_micros)
+        page = search(conn, ctx.registry, rt, params, ctx.now_micros, data_as_text=spliced)
+        if spliced:
+            return page, ops.encode_users(conn, ctx, list(page.rows))
         render = ops.render_users if kind == ops.USER else ops.render_groups
         return page, render(conn, ctx, list(page.rows))
 
@@ -81,14 +112,16 @@ async def list_response(request: Request, kind: str, params: dict[str, Any]) -> 
     projection = projection_from(request, kind, {k: param_text(canonical, k) for k in canonical})
     ctx = context(request, projection)
     sp = search_params(request, canonical)
-    page, docs = await ctx.db.run(fetch_page, ctx, kind, sp)
+    page, docs = await ctx.db.run(_page, ctx, kind, sp, finished=True)
     svc = services(request)
     rt = svc.registry.resource_type(kind)
     body: dict[str, Any] = {
         "schemas": [LIST_RESPONSE_URN],
         "totalResults": page.total,
         "itemsPerPage": len(docs),
-        "Resources": [apply(svc.registry, rt, d, projection) for d in docs],
+        "Resources": [
+            d if isinstance(d, orjson.Fragment) else apply(svc.registry, rt, d, projection) for d in docs
+        ],
     }
     if page.start_index is not None:  # cursor pages have no index (RFC 9865)
         body["startIndex"] = page.start_index

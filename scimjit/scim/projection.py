@@ -126,6 +126,12 @@ def _guarded_keys(registry: Registry, rt: ResourceType) -> frozenset[str]:
     return found
 
 
+def guarded_needles(registry: Registry, rt: ResourceType) -> tuple[str, ...]:
+    """`"key":` for each of `_guarded_keys`: a stored document's JSON text holding none of them is what a
+    default projection returns unchanged (`store.users.encoded`)."""
+    return tuple(f'"{key}":' for key in sorted(_guarded_keys(registry, rt)))
+
+
 def _project_extension(registry: Registry, urn: str, value: Any, projection: Projection) -> dict[str, Any]:
     schema = registry.schema(urn)
     if schema is None or not isinstance(value, Mapping):

@@ -30,6 +30,10 @@ import dataclasses
 import hashlib
 import hmac
 import re
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,9 +43,11 @@ import sqlalchemy as sa
 from scimjit.scim.errors import ScimError, invalid_value
 from scimjit.scim.filter import parse_filter
 from scimjit.scim.identifiers import literal_key
-from scimjit.scim.predicate import Compare, Predicate
+from scimjit.scim.predicate import And, Compare, Not, Or, Predicate
 from scimjit.scim.schema import USER_URN, AttrRef, Registry, ResourceType, UnknownAttribute
+from scimjit.store.db import RawReader
 from scimjit.store.filters import compile_filter, sort_key, table_of
+from scimjit.store.prepared import Prepared
 
 _MAC_SIZE = 12
 MAX_START_INDEX = 2**53  # past any table's size, and within every SQL integer's range
@@ -76,20 +82,178 @@ class Page:
 
 
 def search(
-    conn: sa.Connection, registry: Registry, rt: ResourceType, params: SearchParams, now_micros: int
+    conn: sa.Connection,
+    registry: Registry,
+    rt: ResourceType,
+    params: SearchParams,
+    now_micros: int,
+    *,
+    data_as_text: bool = False,
 ) -> Page:
-    """One page of the resources of `rt` matching `params`; ScimError 400 for bad parameters."""
-    query = _Query.build(conn.dialect.name, registry, rt, params, now_micros)
+    """One page of the resources of `rt` matching `params`; ScimError 400 for bad parameters.
+    `data_as_text`: each row's `data` is the stored JSON text where the driver gives it as text (SQLite),
+    for a renderer that splices it (`store.users.encoded`); PostgreSQL's driver decodes JSONB regardless."""
+    query = _Query.build(conn.dialect.name, registry, rt, params, now_micros, data_as_text=data_as_text)
     size = _page_size(params)
     if params.cursor is not None and params.start_index is not None:
         raise invalid_value("startIndex and cursor select different kinds of paging: send one of them")
     position = None if params.cursor is None else query.decode(params.cursor)
     if params.cursor is None:
-        start = min(max(params.start_index or 1, 1), MAX_START_INDEX)
-        rows = list(conn.execute(query.page_at(size, start - 1)).all()) if size else []
-        known = start - 1 + len(rows) if size and (rows or start == 1) and len(rows) < size else None
-        return Page(_total(conn, query) if known is None else known, rows, start)
+        return _index_page(
+            params,
+            size,
+            lambda offset: list(conn.execute(query.page_at(size, offset)).all()),
+            lambda: _total(conn, query),
+        )
     return _cursor_page(conn, query, position, size)
+
+
+def _index_page(
+    params: SearchParams, size: int, rows_at: Callable[[int], list[Any]], total: Callable[[], int]
+) -> Page:
+    """An index page (`startIndex`, `count`): its rows, and the count when the page does not tell it."""
+    start = min(max(params.start_index or 1, 1), MAX_START_INDEX)
+    rows = rows_at(start - 1) if size else []
+    known = start - 1 + len(rows) if size and (rows or start == 1) and len(rows) < size else None
+    return Page(total() if known is None else known, rows, start)
+
+
+def index_plan(
+    dialect: sa.Dialect,
+    registry: Registry,
+    rt: ResourceType,
+    params: SearchParams,
+    *,
+    data_as_text: bool = False,
+    columns: tuple[str, ...] | None = None,
+) -> IndexPlan | None:
+    """The statements of an index page of this query, compiled once, to run in a `Database.snapshot`
+    (`IndexPlan.search`), or None (then `search` answers it): a cursor page, or a query seen for the first
+    time, or one whose statements `Prepared` cannot run. `columns`: the names of the only columns the
+    caller reads (each is 1-2 µs per row to fetch; default all).
+
+    Why: building a search's statements and running them through SQLAlchemy's Connection cost about 0.8 ms
+    of a 1 ms page of one user (`startIndex=5000&count=1`, bench/inprocess.py, py-spy), SQLite's own work
+    0.14 ms. A query's statements (resource type, filter with its values, sort) are compiled on its second
+    sighting, so a query seen once costs what it did; `now`, LIMIT and OFFSET are parameters. Only SQL text
+    is kept, never a result: every page is read afresh (expired memberships vanish at once)."""
+    if params.cursor is not None:
+        return None
+    predicate = _predicate(registry, rt, params)
+    ref = _sort_ref(registry, rt, params.sort_by)
+    descending = _descending(params.sort_order)
+    key = (
+        dialect.name,
+        rt.name,
+        _shape(predicate),
+        ref and _ref_shape(ref),
+        descending,
+        data_as_text,
+        columns,
+    )
+    cache = _PLANS.get(registry)
+    if cache is None:
+        cache = _PLANS.setdefault(registry, _PlanCache())
+    return cache.get(key, lambda: IndexPlan.build(dialect, registry, rt, params, data_as_text, columns))
+
+
+_NOW = sa.bindparam("now", type_=sa.BigInteger)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexPlan:
+    """The two statements of an index page, compiled once: the page (`:size` rows from `:offset`) and the
+    count, both at `:now`."""
+
+    page: Prepared
+    count: Prepared
+
+    def search(self, reader: RawReader, params: SearchParams, now_micros: int) -> Page:
+        """`search`'s answer, read in `reader`'s snapshot."""
+        size = _page_size(params)
+        return _index_page(
+            params,
+            size,
+            lambda offset: reader.fetch(self.page, {"now": now_micros, "size": size, "offset": offset}),
+            lambda: int(reader.fetch(self.count, {"now": now_micros})[0][0]),
+        )
+
+    @classmethod
+    def build(
+        cls,
+        dialect: sa.Dialect,
+        registry: Registry,
+        rt: ResourceType,
+        params: SearchParams,
+        data_as_text: bool,
+        columns: tuple[str, ...] | None,
+    ) -> IndexPlan | None:
+        now: Any = _NOW  # the filter's `live(now)` terms take a bind parameter as well as a value
+        query = _Query.build(dialect.name, registry, rt, params, now, data_as_text=data_as_text)
+        if columns is not None:
+            query = dataclasses.replace(query, columns=tuple(c for c in query.columns if c.name in columns))
+        size, offset = sa.bindparam("size", type_=sa.Integer), sa.bindparam("offset", type_=sa.Integer)
+        plan = cls(Prepared(query.page_at(size, offset)), Prepared(_count(query)))  # type: ignore[arg-type]
+        try:  # compiled now, so that a statement Prepared cannot run (an expanding IN) is found here
+            for prepared in (plan.page, plan.count):
+                prepared.compiled(dialect)
+        except ValueError:
+            return None
+        return plan
+
+
+class _PlanCache:
+    """The plans of one registry's queries (an attribute's definition is part of its SQL), most recently used
+    first: `PLANS` of them, each compiled on the query's second sighting among the last `SIGHTINGS`."""
+
+    PLANS, SIGHTINGS = 256, 4096
+
+    def __init__(self) -> None:
+        self._plans: OrderedDict[Any, IndexPlan | None] = OrderedDict()
+        self._seen: OrderedDict[Any, None] = OrderedDict()
+        self._lock = threading.Lock()  # reads also run in the thread pool
+
+    def get(self, key: Any, build: Callable[[], IndexPlan | None]) -> IndexPlan | None:
+        with self._lock:
+            if key in self._plans:
+                self._plans.move_to_end(key)
+                return self._plans[key]
+            if key not in self._seen:
+                self._seen[key] = None
+                if len(self._seen) > self.SIGHTINGS:
+                    self._seen.popitem(last=False)
+                return None
+            del self._seen[key]
+        plan = build()
+        with self._lock:
+            self._plans[key] = plan
+            if len(self._plans) > self.PLANS:
+                self._plans.popitem(last=False)
+        return plan
+
+
+_PLANS: weakref.WeakKeyDictionary[Registry, _PlanCache] = weakref.WeakKeyDictionary()
+
+
+def _shape(predicate: Predicate | None) -> Any:
+    """A predicate as a hashable key, exact: values keep their type (1, 1.0 and True are equal in Python
+    but not in SQL)."""
+    if predicate is None:
+        return None
+    if isinstance(predicate, Compare):
+        value = predicate.value
+        return ("cmp", _ref_shape(predicate.ref), predicate.op, type(value).__name__, value)
+    if isinstance(predicate, And):
+        return ("and", _shape(predicate.left), _shape(predicate.right))
+    if isinstance(predicate, Or):
+        return ("or", _shape(predicate.left), _shape(predicate.right))
+    if isinstance(predicate, Not):
+        return ("not", _shape(predicate.operand))
+    return ("path", _ref_shape(predicate.ref), _shape(predicate.inner))
+
+
+def _ref_shape(ref: AttrRef) -> tuple[Any, ...]:
+    return (ref.schema, ref.attr.name, ref.sub and ref.sub.name, ref.extension)
 
 
 def user_name_lookup(
@@ -123,10 +287,14 @@ def user_name_lookup(
 
 def _total(conn: sa.Connection, query: _Query) -> int:
     """totalResults: an exact COUNT, in the caller's transaction (the page's snapshot)."""
+    return int(conn.execute(_count(query)).scalar_one())
+
+
+def _count(query: _Query) -> sa.Select[Any]:
     count = sa.select(sa.func.count()).select_from(query.table)
     if query.filtered:  # `WHERE 1 = 1` would cost SQLite its fast whole-table count
         count = count.where(query.where)
-    return int(conn.execute(count).scalar_one())
+    return count
 
 
 def _cursor_page(
@@ -197,6 +365,7 @@ class _Query:
     """A search compiled once: the table, the WHERE clause, the order and the cursor key."""
 
     table: sa.Table
+    columns: tuple[sa.ColumnElement[Any], ...]  # what a page selects: the table's columns
     where: sa.ColumnElement[bool]
     terms: tuple[_Term, ...]  # the sort key (when sortBy is given), then the primary key
     key_types: tuple[type, ...]  # what a cursor may carry as the sort value
@@ -205,9 +374,20 @@ class _Query:
 
     @classmethod
     def build(
-        cls, dialect: str, registry: Registry, rt: ResourceType, params: SearchParams, now_micros: int
+        cls,
+        dialect: str,
+        registry: Registry,
+        rt: ResourceType,
+        params: SearchParams,
+        now_micros: int,
+        *,
+        data_as_text: bool = False,
     ) -> _Query:
         table = table_of(rt)
+        columns = tuple(
+            sa.type_coerce(c, sa.Text).label(c.name) if data_as_text and c.name == "data" else c
+            for c in table.c
+        )
         predicate = _predicate(registry, rt, params)
         where = (
             sa.true()
@@ -224,11 +404,12 @@ class _Query:
             nullable = not isinstance(key, sa.Column) or key.nullable
             terms, key_types = (_Term(key, descending, bool(nullable)), pk), _key_types(ref)
         shape = repr((rt.name, predicate, ref and ref.full_path, descending)).encode()
-        return cls(table, where, terms, key_types, hashlib.sha256(shape).digest(), predicate is not None)
+        fingerprint = hashlib.sha256(shape).digest()
+        return cls(table, columns, where, terms, key_types, fingerprint, predicate is not None)
 
     def page(self, size: int, *conditions: sa.ColumnElement[bool]) -> sa.Select[Any]:
         order = [term.clause(reverse=False) for term in self.terms]
-        return sa.select(self.table).where(self.where, *conditions).order_by(*order).limit(size)
+        return sa.select(*self.columns).where(self.where, *conditions).order_by(*order).limit(size)
 
     def page_at(self, size: int, offset: int) -> sa.Select[Any]:
         """The index page `offset`.. of `size` rows, keys first: the matching primary keys are ordered and
@@ -239,14 +420,14 @@ class _Query:
         order = [term.clause(reverse=False) for term in self.terms]
         pk = self.table.c.pk
         keys = sa.select(pk).where(self.where).order_by(*order).limit(size).offset(offset)
-        return sa.select(self.table).where(pk.in_(keys.scalar_subquery())).order_by(*order)
+        return sa.select(*self.columns).where(pk.in_(keys.scalar_subquery())).order_by(*order)
 
     def page_before(self, position: list[Any], size: int) -> sa.Select[Any]:
         """The `size` rows just before `position`, in forward order: the nearest ones are found in reverse
         order, then put back in order by the database."""
         keys = [term.expr.label(f"_k{i}") for i, term in enumerate(self.terms)]
         nearest = (
-            sa.select(self.table, *keys)
+            sa.select(*self.columns, *keys)
             .where(self.where, self.beyond(position, reverse=True))
             .order_by(*(term.clause(reverse=True) for term in self.terms))
             .limit(size)

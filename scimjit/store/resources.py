@@ -11,19 +11,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import orjson
 import sqlalchemy as sa
 
 from scimjit.metrics import SCIM_IGNORED
 from scimjit.scim.errors import ScimError, mutability, not_found, precondition_failed
 from scimjit.scim.ignored import Ignored
 from scimjit.scim.patch import PatchResult, apply_patch
-from scimjit.scim.projection import Projection
+from scimjit.scim.projection import Projection, guarded_needles
 from scimjit.scim.resource import normalise
 from scimjit.scim.schema import Registry
 from scimjit.store import audit
 from scimjit.store import groups as group_rows
 from scimjit.store import users as user_rows
-from scimjit.store.db import Database
+from scimjit.store.db import Database, RawReader
 from scimjit.store.events import ChangeListener
 from scimjit.store.passwords import hash_password_off_loop
 from scimjit.store.query import Page
@@ -146,13 +147,34 @@ def lookup_user(ctx: Context, user_name_key: str) -> tuple[Page, list[dict[str, 
     return Page(1, [row], 1), [user_rows.render(row, ctx.base_url, group_list)]
 
 
-def render_users(conn: sa.Connection, ctx: Context, rows: list[Any]) -> list[dict[str, Any]]:
+def render_users(conn: sa.Connection | RawReader, ctx: Context, rows: list[Any]) -> list[dict[str, Any]]:
     memberships = (
         user_rows.groups_of(conn, [r.id for r in rows], ctx.now_micros)
         if ctx.projection.wants("groups")
         else {}
     )
     return [user_rows.render(r, ctx.base_url, memberships.get(r.id)) for r in rows]
+
+
+def encode_users(
+    conn: sa.Connection | RawReader, ctx: Context, rows: list[Any]
+) -> list[orjson.Fragment | dict[str, Any]]:
+    """A page of users read with `data_as_text` (`store.query.search`), for the response as it is: each user
+    as its finished JSON where `users.encoded` can splice it, else rendered (and projected by the caller).
+    Only for a default projection: the splice copies every stored attribute."""
+    assert ctx.projection.is_default
+    memberships = user_rows.groups_of(conn, [r.id for r in rows], ctx.now_micros)
+    guarded = guarded_needles(ctx.registry, ctx.registry.resource_type(USER))
+    out: list[orjson.Fragment | dict[str, Any]] = []
+    for r in rows:
+        group_list = memberships.get(r.id)
+        spliced = user_rows.encoded(r, ctx.base_url, group_list, guarded)
+        if spliced is not None:
+            out.append(spliced)
+        else:
+            data = orjson.loads(r.data) if isinstance(r.data, str) else r.data
+            out.append(user_rows.render(r, ctx.base_url, group_list, data))
+    return out
 
 
 def render_groups(conn: sa.Connection, ctx: Context, rows: list[Any]) -> list[dict[str, Any]]:

@@ -89,6 +89,11 @@ def reg(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 @pytest.fixture
 def seeded(db: Database, reg: Registry) -> Database:
+    return seed(db, reg)
+
+
+def seed(db: Database, reg: Registry) -> Database:
+    """Five users (BJENSEN .. NOBODY) and four groups, with live and expired memberships."""
     with db.write() as conn:
         b = insert_user(
             conn, reg, BJENSEN, user_id="id-b", modified=datetime(2024, 6, 1, tzinfo=UTC), version=3
