@@ -140,21 +140,29 @@ class _Parser(Parser):
 
 
 # The filter IdPs send before every create, `userName eq "..."` (Entra, Okta; `externalId eq`, `displayName eq`
-# for groups): one top-level name, `eq`, one JSON string. Its syntax tree is built directly (the same tree the
-# parser builds, then converted by the same code), skipping the general lexer and LALR parser, which cost a
-# quarter of that request. Anything else, including a keyword in the name's place, goes to the parser.
-_SIMPLE_EQ = re.compile(r'[ \t]*([A-Za-z][A-Za-z0-9_$-]*)[ \t]+(?i:eq)[ \t]+("(?:[^"\\]|\\.)*")[ \t]*')
+# for groups), and its kin with one sub-attribute and another comparison (`name.familyName sw "Sm"`,
+# `emails.value co "@example.com"`): a name, perhaps `.sub`, an operator, one JSON string. Its syntax tree is
+# built directly (the same tree the parser builds, then converted by the same code), skipping the general lexer
+# and LALR parser, which cost a quarter of that request. Anything else, including a keyword in a name's place,
+# goes to the parser.
+_NAME = r"[A-Za-z][A-Za-z0-9_$-]*"
+_SIMPLE = re.compile(
+    rf'[ \t]*({_NAME})(?:\.({_NAME}))?[ \t]+((?i:eq|ne|co|sw|ew|gt|ge|lt|le))[ \t]+("(?:[^"\\]|\\.)*")[ \t]*'
+)
 _KEYWORDS = frozenset({"eq", "ne", "co", "sw", "ew", "gt", "lt", "ge", "le", "pr", "and", "or", "not"})
 _KEYWORDS |= {"true", "false", "null"}
 
 
 def _syntax_tree(text: str) -> Any:
-    simple = _SIMPLE_EQ.fullmatch(text)
-    if simple is not None and simple[1].lower() not in _KEYWORDS:
-        comparison = ast.AttrExpr(
-            "eq", ast.AttrPath(simple[1], None, None), ast.CompValue(_string(simple[2]))
-        )
-        return ast.Filter(comparison, False, None)
+    simple = _SIMPLE.fullmatch(text)
+    if (
+        simple is not None
+        and simple[1].lower() not in _KEYWORDS
+        and (simple[2] or "").lower() not in _KEYWORDS
+    ):
+        name, sub, op, value = simple.groups()
+        path = ast.AttrPath(name, None if sub is None else ast.SubAttr(sub), None)
+        return ast.Filter(ast.AttrExpr(op, path, ast.CompValue(_string(value))), False, None)
     try:
         tree = _Parser().parse(iter(list(_Lexer().tokenize(text))))
     except ScimError:
