@@ -377,32 +377,65 @@ def encoded(
       the document holds, in their order; a stored `schemas` may also name an extension that holds nothing).
     A needle `"name":` can only match a key: in JSON text a `"` inside a string is escaped."""
     text = row.data
-    if not isinstance(text, str) or not text.startswith(_HEAD) or text[-1] != "}":
+    if type(text) is not str or not text.startswith(_HEAD) or text[-1] != "}":
         return None
-    close = text.find("]", len(_HEAD))
+    close = text.find("]", _HEAD_SIZE)
     if close < 0:
         return None
     for needle in guarded:
         if needle in text:
             return None
-    schemas = [USER_URN]
-    listed = text[len(_HEAD) : close]
+    listed = text[_HEAD_SIZE:close]
+    schemas = text[: close + 1]  # as stored, when it lists exactly the extensions held, in their order
+    extensions = 0
     if listed:
-        if listed[0] != ",":
+        needles = _listed_needles(listed)
+        if needles is None:
             return None
-        held = sorted(
-            (at, urn) for urn in orjson.loads(f"[{listed[1:]}]") if (at := text.find(f'"{urn}":', close)) >= 0
-        )
-        schemas += [urn for _, urn in held]
-    if text.count('"urn:', close) != len(schemas) - 1:
+        held = sorted((at, urn) for urn, needle in needles if (at := text.find(needle, close)) >= 0)
+        extensions = len(held)
+        if extensions != len(needles) or any(a[1] != b[0] for a, b in zip(held, needles, strict=False)):
+            schemas = '{"schemas":' + orjson.dumps([USER_URN, *(urn for _, urn in held)]).decode()
+    if text.count('"urn:', close) != extensions:
         return None
     rest = text[close + 1 : -1]
     if rest and rest[0] != ",":
         return None
-    head = orjson.dumps({"schemas": schemas, "id": row.id})
-    tail: dict[str, Any] = {"groups": _groups(base_url, group_list)} if group_list else {}
-    tail["meta"] = meta("User", row, f"{base_url}/Users/{row.id}")
-    return orjson.Fragment(b"".join((head[:-1], rest.encode(), b",", orjson.dumps(tail)[1:])))
+    groups = f',"groups":{orjson.dumps(_groups(base_url, group_list)).decode()}' if group_list else ""
+    location = orjson.dumps(f"{base_url}/Users/{row.id}").decode()
+    return orjson.Fragment(
+        f'{schemas},"id":{orjson.dumps(row.id).decode()}{rest}{groups},"meta":{{"resourceType":"User",'
+        f'"created":"{format_micros(row.created)}","lastModified":"{format_micros(row.last_modified)}",'
+        f'"location":{location},"version":"W/\\"{int(row.version)}\\""}}}}'
+    )
+
+
+_HEAD_SIZE = len(_HEAD)
+_LISTED: dict[
+    str, tuple[tuple[str, str], ...] | None
+] = {}  # a stored schemas list's tail -> its (urn, needle)s
+
+
+def _listed_needles(listed: str) -> tuple[tuple[str, str], ...] | None:
+    """The extensions a stored `schemas` lists after the core schema (`listed`: `,"urn:…","urn:…"`), each with
+    the text its key starts with; None when `listed` is not such a list. A deployment has a handful of
+    these lists, so they are remembered (a bounded few)."""
+    found = _LISTED.get(listed, False)
+    if found is not False:
+        return found  # type: ignore[return-value]
+    try:
+        urns = orjson.loads(f"[{listed[1:]}]") if listed[0] == "," else None
+    except orjson.JSONDecodeError:
+        urns = None
+    if not isinstance(urns, list) or not all(isinstance(u, str) for u in urns):
+        value = None
+    elif orjson.dumps(urns).decode()[1:-1] != listed[1:]:  # spelled otherwise than the store writes it
+        value = None
+    else:
+        value = tuple((u, orjson.dumps(u).decode()[:-1] + '":') for u in urns)
+    if len(_LISTED) < 64:
+        _LISTED[listed] = value
+    return value
 
 
 def document(core_urn: str, resource_id: str, data: Mapping[str, Any]) -> dict[str, Any]:

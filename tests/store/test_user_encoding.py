@@ -109,6 +109,9 @@ def test_a_spliced_user_is_the_rendered_user(reg: Registry, case: str, groups: A
         '{"schemas": ["' + USER_URN + '"], "userName": "b"}',  # spaced out
         '{"schemas":["' + USER_URN + '"],"userName":"b"} ',  # trailing space
         '{"schemas":["urn:other"],"userName":"b"}',
+        '{"schemas":["' + USER_URN + '", "' + E + '"],"userName":"b","' + E + '":{}}',  # spaced list
+        '{"schemas":["' + USER_URN + '","' + E + '",1],"userName":"b","' + E + '":{}}',
+        '{"schemas":["' + USER_URN + '",{"a":"]"}],"userName":"b"}',
     ],
 )
 def test_text_not_written_as_the_store_writes_it_is_rendered_the_slow_way(reg: Registry, text: str) -> None:
