@@ -427,9 +427,11 @@ def _listed_needles(listed: str) -> tuple[tuple[str, str], ...] | None:
         urns = orjson.loads(f"[{listed[1:]}]") if listed[0] == "," else None
     except orjson.JSONDecodeError:
         urns = None
-    if not isinstance(urns, list) or not all(isinstance(u, str) for u in urns):
-        value = None
-    elif orjson.dumps(urns).decode()[1:-1] != listed[1:]:  # spelled otherwise than the store writes it
+    if (
+        not isinstance(urns, list)
+        or not all(isinstance(u, str) for u in urns)
+        or orjson.dumps(urns).decode()[1:-1] != listed[1:]
+    ):
         value = None
     else:
         value = tuple((u, orjson.dumps(u).decode()[:-1] + '":') for u in urns)

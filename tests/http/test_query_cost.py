@@ -119,7 +119,7 @@ def test_the_loop_answers_while_a_long_search_runs(db: Database, clock: FrozenCl
 
         @event.listens_for(srv.db.engine, "before_cursor_execute")
         def hold(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-            if "GLOB" in statement and threading.current_thread().name.startswith("AnyIO worker"):
+            if "GLOB" in statement and threading.current_thread().name.startswith("scimjit-db"):
                 started.set()
                 release.wait(30)
 
