@@ -100,7 +100,9 @@ def _requests(name: str, n: int, users: int, token: str) -> list[tuple[dict[str,
         elif name == "W5":
             body = orjson.dumps(data.new_user_body(tag, j))
             out.append((_scope("POST", f"{SCIM}/Users", "", token, body), body))
-        elif name.startswith("/"):  # any GET, e.g. "/Users?startIndex=5000&count=1" (no commas: --only splits)
+        elif name.startswith(
+            "/"
+        ):  # any GET, e.g. "/Users?startIndex=5000&count=1" (no commas: --only splits)
             path, _, query = name.partition("?")
             out.append((_scope("GET", SCIM + path, query, token, b""), b""))
         else:

@@ -21,7 +21,7 @@ log = logging.getLogger("scimjit.http")
 # mid-statement (OperationalError / InterfaceError / DisconnectionError, with psycopg's own OperationalError
 # underneath), a pool that cannot hand out a connection in time, and SQLite's "database is locked" after the
 # busy timeout. Each is a 503 with Retry-After, never a 500: the client may retry, and the process recovers
-# by itself (pool_pre_ping replaces dead connections; see docs/operations.md).
+# by itself (the pool replaces dead connections: store.db._ping_after_idle; see docs/operations.md).
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
