@@ -19,7 +19,7 @@ from scimjit.entitlement.apps import Application
 from scimjit.scim.identifiers import identifier_key
 from scimjit.scim.schema import USER_URN
 from scimjit.store import users as user_rows
-from scimjit.store.db import RawReader
+from scimjit.store.db import RawReader, rows
 from scimjit.store.memberships import live_groups
 from scimjit.store.prepared import Prepared
 from scimjit.store.tables import Row
@@ -87,12 +87,7 @@ class Lookups:
         `DisallowedIdentifier` for a claim no identifier may be (see `match_value`). `conn` is a SQLAlchemy
         connection or a `Database.snapshot` reader (the login's hot path)."""
         params = {"value": match_value(self.app.match.attribute, value)}
-        rows = (
-            conn.fetch(self._find, params)
-            if isinstance(conn, RawReader)
-            else conn.execute(self._find.statement, params)
-        )
-        return [_subject(r) for r in rows]
+        return [_subject(r) for r in rows(conn, self._find, params)]
 
     def member_refs(self, conn: sa.Connection | RawReader, user_id: str, now_us: int) -> set[str]:
         """Lower-cased ids and displayNames of the app's groups (entitlement + roles) the user is a live
@@ -100,13 +95,7 @@ class Lookups:
         if self._members is None:
             return set()
         out: set[str] = set()
-        params = {"member_id": user_id, "now": now_us}
-        rows = (
-            conn.fetch(self._members, params)
-            if isinstance(conn, RawReader)
-            else conn.execute(self._members.statement, params)
-        )
-        for group_id, name_ci in rows:
+        for group_id, name_ci in rows(conn, self._members, {"member_id": user_id, "now": now_us}):
             out.add(group_id.lower())
             out.add(name_ci)
         return out

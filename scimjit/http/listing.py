@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from starlette.requests import Request
@@ -71,7 +71,7 @@ def search_params(request: Request, params: dict[str, Any]) -> SearchParams:
 def fetch_page(ctx: ops.Context, kind: str, params: SearchParams) -> tuple[Any, list[dict[str, Any]]]:
     """A page and its resources' documents (to project)."""
     page, docs = _page(ctx, kind, params, finished=False)
-    return page, docs  # type: ignore[return-value]  # not finished: documents only
+    return page, cast(list[dict[str, Any]], docs)  # not finished: documents only
 
 
 def _page(

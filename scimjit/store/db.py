@@ -359,6 +359,14 @@ def execute(
     return compiled.rows(_driver_execute(conn, compiled.sql, parameters, many))
 
 
+def rows(source: sa.Connection | RawReader, prepared: Prepared, params: Mapping[str, Any]) -> list[Any]:
+    """The rows of a `Prepared` read, in whichever its caller holds: a `Database.snapshot` reader or a
+    transaction (`read()` / `write()`); for reads that serve a hot path and a transaction alike."""
+    if isinstance(source, RawReader):
+        return source.fetch(prepared, params)
+    return execute(source, prepared, params)
+
+
 def _driver_execute(conn: sa.Connection, sql: str, parameters: Any, many: bool = False) -> list[Any]:
     """`sql` on the DBAPI cursor of `conn`, announced to its listeners; errors wrapped as SQLAlchemy's (and
     a connection the database closed invalidated, as SQLAlchemy's own execution would)."""

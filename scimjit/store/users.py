@@ -14,7 +14,7 @@ from scimjit.clock import format_micros
 from scimjit.scim.errors import ScimError, uniqueness
 from scimjit.scim.identifiers import literal_key
 from scimjit.scim.schema import USER_URN, Registry, ResourceType
-from scimjit.store.db import Database, RawReader, execute
+from scimjit.store.db import Database, RawReader, execute, rows
 from scimjit.store.dialect import in_list
 from scimjit.store.memberships import live
 from scimjit.store.prepared import Prepared
@@ -319,13 +319,7 @@ def groups_of(
     out: dict[str, list[tuple[str, str]]] = {i: [] for i in ids}
     if not ids:
         return out
-    params = {"ids": ids, "now": now_micros}
-    found = (
-        source.fetch(_GROUPS_OF, params)
-        if isinstance(source, RawReader)
-        else execute(source, _GROUPS_OF, params)
-    )
-    for member_id, group_id, display in found:
+    for member_id, group_id, display in rows(source, _GROUPS_OF, {"ids": ids, "now": now_micros}):
         out[member_id].append((group_id, display))
     return out
 

@@ -19,7 +19,7 @@ from scimjit.store import admin, audit
 from scimjit.store.db import Database
 from scimjit.store.query import SearchParams, search
 from scimjit.store.tables import accounts
-from tests.seed import TEST_URN, insert_user, types_registry
+from tests.seed import TEST_URN, insert_user
 from tests.store.test_filter_sql import _plan
 
 TEXTS: list[str | None] = [None, "", "abc", "ABC", "a%c", "a_c", "axc", "a*c", "a[c", "Émile", "b"]
@@ -105,11 +105,6 @@ DATE_CASES: list[tuple[str, Oracle]] = [
         lambda v, ce: not _when(datetime.__lt__, "2022-01-01T00:00:00Z")(v, ce),
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def reg(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    return types_registry(tmp_path_factory.mktemp("schemas"))
 
 
 def _user_doc(i: int, attrs: dict[str, Any]) -> dict[str, Any]:

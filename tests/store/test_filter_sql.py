@@ -19,7 +19,7 @@ from scimjit.store.db import Database
 from scimjit.store.filters import compile_filter, table_of
 from scimjit.store.query import SearchParams, search
 from scimjit.store.tables import groups as groups_table
-from tests.seed import TEST_URN, add_member, insert_group, insert_user, types_registry
+from tests.seed import TEST_URN, add_member, insert_group, insert_user
 
 E = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 T = TEST_URN
@@ -80,16 +80,6 @@ ZOFIA = {
 WILD = {"userName": "wild%_*?[card]", "title": "100% [real]_*?"}
 NOBODY = {"userName": "nobody"}
 NAMES = {"bjensen": "B", "JSmith": "J", "ŽoFia": "Z", "wild%_*?[card]": "W", "nobody": "N"}
-
-
-@pytest.fixture(scope="module")
-def reg(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    return types_registry(tmp_path_factory.mktemp("schemas"))
-
-
-@pytest.fixture
-def seeded(db: Database, reg: Registry) -> Database:
-    return seed(db, reg)
 
 
 def seed(db: Database, reg: Registry) -> Database:

@@ -15,19 +15,7 @@ from scimjit.scim.schema import Registry
 from scimjit.store import query
 from scimjit.store.db import Database
 from scimjit.store.query import SearchParams, index_plan, search
-from tests.seed import types_registry
-from tests.store.test_filter_sql import EXPIRED, LATER, NOW, T, seed
-
-
-@pytest.fixture(scope="module")
-def reg(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    return types_registry(tmp_path_factory.mktemp("schemas"))
-
-
-@pytest.fixture
-def seeded(db: Database, reg: Registry) -> Database:
-    return seed(db, reg)
-
+from tests.store.test_filter_sql import EXPIRED, LATER, NOW, T
 
 FILTERS = [
     None,

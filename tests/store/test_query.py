@@ -16,7 +16,7 @@ from scimjit.scim.filter import parse_filter
 from scimjit.scim.schema import Registry
 from scimjit.store.db import Database
 from scimjit.store.query import Page, SearchParams, search
-from tests.seed import CREATED, TEST_URN, add_member, insert_group, insert_user, types_registry
+from tests.seed import CREATED, TEST_URN, add_member, insert_group, insert_user
 
 N = 300
 TITLES = ["Engineer", "engineer", "Manager", "Ünïcode", "Zed", "apple", "", None]
@@ -39,11 +39,6 @@ def user_doc(i: int) -> dict[str, Any]:
     if i % 6:
         doc[TEST_URN] = {"level": (i * 37) % 11 - 5, "vip": i % 2 == 0}
     return doc
-
-
-@pytest.fixture(scope="module")
-def reg(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    return types_registry(tmp_path_factory.mktemp("schemas"))
 
 
 @pytest.fixture
