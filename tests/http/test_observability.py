@@ -145,6 +145,70 @@ def test_log_messages_are_masked():
     assert line["msg"] == "webhook refused [redacted]" and line["headers"] == {}
 
 
+_FIELDS = {
+    "request_id": "rid-1",
+    "method": "GET",
+    "path": "/scim/v2/Users/Bearer abcdefghijklmnopqrstuvwxyz",  # a token pasted into a path is masked
+    "route": "/scim/v2/Users/{id}",
+    "status": 200,
+    "duration_ms": 0.25,
+    "token": "obs-admin",
+    "client": None,
+}
+
+
+def test_the_direct_request_line_is_the_line_logging_would_write(log_lines):
+    """`info_fields` writes the request line straight to configure's handler; the same fields sent through
+    the logging module (a filter on the logger turns the direct path off) give the same line, but `ts`."""
+    from scimjit.logs import info_fields
+
+    logger = logging.getLogger("scimjit.access")
+    info_fields(logger, "request", _FIELDS)
+    seen: list[logging.LogRecord] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        seen.append(record)
+        return True
+
+    logger.addFilter(keep)
+    try:
+        info_fields(logger, "request", _FIELDS)
+    finally:
+        logger.removeFilter(keep)
+    direct, through_logging = parse(log_lines)
+    assert len(seen) == 1  # only the second went through the logging module
+    assert direct.pop("ts").endswith("Z") and through_logging.pop("ts").endswith("Z")
+    assert list(direct.items()) == list(through_logging.items())  # same keys, same order, same values
+    assert direct["path"] == "/scim/v2/Users/[redacted]" and direct["logger"] == "scimjit.access"
+
+
+def test_a_handler_added_to_the_access_logger_still_gets_every_request_line(live, log_lines):
+    """An operator's own handler (or a level that turns the line off) is honoured: the direct path is only
+    taken when configure's handler is the sole reader."""
+    mine = io.StringIO()
+    handler = logging.StreamHandler(mine)
+    from scimjit.logs import JsonFormatter
+
+    handler.setFormatter(JsonFormatter())
+    access = logging.getLogger("scimjit.access")
+    access.addHandler(handler)
+    try:
+        with live.client() as c:
+            assert c.get("/scim/v2/Users?count=1").status_code == 200
+    finally:
+        access.removeHandler(handler)
+    (own,) = [x for x in parse(mine) if x["logger"] == "scimjit.access"]
+    (configured,) = [x for x in parse(log_lines) if x["logger"] == "scimjit.access"]
+    assert own == configured and own["route"] == "/scim/v2/Users"
+    access.setLevel(logging.WARNING)
+    try:
+        with live.client() as c:
+            assert c.get("/scim/v2/Users?count=1").status_code == 200
+    finally:
+        access.setLevel(logging.NOTSET)
+    assert len([x for x in parse(log_lines) if x["logger"] == "scimjit.access"]) == 1
+
+
 def test_unhandled_errors_are_scim_500_with_the_request_id_logged(live, log_lines):
     async def boom(request):
         raise RuntimeError("kaboom")
