@@ -28,7 +28,12 @@ def base_url(request: Request) -> str:
     return f"{scheme}://{host}{SCIM_PREFIX}"
 
 
+_DEFAULT = Projection(frozenset(), frozenset())
+
+
 def projection_from(request: Request, kind: str, params: dict[str, Any] | None = None) -> Projection:
+    if params is None and not request.scope.get("query_string"):
+        return _DEFAULT  # no query string, so no attributes / excludedAttributes (most requests IdPs send)
     svc = services(request)
     source = params if params is not None else request.query_params
     return parse_projection(

@@ -110,10 +110,20 @@ class ResourceType:
     description: str
     schema: str
     extensions: tuple[tuple[str, bool], ...] = ()  # (schema URN, required)
+    # Derived once (`Registry.canonical_urn` and `split_urn` run for every attribute of every request body):
+    schema_ids: tuple[str, ...] = field(init=False, compare=False, repr=False)
+    by_lower: Mapping[str, str] = field(init=False, compare=False, repr=False)  # lower-cased URN -> URN
+    longest_first: tuple[tuple[str, str], ...] = field(init=False, compare=False, repr=False)  # (lower, URN)
 
-    @property
-    def schema_ids(self) -> tuple[str, ...]:
-        return (self.schema, *(urn for urn, _ in self.extensions))
+    def __post_init__(self) -> None:
+        ids = (self.schema, *(urn for urn, _ in self.extensions))
+        by_lower: dict[str, str] = {}
+        for urn in ids:
+            by_lower.setdefault(urn.lower(), urn)  # the first spelling wins, as the scan in order did
+        object.__setattr__(self, "schema_ids", ids)
+        object.__setattr__(self, "by_lower", by_lower)
+        longest = sorted(ids, key=len, reverse=True)
+        object.__setattr__(self, "longest_first", tuple((urn.lower(), urn) for urn in longest))
 
     def document(self, base_url: str = "") -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -199,16 +209,12 @@ class Registry:
         return any(urn.lower() == ext.lower() for ext, _ in rt.extensions)
 
     def canonical_urn(self, rt: ResourceType, urn: str) -> str | None:
-        for known in rt.schema_ids:
-            if known.lower() == urn.lower():
-                return known
-        return None
+        return rt.by_lower.get(urn.lower())
 
     def split_urn(self, rt: ResourceType, path: str) -> tuple[str | None, str]:
         """Split `urn:...:User:name.givenName` into (schema URN, `name.givenName`); plain paths give (None, path)."""
         lowered = path.lower()
-        for urn in sorted(rt.schema_ids, key=len, reverse=True):
-            u = urn.lower()
+        for u, urn in rt.longest_first:
             if lowered == u:
                 return urn, ""
             if lowered.startswith(u + ":"):
