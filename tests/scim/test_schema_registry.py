@@ -22,6 +22,24 @@ def test_core_resolution_is_case_insensitive(registry):
         registry.resolve(rt, "nope")
 
 
+def test_schema_urns_resolve_in_any_case_and_the_longest_urn_wins():
+    """`canonical_urn` and `split_urn` read maps a ResourceType derives once; an extension URN that starts
+    with another schema's URN plus `:` must still be split at the longer one."""
+    from scimjit.scim.schema import USER_URN, ResourceType
+
+    nested = f"{USER_URN}:acme"
+    rt = ResourceType("User", "/Users", "", USER_URN, ((ENTERPRISE_URN, False), (nested, False)))
+    registry = load_registry()
+    assert rt.schema_ids == (USER_URN, ENTERPRISE_URN, nested)
+    assert registry.canonical_urn(rt, ENTERPRISE_URN.upper()) == ENTERPRISE_URN
+    assert registry.canonical_urn(rt, "urn:nope") is None
+    assert registry.split_urn(rt, f"{nested.upper()}:badge") == (nested, "badge")
+    assert registry.split_urn(rt, f"{USER_URN}:name.givenName") == (USER_URN, "name.givenName")
+    assert registry.split_urn(rt, ENTERPRISE_URN.lower()) == (ENTERPRISE_URN, "")
+    assert registry.split_urn(rt, "userName") == (None, "userName")
+    assert rt == ResourceType("User", "/Users", "", USER_URN, ((ENTERPRISE_URN, False), (nested, False)))
+
+
 def test_deployment_extension_is_loaded_served_and_resolvable(tmp_path):
     (tmp_path / "acme.json").write_text(
         json.dumps(
