@@ -28,6 +28,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from scimjit.clock import format_micros, from_micros, isoformat, to_micros
+from scimjit.store.db import execute
+from scimjit.store.prepared import Prepared
 from scimjit.store.tables import Row, outbox
 
 
@@ -90,37 +92,56 @@ def enqueue(
     `lease_to` inserts it already claimed by that worker (a login about to deliver it itself, saving a
     claim transaction); the caller must have checked `has_pending` first, or it may overtake its key."""
     now_us = to_micros(now)
-    claim: dict[str, Any] = {"attempts": 0}
-    if lease_to is not None:
-        claim = {"claimed_by": lease_to, "claimed_until": now_us + int(lease * 1_000_000), "attempts": 1}
-    row_id: int = conn.execute(
-        outbox.insert()
-        .values(
-            event_id=event["id"],
-            type=event["type"],
-            application=event.get("application"),
-            user_id=user_id,
-            ordering_key=ordering_key(event.get("application"), user_id),
-            payload=dict(event),
-            status=PENDING,
-            next_attempt_at=now_us,
-            created_at=now_us,
-            **claim,
-        )
-        .returning(outbox.c.id)
-    ).scalar_one()
+    leased = lease_to is not None
+    (inserted,) = execute(
+        conn,
+        _INSERT,
+        {
+            "event_id": event["id"],
+            "type": event["type"],
+            "application": event.get("application"),
+            "user_id": user_id,
+            "ordering_key": ordering_key(event.get("application"), user_id),
+            "payload": dict(event),
+            "status": str(PENDING),
+            "next_attempt_at": now_us,
+            "created_at": now_us,
+            "attempts": 1 if leased else 0,
+            "claimed_by": lease_to,
+            "claimed_until": now_us + int(lease * 1_000_000) if leased else None,
+        },
+    )
+    row_id: int = inserted.id
     return row_id
 
 
 def has_pending(conn: sa.Connection, application: str | None, user_id: str | None) -> bool:
     """Whether (application, user) has an undelivered event: a new one would have to wait its turn."""
-    stmt = (
-        sa.select(sa.literal(1))
-        .select_from(outbox)
-        .where(outbox.c.ordering_key == ordering_key(application, user_id), outbox.c.status == PENDING)
-        .limit(1)
-    )
-    return conn.execute(stmt).first() is not None
+    return bool(execute(conn, _HAS_PENDING, {"key": ordering_key(application, user_id)}))
+
+
+# Compiled once (`store.prepared`): every first login runs both inside its claim transaction.
+_INSERTED = (
+    "event_id",
+    "type",
+    "application",
+    "user_id",
+    "ordering_key",
+    "payload",
+    "status",
+    "next_attempt_at",
+    "created_at",
+    "attempts",
+    "claimed_by",
+    "claimed_until",
+)
+_INSERT = Prepared(outbox.insert().returning(outbox.c.id), _INSERTED)
+_HAS_PENDING = Prepared(
+    sa.select(sa.literal(1).label("one"))
+    .select_from(outbox)
+    .where(outbox.c.ordering_key == sa.bindparam("key"), outbox.c.status == PENDING)
+    .limit(1)
+)
 
 
 def latest_pending(conn: sa.Connection, application: str, user_id: str, type_: str) -> str | None:

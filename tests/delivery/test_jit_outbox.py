@@ -48,6 +48,42 @@ def test_only_the_head_of_each_user_is_claimable(db, clock):
     assert [c.event_id for c in claim(db, clock, worker="w2")] == [a2]
 
 
+def test_an_event_is_stored_as_given_leased_or_not_and_pending_until_done(db, clock):
+    """`enqueue` and `has_pending` run compiled once (`store.prepared`): the row holds the event, its key and
+    its lease exactly, and the ledger's slot (`insert_pending`, `get`) reads back as written."""
+    from scimjit.clock import to_micros
+    from scimjit.entitlement import ledger
+
+    now = clock.now()
+    plain = outbox.new_event("account.update", "wiki", {"id": "a", "userName": "a"}, ["r"], now)
+    leased = outbox.new_event("account.create", "wiki", {"id": "b", "userName": "b"}, [], now, mode="sync")
+    with db.write() as conn:
+        assert not outbox.has_pending(conn, "wiki", "a")
+        plain_id = outbox.enqueue(conn, plain, user_id="a", now=now)
+        leased_id = outbox.enqueue(conn, leased, user_id="b", now=now, lease_to="login-1", lease=30.0)
+        assert outbox.has_pending(conn, "wiki", "a") and not outbox.has_pending(conn, "crm", "a")
+        account_id = ledger.insert_pending(
+            conn, application="wiki", user_id="b", user_name="b", roles=["r"], profile="h", now=now
+        )
+    with db.read() as conn:
+        rows = {r.id: r for r in conn.execute(sa.select(outbox_table))}
+        account = ledger.get(conn, "wiki", "b")
+        assert ledger.get(conn, "wiki", "a") is None
+    first, second = rows[plain_id], rows[leased_id]
+    assert (first.event_id, first.ordering_key, first.payload) == (plain["id"], "wiki:a", plain)
+    assert (first.attempts, first.claimed_by, first.claimed_until, first.status) == (0, None, None, "pending")
+    assert (second.attempts, second.claimed_by) == (1, "login-1")
+    assert second.claimed_until == to_micros(now) + 30_000_000 and second.payload["mode"] == "sync"
+    assert (account.id, account.status, account.roles, account.version) == (account_id, "pending", ["r"], 1)
+    assert account.first_login_at == account.created_at == to_micros(now)
+    with db.write() as conn:
+        (head,) = [
+            c for c in outbox.claim_due(conn, worker="w1", now=now, lease=60, limit=10) if c.id == plain_id
+        ]
+        outbox.complete(conn, head, worker="w1", result={"outcome": "updated"}, now=now)
+        assert not outbox.has_pending(conn, "wiki", "a")
+
+
 def test_a_dead_worker_s_lease_runs_out(db, clock):
     enqueue(db, clock, "a")
     (first,) = claim(db, clock, worker="w1", lease=30)
