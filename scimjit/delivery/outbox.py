@@ -294,19 +294,32 @@ def complete(
 ) -> bool:
     """Mark delivered. False if the lease was lost meanwhile (another worker took over; the receiver's
     idempotency key makes the double call harmless)."""
-    done = conn.execute(
-        outbox.update()
-        .where(outbox.c.id == claimed.id, outbox.c.status == PENDING, outbox.c.claimed_by == worker)
-        .values(
-            status=DONE,
-            result=dict(result),
-            delivered_at=to_micros(now),
-            claimed_by=None,
-            claimed_until=None,
-            last_error=None,
-        )
+    done = execute(
+        conn,
+        _COMPLETE,
+        {"c_id": claimed.id, "c_worker": worker, "c_result": dict(result), "c_at": to_micros(now)},
     )
-    return done.rowcount == 1
+    return len(done) == 1
+
+
+# Every delivery's result is recorded by it (the worker's and a first login's own): compiled once.
+_COMPLETE = Prepared(
+    outbox.update()
+    .where(
+        outbox.c.id == sa.bindparam("c_id"),
+        outbox.c.status == PENDING,
+        outbox.c.claimed_by == sa.bindparam("c_worker"),
+    )
+    .values(
+        status=DONE,
+        result=sa.bindparam("c_result"),
+        delivered_at=sa.bindparam("c_at"),
+        claimed_by=None,
+        claimed_until=None,
+        last_error=None,
+    )
+    .returning(outbox.c.id)
+)
 
 
 @dataclass(frozen=True, slots=True)

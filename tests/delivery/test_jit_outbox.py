@@ -80,8 +80,16 @@ def test_an_event_is_stored_as_given_leased_or_not_and_pending_until_done(db, cl
         (head,) = [
             c for c in outbox.claim_due(conn, worker="w1", now=now, lease=60, limit=10) if c.id == plain_id
         ]
-        outbox.complete(conn, head, worker="w1", result={"outcome": "updated"}, now=now)
+        assert not outbox.complete(conn, head, worker="w2", result={"outcome": "updated"}, now=now)
+        assert outbox.complete(conn, head, worker="w1", result={"outcome": "updated"}, now=now)
         assert not outbox.has_pending(conn, "wiki", "a")
+        done = conn.execute(sa.select(outbox_table).where(outbox_table.c.id == plain_id)).one()
+    assert (done.status, done.result, done.delivered_at, done.claimed_by) == (
+        "done",
+        {"outcome": "updated"},
+        to_micros(now),
+        None,
+    )
 
 
 def test_a_dead_worker_s_lease_runs_out(db, clock):
