@@ -91,26 +91,7 @@ def enqueue(
     """Add `event` (from `new_event`) to the outbox in the caller's transaction; returns the row id.
     `lease_to` inserts it already claimed by that worker (a login about to deliver it itself, saving a
     claim transaction); the caller must have checked `has_pending` first, or it may overtake its key."""
-    now_us = to_micros(now)
-    leased = lease_to is not None
-    (inserted,) = execute(
-        conn,
-        _INSERT,
-        {
-            "event_id": event["id"],
-            "type": event["type"],
-            "application": event.get("application"),
-            "user_id": user_id,
-            "ordering_key": ordering_key(event.get("application"), user_id),
-            "payload": dict(event),
-            "status": str(PENDING),
-            "next_attempt_at": now_us,
-            "created_at": now_us,
-            "attempts": 1 if leased else 0,
-            "claimed_by": lease_to,
-            "claimed_until": now_us + int(lease * 1_000_000) if leased else None,
-        },
-    )
+    (inserted,) = execute(conn, _INSERT, _row(event, user_id, to_micros(now), lease_to=lease_to, lease=lease))
     row_id: int = inserted.id
     return row_id
 
@@ -118,6 +99,32 @@ def enqueue(
 def has_pending(conn: sa.Connection, application: str | None, user_id: str | None) -> bool:
     """Whether (application, user) has an undelivered event: a new one would have to wait its turn."""
     return bool(execute(conn, _HAS_PENDING, {"key": ordering_key(application, user_id)}))
+
+
+def _row(
+    event: Mapping[str, Any],
+    user_id: str | None,
+    now_us: int,
+    *,
+    lease_to: str | None = None,
+    lease: float = 0.0,
+) -> dict[str, Any]:
+    """The outbox row of a new event (`enqueue`, `enqueue_many`): due now, unclaimed or leased to `lease_to`."""
+    leased = lease_to is not None
+    return {
+        "event_id": event["id"],
+        "type": event["type"],
+        "application": event.get("application"),
+        "user_id": user_id,
+        "ordering_key": ordering_key(event.get("application"), user_id),
+        "payload": dict(event),
+        "status": str(PENDING),
+        "next_attempt_at": now_us,
+        "created_at": now_us,
+        "attempts": 1 if leased else 0,
+        "claimed_by": lease_to,
+        "claimed_until": now_us + int(lease * 1_000_000) if leased else None,
+    }
 
 
 # Compiled once (`store.prepared`): every first login runs both inside its claim transaction.
@@ -201,21 +208,7 @@ def enqueue_many(
     now_us = to_micros(now)
     conn.execute(
         outbox.insert().returning(outbox.c.id),  # RETURNING: batched multi-row VALUES on every driver
-        [
-            {
-                "event_id": event["id"],
-                "type": event["type"],
-                "application": event.get("application"),
-                "user_id": user_id,
-                "ordering_key": ordering_key(event.get("application"), user_id),
-                "payload": dict(event),
-                "status": PENDING,
-                "attempts": 0,
-                "next_attempt_at": now_us,
-                "created_at": now_us,
-            }
-            for event, user_id in items
-        ],
+        [_row(event, user_id, now_us) for event, user_id in items],
     )
     return len(items)
 
