@@ -107,12 +107,25 @@ def _page(
         return page, render(conn, ctx, list(page.rows))
 
 
+async def _page_async(
+    ctx: ops.Context, kind: str, params: SearchParams
+) -> tuple[Any, Sequence[orjson.Fragment | dict[str, Any]]]:
+    """`_page` (finished) from the event loop. A `userName eq` lookup, the IdPs' every-user question, is one
+    statement awaited on the loop (`Database.fetch_async`: no thread hop on PostgreSQL); any other page
+    runs in `Database.run`."""
+    if kind == ops.USER:
+        params, user_name_key = user_name_lookup(ctx.registry, ctx.registry.resource_type(kind), params)
+        if user_name_key is not None:
+            return await ops.lookup_user_async(ctx, user_name_key)
+    return await ctx.db.run(_page, ctx, kind, params, finished=True)  # the filter parsed once: as given
+
+
 async def list_response(request: Request, kind: str, params: dict[str, Any]) -> Response:
     canonical = {_CANONICAL[k.lower()]: v for k, v in params.items() if k.lower() in _CANONICAL}
     projection = projection_from(request, kind, {k: param_text(canonical, k) for k in canonical})
     ctx = context(request, projection)
     sp = search_params(request, canonical)
-    page, docs = await ctx.db.run(_page, ctx, kind, sp, finished=True)
+    page, docs = await _page_async(ctx, kind, sp)
     svc = services(request)
     rt = svc.registry.resource_type(kind)
     body: dict[str, Any] = {

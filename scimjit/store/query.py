@@ -262,7 +262,7 @@ def user_name_lookup(
     """`params` with its filter parsed, and the userName key when the search is a lookup of one user by
     userName (`filter=userName eq "..."`, first page, no sort, no cursor): Entra's and Okta's question before
     each create. userName is unique by that key, so the answer is at most one user and its own count; the
-    caller reads it with one prebuilt statement (`store.users.by_name`) instead of a search."""
+    caller reads it with one prebuilt statement (`store.users.one_read`) instead of a search."""
     predicate = _predicate(registry, rt, params)
     parsed = dataclasses.replace(params, filter=predicate)
     if not (

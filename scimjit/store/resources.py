@@ -125,22 +125,44 @@ def read_one(ctx: Context, kind: str, resource_id: str) -> tuple[dict[str, Any],
 
 def _read_user(ctx: Context, user_id: str) -> tuple[dict[str, Any], int]:
     """`GET /Users/{id}`, the hottest read: one statement (the user with its live groups), no transaction."""
-    if ctx.projection.wants("groups"):
-        found = user_rows.get_with_groups(ctx.db, user_id, ctx.now_micros)
-        row, group_list = found if found is not None else (None, None)
-    else:
-        row, group_list = user_rows.get_alone(ctx.db, user_id), None
-    if row is None:
+    statement, params = _user_read(ctx, user_id=user_id)
+    return _user_answer(ctx, user_id, ctx.db.fetch(statement, params))
+
+
+async def read_user_async(ctx: Context, user_id: str) -> tuple[dict[str, Any], int]:
+    """`read_one` of a user from the event loop: its one statement awaited there on PostgreSQL
+    (`Database.fetch_async`), inline on SQLite as before."""
+    statement, params = _user_read(ctx, user_id=user_id)
+    return _user_answer(ctx, user_id, await ctx.db.fetch_async(statement, params))
+
+
+def _user_read(ctx: Context, **which: str) -> tuple[Any, dict[str, Any]]:
+    return user_rows.one_read(now_micros=ctx.now_micros, with_groups=ctx.projection.wants("groups"), **which)
+
+
+def _user_answer(ctx: Context, user_id: str, rows: list[Any]) -> tuple[dict[str, Any], int]:
+    found = user_rows.one_found(rows, ctx.projection.wants("groups"))
+    if found is None:
         raise not_found(f"User {user_id} not found")
+    row, group_list = found
     return user_rows.render(row, ctx.base_url, group_list), row.version
 
 
 def lookup_user(ctx: Context, user_name_key: str) -> tuple[Page, list[dict[str, Any]]]:
     """The page of a `userName eq` search (`store.query.user_name_lookup`): the one user with that key, or
     none, and its own count, read by one statement with no transaction."""
-    found = user_rows.by_name(
-        ctx.db, user_name_key, ctx.now_micros, with_groups=ctx.projection.wants("groups")
-    )
+    statement, params = _user_read(ctx, key=user_name_key)
+    return _lookup_page(ctx, ctx.db.fetch(statement, params))
+
+
+async def lookup_user_async(ctx: Context, user_name_key: str) -> tuple[Page, list[dict[str, Any]]]:
+    """`lookup_user` from the event loop (`Database.fetch_async`), as `read_user_async` is `read_one`'s."""
+    statement, params = _user_read(ctx, key=user_name_key)
+    return _lookup_page(ctx, await ctx.db.fetch_async(statement, params))
+
+
+def _lookup_page(ctx: Context, rows: list[Any]) -> tuple[Page, list[dict[str, Any]]]:
+    found = user_rows.one_found(rows, ctx.projection.wants("groups"))
     if found is None:
         return Page(0, [], 1), []
     row, group_list = found

@@ -14,7 +14,7 @@ from scimjit.clock import format_micros
 from scimjit.scim.errors import ScimError, uniqueness
 from scimjit.scim.identifiers import literal_key
 from scimjit.scim.schema import USER_URN, Registry, ResourceType
-from scimjit.store.db import Database, RawReader, execute, rows
+from scimjit.store.db import RawReader, execute, rows
 from scimjit.store.dialect import in_list
 from scimjit.store.memberships import live
 from scimjit.store.prepared import Prepared
@@ -84,27 +84,28 @@ def get(conn: sa.Connection, user_id: str, *, for_update: bool = False) -> Any:
     return conn.execute(_GET, {"id": user_id}).first()
 
 
-def get_with_groups(db: Database, user_id: str, now_micros: int) -> tuple[Any, list[tuple[str, str]]] | None:
-    """The user's row and its live direct groups [(group id, displayName)] (what `groups_of` answers for one
-    user), read by one statement (`Database.fetch`: no transaction); None when there is no such user."""
-    return _one_with_groups(db.fetch(_GET_WITH_GROUPS, {"id": user_id, "now": now_micros}))
+def one_read(
+    *, now_micros: int, with_groups: bool, user_id: str | None = None, key: str | None = None
+) -> tuple[Prepared, dict[str, Any]]:
+    """The ONE statement (and its parameters) that reads the user with this id, or with the PRECIS userName
+    key `key` (unique), with its live direct groups when asked. Its caller runs it on the path it is on
+    (`Database.fetch`, or `fetch_async` on the event loop: no transaction either way) and reads the rows with
+    `one_found`."""
+    if user_id is not None:
+        if with_groups:
+            return _GET_WITH_GROUPS, {"id": user_id, "now": now_micros}
+        return _BY_ID, {"id": user_id}
+    if with_groups:
+        return _BY_NAME_WITH_GROUPS, {"key": key, "now": now_micros}
+    return _BY_NAME, {"key": key}
 
 
-def get_alone(db: Database, user_id: str) -> Any:
-    """The user's row without its groups, by one statement (`Database.fetch`), or None."""
-    rows = db.fetch(_BY_ID, {"id": user_id})
-    return rows[0] if rows else None
-
-
-def by_name(
-    db: Database, key: str, now_micros: int, *, with_groups: bool
-) -> tuple[Any, list[tuple[str, str]] | None] | None:
-    """The user whose userName has the PRECIS key `key` (unique), with its live groups when asked, by one
-    statement (`Database.fetch`); None when there is none."""
+def one_found(rows: Sequence[Any], with_groups: bool) -> tuple[Any, list[tuple[str, str]] | None] | None:
+    """(the user's row, its live direct groups [(group id, displayName)] or None when not asked) from the
+    rows of a `one_read` statement; None when there is no such user."""
     if not with_groups:
-        rows = db.fetch(_BY_NAME, {"key": key})
         return (rows[0], None) if rows else None
-    return _one_with_groups(db.fetch(_BY_NAME_WITH_GROUPS, {"key": key, "now": now_micros}))
+    return _one_with_groups(rows)
 
 
 def _one_with_groups(rows: Sequence[Any]) -> tuple[Any, list[tuple[str, str]]] | None:

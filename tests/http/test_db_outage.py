@@ -158,11 +158,18 @@ def test_postgresql_going_away_answers_503_with_retry_after_and_recovers(db, clo
                 assert refused.headers["Retry-After"] == "5"
                 assert refused.json()["error"] == "unavailable" and refused.json()["detail"]
                 assert "Traceback" not in users.text + refused.text
+                for hot in (f"/scim/v2/Users/{alice}", '/scim/v2/Users?filter=userName eq "alice"'):
+                    read = http.get(hot, headers=admin)  # the reads awaited on the loop (`store.loop_reads`)
+                    assert read.status_code == 503 and read.headers["Retry-After"] == "5", read.text
+                    assert read.json()["status"] == "503" and "Traceback" not in read.text
 
             proxy.restore()  # no restart: the pool replaces its dead connections (pool_pre_ping)
             users = http.get("/scim/v2/Users", headers=admin)
             assert users.status_code == 200, users.text
             assert [u["userName"] for u in users.json()["Resources"]] == ["alice"]
+            assert http.get(f"/scim/v2/Users/{alice}", headers=admin).json()["userName"] == "alice"
+            found = http.get('/scim/v2/Users?filter=userName eq "alice"', headers=admin).json()
+            assert found["totalResults"] == 1 and found["Resources"][0]["id"] == alice
             again = http.post("/jit/v1/logins", json=login, headers=app)
             assert again.status_code == 200, again.text
             assert again.json()["account"]["status"] == "existing"

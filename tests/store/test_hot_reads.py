@@ -159,3 +159,27 @@ def test_a_user_name_lookup_is_one_statement_and_exact(db, registry, clock):
     ):
         page, docs = fetch_page(ctx, "User", params)
         assert page.total == 1 and len(docs) == (0 if params.count == 0 or params.start_index == 2 else 1)
+
+
+def test_the_loop_reads_answer_as_the_thread_reads(db, registry, clock):
+    """`read_user_async` / `lookup_user_async` (awaited on the event loop, `Database.fetch_async`) give what
+    `read_one` / `lookup_user` give: groups, an expired membership gone at once, the projection, a 404."""
+    import asyncio
+
+    ctx = _ctx(db, registry, clock)
+    uid = str(ops.create_user(ctx, {"schemas": [USER_URN], "userName": "Lena"}).document["id"])
+    gid = _group(db, registry, clock, "staff", [uid])
+    _group(db, registry, clock, "brief", [uid], membershipTTL=30)
+    for advance in (0, 30):  # "brief" live, then expired at this instant (not swept)
+        clock.advance(advance)
+        for attributes in (None, "userName"):
+            ctx = _ctx(db, registry, clock, attributes=attributes)
+            assert asyncio.run(ops.read_user_async(ctx, uid)) == ops.read_one(ctx, "User", uid)
+            assert asyncio.run(ops.lookup_user_async(ctx, "lena")) == ops.lookup_user(ctx, "lena")
+    doc, _ = asyncio.run(ops.read_user_async(_ctx(db, registry, clock), uid))
+    assert [g["value"] for g in doc["groups"]] == [gid]
+    assert asyncio.run(ops.lookup_user_async(ctx, "nobody")) == ops.lookup_user(ctx, "nobody")
+    assert asyncio.run(ops.lookup_user_async(ctx, "nobody"))[0].total == 0
+    with pytest.raises(ScimError) as caught:
+        asyncio.run(ops.read_user_async(ctx, "no-such-id"))
+    assert caught.value.status == 404
