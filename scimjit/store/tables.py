@@ -129,7 +129,7 @@ accounts = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("application", sa.String(128), nullable=False),
-    sa.Column("user_id", sa.String(64), nullable=False, index=True),
+    sa.Column("user_id", Key(64), nullable=False, index=True),
     sa.Column("user_name", sa.String(256), nullable=True),
     sa.Column("downstream_id", sa.String(256), nullable=True),
     sa.Column("status", sa.String(32), nullable=False),  # pending, active, disabled, deleted
@@ -155,7 +155,7 @@ outbox = sa.Table(
     sa.Column("event_id", sa.String(64), nullable=False, unique=True),  # also the idempotency key
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("application", sa.String(128), nullable=True),
-    sa.Column("user_id", sa.String(64), nullable=True),
+    sa.Column("user_id", Key(64), nullable=True),
     sa.Column("ordering_key", sa.String(256), nullable=False),  # events of one key are delivered in order
     sa.Column("payload", Json, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),  # pending, done, dead
@@ -175,7 +175,7 @@ grants = sa.Table(
     "grants",
     metadata,
     sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("user_id", sa.String(64), nullable=False, index=True),
+    sa.Column("user_id", Key(64), nullable=False, index=True),
     sa.Column("group_id", sa.String(64), nullable=False, index=True),
     sa.Column("status", sa.String(16), nullable=False),  # scheduled, active, expired, revoked
     sa.Column("starts_at", Micros, nullable=False, index=True),
@@ -201,7 +201,7 @@ access_requests = sa.Table(
     "access_requests",
     metadata,
     sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("user_id", sa.String(64), nullable=False, index=True),
+    sa.Column("user_id", Key(64), nullable=False, index=True),
     sa.Column("group_id", sa.String(64), nullable=False, index=True),
     sa.Column(
         "status", sa.String(16), nullable=False, index=True

@@ -114,3 +114,41 @@ def test_0003_recomputes_user_name_keys_and_keeps_what_it_cannot_map(backend, tm
         assert "u-fullwidth" not in logged
     finally:
         drop_database(backend, fresh, url)
+
+
+def test_0009_every_user_id_compares_as_users_id_does_so_joins_use_indexes(db):
+    """On PostgreSQL each `user_id` has `users.id`'s collation ("C"): with different collations a join had
+    none PostgreSQL could use an index with, and the login's read scanned every account of its application."""
+    if db.is_sqlite:
+        pytest.skip("SQLite compares bytes in every column")
+    from sqlalchemy.dialects import postgresql
+
+    from scimjit.entitlement.apps import load_applications
+    from scimjit.entitlement.identity import Lookups
+    from tests.jit_helpers import add_user, wiki_config
+
+    with db.engine.connect() as conn:
+        found = dict(
+            conn.exec_driver_sql(
+                "SELECT table_name, collation_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND column_name = 'user_id'"
+            ).all()
+        )
+    assert found == {"accounts": "C", "outbox": "C", "grants": "C", "access_requests": "C"}
+
+    uid = add_user(db, "alice")
+    with db.engine.begin() as conn:  # many accounts in the application, the statistics up to date
+        conn.exec_driver_sql(
+            "INSERT INTO accounts (application, user_id, status, roles, created_at, updated_at, version)"
+            " SELECT 'wiki', 'u' || g, 'active', '[]', 0, 0, 1 FROM generate_series(1, 5000) g"
+        )
+        conn.exec_driver_sql("ANALYZE accounts")
+    lookups = Lookups(load_applications(wiki_config("http://127.0.0.1:1", "http://127.0.0.1:2/hook"))["wiki"])
+    statement, params = lookups.find_read("alice")
+    compiled = statement.compiled(postgresql.dialect())
+    with db.engine.connect() as conn:
+        plan = "\n".join(
+            conn.exec_driver_sql("EXPLAIN " + compiled.sql, compiled.parameters(params)).scalars()
+        )
+    assert "Seq Scan on accounts" not in plan, plan
+    assert uid
