@@ -9,6 +9,7 @@ module builds the two statements once per application and turns their rows into 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,16 +87,34 @@ class Lookups:
         """Users matching `value` under the app's rule (at most two: more than one is ambiguous). Raises
         `DisallowedIdentifier` for a claim no identifier may be (see `match_value`). `conn` is a SQLAlchemy
         connection or a `Database.snapshot` reader (the login's hot path)."""
-        params = {"value": match_value(self.app.match.attribute, value)}
-        return [_subject(r) for r in rows(conn, self._find, params)]
+        return self.subjects(rows(conn, *self.find_read(value)))
+
+    def find_read(self, value: str) -> tuple[Prepared, dict[str, Any]]:
+        """The statement of `find_subjects` and its parameters, for a reader of any kind (the login's reads
+        awaited on the event loop, `Database.snapshot_async`); its rows give `subjects`."""
+        return self._find, {"value": match_value(self.app.match.attribute, value)}
+
+    @staticmethod
+    def subjects(found: Sequence[Row]) -> list[Subject]:
+        return [_subject(r) for r in found]
 
     def member_refs(self, conn: sa.Connection | RawReader, user_id: str, now_us: int) -> set[str]:
         """Lower-cased ids and displayNames of the app's groups (entitlement + roles) the user is a live
         direct member of."""
+        read = self.members_read(user_id, now_us)
+        return self.refs(rows(conn, *read)) if read is not None else set()
+
+    def members_read(self, user_id: str, now_us: int) -> tuple[Prepared, dict[str, Any]] | None:
+        """The statement of `member_refs` and its parameters (None: the app names no group); its rows give
+        `refs`."""
         if self._members is None:
-            return set()
+            return None
+        return self._members, {"member_id": user_id, "now": now_us}
+
+    @staticmethod
+    def refs(found: Sequence[Row]) -> set[str]:
         out: set[str] = set()
-        for group_id, name_ci in rows(conn, self._members, {"member_id": user_id, "now": now_us}):
+        for group_id, name_ci in found:
             out.add(group_id.lower())
             out.add(name_ci)
         return out

@@ -231,7 +231,7 @@ class LoginService:
                 "the token's email is not verified by the issuer (email_verified)",
             )
         try:
-            subjects, refs = await self.db.run(self._read, app, value, to_micros(at.now))
+            subjects, refs = await self._read_async(app, value, to_micros(at.now))
         except DisallowedIdentifier as exc:  # no user can have it: refused as unknown, audited with why
             log.info("login claim refused by PRECIS: application=%s %s", app.name, exc.detail)
             await self._refuse(at, 403, "unknown_user", f"no SCIM user can have {app.match.attribute}: {exc}")
@@ -278,6 +278,21 @@ class LoginService:
         with self.db.snapshot() as conn:  # both reads in one snapshot, on the driver (`Database.snapshot`)
             subjects = lookups.find_subjects(conn, value)
             refs = lookups.member_refs(conn, subjects[0].user_id, now_us) if len(subjects) == 1 else set()
+        return subjects, refs
+
+    async def _read_async(self, app: Application, value: str, now_us: int) -> tuple[list[Subject], set[str]]:
+        """`_read` from the event loop: on PostgreSQL both reads awaited there in one snapshot
+        (`Database.snapshot_async`, no thread hop), on SQLite `_read` inline (`Database.run`)."""
+        if self.db.is_sqlite:
+            return await self.db.run(self._read, app, value, now_us)
+        lookups = self._lookups[app.name]
+        find = lookups.find_read(value)  # a claim PRECIS refuses raises here, before any connection is used
+        refs: set[str] = set()
+        async with self.db.snapshot_async() as reader:
+            subjects = lookups.subjects(await reader.fetch(*find))
+            members = lookups.members_read(subjects[0].user_id, now_us) if len(subjects) == 1 else None
+            if members is not None:
+                refs = lookups.refs(await reader.fetch(*members))
         return subjects, refs
 
     def _needs_write(self, account: identity.Account, at: _Attempt) -> bool:

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import AbstractAsyncContextManager, contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -44,7 +44,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from scimjit.scim.errors import ScimError
-from scimjit.store.loop_reads import LoopReads
+from scimjit.store.loop_reads import LoopReader, LoopReads
 from scimjit.store.prepared import Prepared
 
 P = ParamSpec("P")
@@ -289,6 +289,13 @@ class Database:
         if self.is_sqlite:
             return await self.run(self.fetch, prepared, params)
         return await self._loop_reads.fetch(prepared, params)
+
+    def snapshot_async(self) -> AbstractAsyncContextManager[LoopReader]:
+        """PostgreSQL: `snapshot` on the event loop (`store.loop_reads`), its reads awaited with no thread
+        hop. SQLite has none: its reads run inline already (`run`)."""
+        if self.is_sqlite:
+            raise RuntimeError("snapshot_async is PostgreSQL's; SQLite reads run inline (Database.run)")
+        return self._loop_reads.snapshot()
 
     @contextmanager
     def snapshot(self) -> Iterator[RawReader]:

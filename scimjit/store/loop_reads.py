@@ -27,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Mapping
-from contextlib import suppress
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import sqlalchemy as sa
@@ -89,40 +89,86 @@ class LoopReads:
     async def _run(self, pool: _Pool, sql: str, parameters: Any) -> list[tuple[Any, ...]]:
         """`sql` on a connection of `pool` (the caller holds a slot), which goes back to it afterwards unless
         anything but a clean SQL error happened on it."""
-        from psycopg import Error
-        from psycopg.errors import QueryCanceled
-
-        from scimjit.store.db import statement_too_costly
+        from scimjit.scim.errors import ScimError
 
         conn = await self._checkout(pool)
         reusable = False
+        try:
+            rows = await self._execute(pool, conn, sql, parameters)
+            reusable = True
+            return rows
+        except ScimError:  # stopped by the server's time limit: the connection itself is sound
+            reusable = not conn.broken
+            raise
+        except sa.exc.DBAPIError as exc:
+            reusable = not exc.connection_invalidated
+            raise
+        finally:
+            if reusable:
+                pool.idle.append((conn, time.monotonic()))
+            else:
+                _close(conn)
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[LoopReader]:
+        """Several reads in ONE snapshot on one connection of the loop: BEGIN ISOLATION LEVEL REPEATABLE READ
+        READ ONLY ... ROLLBACK, as `Database.snapshot` does it in a thread (the login's two reads). Not run
+        again on a dead connection: its error is the caller's (503), as on the thread path. A snapshot left by
+        an error or a cancellation closes its connection."""
+        pool = self._pool()
+        async with pool.slots:
+            conn = await self._checkout(pool)
+            reusable = False
+            try:
+                await self._execute(pool, conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", None)
+                yield LoopReader(self, pool, conn)
+                await conn.rollback()
+                reusable = True
+            except Exception as exc:
+                if isinstance(exc, _psycopg_error()):
+                    gone = conn.closed or conn.broken
+                    if gone:
+                        _close_all(pool)
+                    raise sa.exc.DBAPIError.instance(
+                        "ROLLBACK", None, exc, _psycopg_error(), connection_invalidated=gone,
+                        dialect=self._engine.dialect,
+                    ) from exc  # fmt: skip
+                raise
+            finally:
+                if reusable:
+                    pool.idle.append((conn, time.monotonic()))
+                else:
+                    _close(conn)
+
+    async def _execute(self, pool: _Pool, conn: Any, sql: str, parameters: Any) -> list[tuple[Any, ...]]:
+        """`sql` on `conn`, announced to the engine's listeners, its rows read; the server's time limit is
+        `400 tooMany`, any other driver error SQLAlchemy's (saying whether the server closed the
+        connection, and then every idle one of `pool` is closed too: the server went away)."""
+        from psycopg.errors import QueryCanceled
+        from psycopg.pq import ExecStatus
+
+        from scimjit.store.db import statement_too_costly
+
+        error = _psycopg_error()
         try:
             cursor = conn.cursor()
             try:
                 for listener in self._engine.dispatch.before_cursor_execute:
                     listener(None, cursor, sql, parameters, None, False)
                 await cursor.execute(sql, parameters)
-                rows = await cursor.fetchall()  # a read: it has rows (`description` would build its columns)
+                # a read has rows (`cursor.description` would build its columns only to say so)
+                return await cursor.fetchall() if cursor.pgresult.status == ExecStatus.TUPLES_OK else []
             finally:
                 await cursor.close()
-            reusable = True
-            return rows
         except QueryCanceled:
-            reusable = not conn.broken
             raise statement_too_costly(self._statement_timeout) from None
-        except Error as exc:
+        except error as exc:
             gone = conn.closed or conn.broken
-            reusable = not gone
             if gone:  # the server went away: its other idle connections are dead too
                 _close_all(pool)
             raise sa.exc.DBAPIError.instance(
-                sql, parameters, exc, Error, connection_invalidated=gone, dialect=self._engine.dialect
+                sql, parameters, exc, error, connection_invalidated=gone, dialect=self._engine.dialect
             ) from exc
-        finally:
-            if reusable:
-                pool.idle.append((conn, time.monotonic()))
-            else:
-                _close(conn)
 
     async def _checkout(self, pool: _Pool) -> Any:
         """An idle connection (pinged first if it rested `PING_AFTER_IDLE`, replaced if the ping fails), or a
@@ -149,6 +195,26 @@ class LoopReads:
         except Error as exc:
             raise sa.exc.OperationalError("connect", {}, exc) from exc
         return conn
+
+
+class LoopReader:
+    """The reads of one `LoopReads.snapshot`."""
+
+    __slots__ = ("_conn", "_owner", "_pool")
+
+    def __init__(self, owner: LoopReads, pool: _Pool, conn: Any) -> None:
+        self._owner, self._pool, self._conn = owner, pool, conn
+
+    async def fetch(self, prepared: Prepared, params: Mapping[str, Any]) -> list[Any]:
+        compiled = prepared.compiled(self._owner._engine.dialect)
+        raw = await self._owner._execute(self._pool, self._conn, compiled.sql, compiled.parameters(params))
+        return compiled.rows(raw)
+
+
+def _psycopg_error() -> type[Exception]:
+    from psycopg import Error
+
+    return Error
 
 
 def _close(conn: Any) -> None:

@@ -164,3 +164,41 @@ def test_a_database_that_is_not_there_is_sqlalchemys_operational_error(db: Datab
             asyncio.run(absent.fetch_async(_PID, {}))
     finally:
         absent.dispose()
+
+
+def test_a_loop_snapshot_reads_one_snapshot_and_ends_it(pg: Database, db: Database) -> None:
+    """The login's two reads (`Database.snapshot_async`): a commit made between them is not seen inside,
+    and is seen at once after, on the same connection (ROLLBACK left no transaction open)."""
+    _insert(db, "u1", "alice")
+
+    async def main() -> tuple[list[str], str, int, int]:
+        async with pg.snapshot_async() as reader:
+            first = (await reader.fetch(_NAME_OF, {"id": "u1"}))[0].user_name
+            inside = (await reader.fetch(_PID, {}))[0].pid
+            _rename(db, "u1", "bob")  # committed elsewhere, mid-snapshot
+            second = (await reader.fetch(_NAME_OF, {"id": "u1"}))[0].user_name
+        after = (await pg.fetch_async(_NAME_OF, {"id": "u1"}))[0].user_name
+        return [first, second], after, inside, (await pg.fetch_async(_PID, {}))[0].pid
+
+    names, after, inside, reused = asyncio.run(main())
+    assert names == ["alice", "alice"] and after == "bob"
+    assert reused == inside  # the connection went back to the pool
+
+
+def test_a_loop_snapshot_left_by_an_error_closes_its_connection(pg: Database) -> None:
+    async def main() -> tuple[int, int]:
+        with pytest.raises(ScimError):
+            async with pg.snapshot_async() as reader:
+                pid = (await reader.fetch(_PID, {}))[0].pid
+                raise ScimError(400, "the caller's own refusal, mid-snapshot")
+        return pid, (await pg.fetch_async(_PID, {}))[0].pid
+
+    before, after = asyncio.run(main())
+    assert after != before  # not handed on inside its open transaction
+
+
+def test_sqlite_has_no_loop_snapshot(db: Database) -> None:
+    if not db.is_sqlite:
+        pytest.skip("SQLite's reads run inline")
+    with pytest.raises(RuntimeError):
+        db.snapshot_async()
