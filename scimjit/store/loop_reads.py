@@ -104,10 +104,7 @@ class LoopReads:
             reusable = not exc.connection_invalidated
             raise
         finally:
-            if reusable:
-                pool.idle.append((conn, time.monotonic()))
-            else:
-                _close(conn)
+            _give_back(pool, conn, reusable)
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[LoopReader]:
@@ -115,6 +112,8 @@ class LoopReads:
         READ ONLY ... ROLLBACK, as `Database.snapshot` does it in a thread (the login's two reads). Not run
         again on a dead connection: its error is the caller's (503), as on the thread path. A snapshot left by
         an error or a cancellation closes its connection."""
+        from psycopg import Error
+
         pool = self._pool()
         async with pool.slots:
             conn = await self._checkout(pool)
@@ -122,34 +121,24 @@ class LoopReads:
             try:
                 await self._execute(pool, conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", None)
                 yield LoopReader(self, pool, conn)
-                await conn.rollback()
+                try:
+                    await conn.rollback()
+                except Error as exc:
+                    raise self._wrapped(pool, conn, "ROLLBACK", None, exc) from exc
                 reusable = True
-            except Exception as exc:
-                if isinstance(exc, _psycopg_error()):
-                    gone = conn.closed or conn.broken
-                    if gone:
-                        _close_all(pool)
-                    raise sa.exc.DBAPIError.instance(
-                        "ROLLBACK", None, exc, _psycopg_error(), connection_invalidated=gone,
-                        dialect=self._engine.dialect,
-                    ) from exc  # fmt: skip
-                raise
             finally:
-                if reusable:
-                    pool.idle.append((conn, time.monotonic()))
-                else:
-                    _close(conn)
+                _give_back(pool, conn, reusable)
 
     async def _execute(self, pool: _Pool, conn: Any, sql: str, parameters: Any) -> list[tuple[Any, ...]]:
         """`sql` on `conn`, announced to the engine's listeners, its rows read; the server's time limit is
         `400 tooMany`, any other driver error SQLAlchemy's (saying whether the server closed the
         connection, and then every idle one of `pool` is closed too: the server went away)."""
+        from psycopg import Error
         from psycopg.errors import QueryCanceled
         from psycopg.pq import ExecStatus
 
         from scimjit.store.db import statement_too_costly
 
-        error = _psycopg_error()
         try:
             cursor = conn.cursor()
             try:
@@ -162,13 +151,22 @@ class LoopReads:
                 await cursor.close()
         except QueryCanceled:
             raise statement_too_costly(self._statement_timeout) from None
-        except error as exc:
-            gone = conn.closed or conn.broken
-            if gone:  # the server went away: its other idle connections are dead too
-                _close_all(pool)
-            raise sa.exc.DBAPIError.instance(
-                sql, parameters, exc, error, connection_invalidated=gone, dialect=self._engine.dialect
-            ) from exc
+        except Error as exc:
+            raise self._wrapped(pool, conn, sql, parameters, exc) from exc
+
+    def _wrapped(
+        self, pool: _Pool, conn: Any, sql: str, parameters: Any, exc: Exception
+    ) -> sa.exc.StatementError:
+        """psycopg's `exc` as SQLAlchemy's error, saying whether the server closed the connection; if it did,
+        every idle connection of `pool` is closed too (the server went away)."""
+        from psycopg import Error
+
+        gone = bool(conn.closed or conn.broken)
+        if gone:
+            _close_all(pool)
+        return sa.exc.DBAPIError.instance(
+            sql, parameters, exc, Error, connection_invalidated=gone, dialect=self._engine.dialect
+        )
 
     async def _checkout(self, pool: _Pool) -> Any:
         """An idle connection (pinged first if it rested `PING_AFTER_IDLE`, replaced if the ping fails), or a
@@ -211,10 +209,12 @@ class LoopReader:
         return compiled.rows(raw)
 
 
-def _psycopg_error() -> type[Exception]:
-    from psycopg import Error
-
-    return Error
+def _give_back(pool: _Pool, conn: Any, reusable: bool) -> None:
+    """Return `conn` to `pool`'s idle connections, or close it when it may still be mid-answer or broken."""
+    if reusable:
+        pool.idle.append((conn, time.monotonic()))
+    else:
+        _close(conn)
 
 
 def _close(conn: Any) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from scimjit.scim.errors import ScimError
 from scimjit.store import db as db_module
 from scimjit.store.db import Database
 from scimjit.store.prepared import Prepared
+from tests.store.conftest import terminate_backend
 from tests.store.test_fetch import _NAME_OF, _insert, _rename
 
 
@@ -32,20 +32,6 @@ def _pid_after(seconds: float) -> Prepared:
 
 
 _PID = _pid_after(0)
-
-
-@pytest.fixture
-def pg(db: Database) -> Iterator[Database]:
-    if db.is_sqlite:
-        pytest.skip("PostgreSQL's reads on the event loop")
-    handle = Database(db.test_url, pool_size=2)  # type: ignore[attr-defined]
-    yield handle
-    handle.dispose()
-
-
-def _terminate(admin: Database, pid: int) -> None:
-    with admin.engine.connect() as conn:
-        assert conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})").scalar_one()
 
 
 def test_fetch_async_reads_what_fetch_reads_and_every_commit_at_once(db: Database) -> None:
@@ -119,7 +105,7 @@ def test_a_connection_killed_while_it_rested_is_read_again_on_a_fresh_one(
 
         async def main() -> tuple[int, int]:
             dead = (await pg.fetch_async(_PID, {}))[0].pid
-            _terminate(db, dead)
+            terminate_backend(db, dead)
             return dead, (await pg.fetch_async(_PID, {}))[0].pid
 
         dead, fresh = asyncio.run(main())

@@ -4,7 +4,6 @@ keeps its connections: no backend is opened and closed per request under load.""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -12,15 +11,7 @@ import sqlalchemy as sa
 from scimjit.store import db as db_module
 from scimjit.store.db import Database
 from scimjit.store.prepared import Prepared
-
-
-@pytest.fixture
-def pg(db: Database) -> Iterator[Database]:
-    if db.is_sqlite:
-        pytest.skip("PostgreSQL's connection pool")
-    handle = Database(db.test_url, pool_size=2)  # type: ignore[attr-defined]
-    yield handle
-    handle.dispose()
+from tests.store.conftest import terminate_backend
 
 
 def _backend(handle: Database) -> int:
@@ -28,16 +19,11 @@ def _backend(handle: Database) -> int:
         return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
 
 
-def _terminate(admin: Database, pid: int) -> None:
-    with admin.engine.connect() as conn:
-        assert conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})").scalar_one()
-
-
 def test_a_rested_connection_that_died_is_replaced_at_checkout(
     pg: Database, db: Database, monkeypatch
 ) -> None:
     pid = _backend(pg)
-    _terminate(db, pid)  # the server went away while the connection rested in the pool
+    terminate_backend(db, pid)  # the server went away while the connection rested in the pool
     monkeypatch.setattr(db_module, "PING_AFTER_IDLE", 0.0)  # it has rested long enough to be pinged
     assert _backend(pg) != pid  # the ping failed, the pool connected anew, the read succeeded
 
@@ -59,7 +45,7 @@ def test_a_connection_that_died_while_busy_fails_one_request_then_the_pool_recov
 ) -> None:
     monkeypatch.setattr(db_module, "PING_AFTER_IDLE", 3600.0)
     pid = _backend(pg)
-    _terminate(db, pid)
+    terminate_backend(db, pid)
     with pytest.raises(sa.exc.OperationalError), pg.read() as conn:
         conn.exec_driver_sql("SELECT 1")
     assert _backend(pg) != pid

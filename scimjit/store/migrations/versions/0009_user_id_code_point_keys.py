@@ -27,29 +27,23 @@ depends_on = None
 _COLUMNS = (("accounts", False), ("outbox", True), ("grants", False), ("access_requests", False))
 
 
-def _postgresql() -> bool:
-    return op.get_bind().dialect.name == "postgresql"
-
-
 def upgrade() -> None:
-    if _postgresql():
-        for table, nullable in _COLUMNS:
-            op.alter_column(
-                table,
-                "user_id",
-                type_=sa.String(64, collation="C"),
-                existing_type=sa.String(64),
-                existing_nullable=nullable,
-            )
+    _collate("C", None)
 
 
 def downgrade() -> None:
-    if _postgresql():
-        for table, nullable in _COLUMNS:
-            op.alter_column(
-                table,
-                "user_id",
-                type_=sa.String(64),
-                existing_type=sa.String(64, collation="C"),
-                existing_nullable=nullable,
-            )
+    _collate(None, "C")
+
+
+def _collate(new: str | None, old: str | None) -> None:
+    """Give every `user_id` of `_COLUMNS` the collation `new` (None: the database's default)."""
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    for table, nullable in _COLUMNS:
+        op.alter_column(
+            table,
+            "user_id",
+            type_=sa.String(64, collation=new),
+            existing_type=sa.String(64, collation=old),
+            existing_nullable=nullable,
+        )
