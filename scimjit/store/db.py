@@ -46,6 +46,7 @@ from sqlalchemy import event
 from scimjit.scim.errors import ScimError
 from scimjit.store.loop_reads import LoopReader, LoopReads
 from scimjit.store.prepared import Prepared
+from scimjit.store.wal import BACKSTOP_PAGES, Checkpointer
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -154,8 +155,12 @@ class Database:
         # the pool per read: a connection kept per thread would stay checked out after its thread ended.
         self._kept: Any = None
         self._kept_busy = False
+        self._wal: Checkpointer | None = None  # a SQLite file's checkpoints, off the committing thread
         if self.is_sqlite:
-            create_private_file(sqlite_path(self.url))
+            path = sqlite_path(self.url)
+            create_private_file(path)
+            if path is not None:
+                self._wal = Checkpointer(path)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             if ":memory:" in self.url or self.url in ("sqlite://", "sqlite:///"):
                 kwargs["poolclass"] = sa.pool.StaticPool  # one shared connection: it cannot go to a thread
@@ -192,6 +197,8 @@ class Database:
             conn.begin(),
         ):
             yield conn
+        if self._wal is not None:
+            self._wal.wrote()
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
@@ -353,6 +360,8 @@ class Database:
             reader.kept = False
 
     def dispose(self) -> None:
+        if self._wal is not None:
+            self._wal.close()
         kept, self._kept = self._kept, None
         if kept is not None:
             with suppress(Exception):
@@ -518,6 +527,7 @@ def _configure_sqlite(engine: sa.Engine, statement_timeout: float) -> None:
             "temp_store=MEMORY",
             "cache_size=-65536",
             "mmap_size=268435456",
+            f"wal_autocheckpoint={BACKSTOP_PAGES}",  # a backstop: `store.wal` checkpoints in its own thread
         ):
             cur.execute(f"PRAGMA {pragma}")
         cur.close()
