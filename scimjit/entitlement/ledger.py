@@ -155,15 +155,45 @@ def set_status(
 ) -> bool:
     """Unconditional status change (the worker recording a delivery result), optionally only from some
     statuses, so a late result cannot undo a newer decision."""
-    cond = sa.and_(accounts.c.application == application, accounts.c.user_id == user_id)
-    if only_from:
-        cond = sa.and_(cond, accounts.c.status.in_(list(only_from)))
-    done = conn.execute(
-        accounts.update()
-        .where(cond)
-        .values(status=status, updated_at=to_micros(now), version=accounts.c.version + 1, **values)
-    )
-    return done.rowcount == 1
+    keys = tuple(sorted(values))
+    params = {
+        "w_application": application,
+        "w_user_id": user_id,
+        "v_status": str(status),
+        "v_updated_at": to_micros(now),
+        **{f"w_from_{i}": str(old) for i, old in enumerate(only_from)},
+        **{f"v_{key}": values[key] for key in keys},
+    }
+    return len(execute(conn, _status_change(len(only_from), keys), params)) == 1
+
+
+_STATUS_CHANGES: dict[tuple[int, tuple[str, ...]], Prepared] = {}
+
+
+def _status_change(only_from: int, keys: tuple[str, ...]) -> Prepared:
+    """`set_status`'s UPDATE for one shape (how many statuses it may change from, which other columns it
+    sets), compiled once: built per call through SQLAlchemy it was the largest part of recording a first
+    login's delivery (py-spy of bench L2: the cache key, the execution context). A handful of shapes exist."""
+    prepared = _STATUS_CHANGES.get((only_from, keys))
+    if prepared is None:
+        where = [
+            accounts.c.application == sa.bindparam("w_application"),
+            accounts.c.user_id == sa.bindparam("w_user_id"),
+        ]
+        if only_from:
+            where.append(accounts.c.status.in_([sa.bindparam(f"w_from_{i}") for i in range(only_from)]))
+        sets = {
+            key: sa.bindparam(f"v_{key}", type_=accounts.c[key].type)
+            for key in ("status", "updated_at", *keys)
+        }
+        statement = (
+            accounts.update()
+            .where(*where)
+            .values(version=accounts.c.version + 1, **sets)
+            .returning(accounts.c.id)
+        )
+        prepared = _STATUS_CHANGES.setdefault((only_from, keys), Prepared(statement))
+    return prepared
 
 
 def remove(conn: sa.Connection, application: str, user_id: str, *, only_from: Sequence[str]) -> None:
