@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import urllib.parse
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,8 @@ class Checkpointer:
                     self._thread.start()
 
     def settle(self, timeout: float = 10.0) -> bool:
-        """Wait until a checkpoint has been tried since every write so far (False on timeout): for tests and
-        a clean shutdown, without sleeping."""
+        """Wait until a checkpoint has been tried since every write so far (False on timeout): for tests,
+        without sleeping."""
         with self._done:
             target = self.writes
             return self._done.wait_for(lambda: self.handled >= target, timeout)
@@ -99,7 +100,9 @@ class Checkpointer:
         """One passive checkpoint; the connection to use next time (None after a failure: open afresh)."""
         try:
             if conn is None:
-                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                # mode=rw: a database file that went away is an error here, not a new empty file
+                uri = f"file:{urllib.parse.quote(self.path)}?mode=rw"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             busy, pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
             if not self._failing:  # SQLite's backstop still checkpoints: say so once, not every interval

@@ -106,3 +106,16 @@ def test_a_failing_checkpoint_is_logged_once_and_its_recovery_once(tmp_path, cap
         ]
     finally:
         checkpointer.close()
+
+
+def test_a_database_file_that_went_away_is_not_created_again(tmp_path, caplog):
+    gone = tmp_path / "gone.db"
+    checkpointer = Checkpointer(str(gone), interval=0)
+    caplog.set_level(logging.WARNING, logger="scimjit.store.wal")
+    try:
+        checkpointer.wrote()
+        assert checkpointer.settle()
+    finally:
+        checkpointer.close()
+    assert not gone.exists() and checkpointer.last is None
+    assert any("failed" in r.getMessage() for r in caplog.records)
