@@ -110,6 +110,8 @@ memberships = sa.Table(
     sa.Column("added_at", Micros, nullable=False),
     sa.Column("expires_at", Micros, nullable=True, index=True),
     sa.Index("ix_memberships_member_id_group_pk", "member_id", "group_pk"),
+    # a group's live members counted from the index alone (`store.groups.members_up_to`, every Group PATCH)
+    sa.Index("ix_memberships_group_pk_member_id_expires_at", "group_pk", "member_id", "expires_at"),
 )
 
 tokens = sa.Table(

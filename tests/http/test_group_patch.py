@@ -210,3 +210,60 @@ def test_zero_threshold_still_returns_an_empty_group(server, size):
     assert r.status_code == 200 and r.json()["displayName"] == "z"
     if size:
         assert entra_add(server, group["id"], ids(size)).status_code == 204
+
+
+def test_the_threshold_counts_live_members_only(server):
+    """Members whose time ran out are not members: a group of 12 rows, 3 of them expired, is a group of 9,
+    and an add makes it 10, at the threshold: 200 with exactly the live ones."""
+    server.services.settings.group_patch_response_max_members = 10
+    members = ids(12)
+    group = make_group(server, members)
+    with server.services.db.write() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE memberships SET expires_at = 1 WHERE member_id IN (:a, :b, :c)"
+                " AND group_pk = (SELECT pk FROM groups WHERE id = :id)"
+            ),
+            {"a": members[0], "b": members[1], "c": members[2], "id": group["id"]},
+        )
+    new = ids(1)
+    r = entra_add(server, group["id"], new)
+    assert r.status_code == 200, r.text
+    assert {m["value"] for m in r.json()["members"]} == {*members[3:], *new}
+    r = entra_add(server, group["id"], ids(1))  # 11 live members: over the threshold
+    assert r.status_code == 204
+
+
+def test_the_live_member_count_reads_one_index_only(server):
+    """The count behind every plain Group PATCH reads `ix_memberships_group_pk_member_id_expires_at` alone,
+    no table row per member (SQLite: a covering index; PostgreSQL: an index-only scan)."""
+    from scimjit.store.groups import _LIVE_MEMBERS_UP_TO
+
+    db = server.services.db
+    group = make_group(server, ids(300))
+    compiled = _LIVE_MEMBERS_UP_TO.compiled(db.engine.dialect)
+    with db.write() as conn:
+        pk = conn.execute(sa.text("SELECT pk FROM groups WHERE id = :id"), {"id": group["id"]}).scalar_one()
+    params = compiled.parameters({"pk": pk, "now": 0, "limit": 101})
+    if db.is_sqlite:
+        with db.engine.connect() as conn:
+            plan = " ".join(
+                str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + compiled.sql, params)
+            )
+        assert "COVERING INDEX ix_memberships_group_pk_member_id_expires_at" in plan, plan
+    else:  # a database of many groups, statistics up to date, as PostgreSQL plans in production
+        other = make_group(server, [])
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO memberships (group_pk, member_id, source, member_type, added_at)"
+                " SELECT g.pk, 'm' || n, 'scim', 'User', 0 FROM groups g, generate_series(1, 20000) n"
+                f" WHERE g.id = '{other['id']}'"
+            )
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE memberships")
+            big = conn.exec_driver_sql(f"SELECT pk FROM groups WHERE id = '{other['id']}'").scalar_one()
+            for group_pk in (pk, big):  # the big group too: no hash of all its members before the limit
+                params = compiled.parameters({"pk": group_pk, "now": 0, "limit": 101})
+                plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + compiled.sql, params).scalars())
+                assert "Index Only Scan using ix_memberships_group_pk_member_id_expires_at" in plan, plan
+                assert "HashAggregate" not in plan, plan
