@@ -62,6 +62,9 @@ UNBOUNDED = "scimjit_unbounded"  # execution option: no statement time limit (sc
 _AUTOCOMMIT = (
     "scimjit_autocommit"  # execution option (SQLite): no BEGIN, for a single read statement (`single`)
 )
+# The options a kept connection goes back to after each use (`Database._after_kept_use`): every SQLite
+# option that `write` and `single` set, at its default.
+_KEPT_OPTIONS = {"scimjit_write": False, _AUTOCOMMIT: False}
 _STATE = "scimjit_deadline"  # key of a SQLite connection's `_Deadline` in its pool record's info
 
 
@@ -150,10 +153,11 @@ class Database:
             "echo": echo,
         }
         self._offload = False  # whether SQLite reads over the budget move to the thread pool
-        # The main thread's own SQLite connection for `fetch` / `snapshot`, where uvicorn runs the event loop
-        # (in every worker process). Other threads (a test client's portal, the thread pool) check one out of
-        # the pool per read: a connection kept per thread would stay checked out after its thread ended.
-        self._kept: Any = None
+        # The main thread's own SQLite connection, where uvicorn runs the event loop (in every worker process):
+        # all the work `run` does inline there, reads and writes, uses it (`_main_connection`). Other threads
+        # (a test client's portal, the thread pool) check one out of the pool for each piece of work: a
+        # connection kept per thread would stay checked out after its thread ended.
+        self._kept: sa.Connection | None = None
         self._kept_busy = False
         self._wal: Checkpointer | None = None  # a SQLite file's checkpoints, off the committing thread
         if self.is_sqlite:
@@ -191,11 +195,7 @@ class Database:
         budget = _budget.get()
         if budget is not None:
             budget.armed = False
-        with (
-            self._bounded(),
-            self.engine.connect().execution_options(scimjit_write=True) as conn,
-            conn.begin(),
-        ):
+        with self._bounded(), self._connection(scimjit_write=True) as conn, conn.begin():
             yield conn
         if self._wal is not None:
             self._wal.wrote()
@@ -206,7 +206,7 @@ class Database:
         COMMITTED takes a new snapshot per statement, so reads ask for REPEATABLE READ; SQLite's BEGIN already
         reads one snapshot."""
         options: dict[str, Any] = {} if self.is_sqlite else {"isolation_level": "REPEATABLE READ"}
-        with self._bounded(), self.engine.connect().execution_options(**options) as conn, conn.begin():
+        with self._bounded(), self._connection(**options) as conn, conn.begin():
             yield conn
 
     @contextmanager
@@ -217,8 +217,65 @@ class Database:
         no BEGIN, no ROLLBACK at check-in). The hottest reads use it (`GET /Users/{id}`: the user and its live
         groups in one statement). Only ever for reads: nothing written here would be in a transaction."""
         options: dict[str, Any] = {_AUTOCOMMIT: True} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"}
-        with self._bounded(), self.engine.connect().execution_options(**options) as conn:
+        with self._bounded(), self._connection(**options) as conn:
             yield conn
+
+    def _may_keep(self) -> bool:
+        """Whether this work may use the kept connection: SQLite inline on the main thread's event loop (`run`
+        within its budget, as uvicorn runs it), with no enclosing work using the connection already."""
+        return (
+            _budget.get() is not None
+            and self._offload
+            and not self._kept_busy
+            and threading.current_thread() is threading.main_thread()
+        )
+
+    def _main_connection(self) -> sa.Connection:
+        """The kept connection (see `_may_keep`), checked out of the pool the first time and kept.
+
+        Why one for reads and writes alike: a SQLite connection empties its whole page cache when it starts
+        a transaction and finds that another connection has written since, and reads the pages it needs
+        again, from the WAL by a system call each. With writes on pooled connections and reads on a kept
+        one, every read after a write started cold: the first login's user lookup took 178-195 µs in the
+        server against 15 µs on a connection whose cache was whole (`make bench` L2, issue 13); on a copy of
+        that database a read after another connection's commit took 108 µs, after its own 26 µs. The event
+        loop does this work one piece at a time, so one connection serves it all and keeps its cache; it
+        also saves the pool's check-out and check-in of every write."""
+        conn = self._kept
+        if conn is None:
+            conn = self._kept = self.engine.connect()
+        return conn
+
+    @contextmanager
+    def _connection(self, **options: Any) -> Iterator[sa.Connection]:
+        """A SQLAlchemy connection with `options` for `write`, `read` and `single`: the kept one when
+        `_may_keep` (its options back to the engine's afterwards), else a pooled one, returned afterwards."""
+        if not self._may_keep():
+            with self.engine.connect().execution_options(**options) as conn:
+                yield conn
+            return
+        conn = self._main_connection()
+        self._kept_busy = True
+        try:
+            yield conn.execution_options(**options)  # in place: a Connection's options are its own
+        finally:
+            self._kept_busy = False
+            self._after_kept_use(conn)
+
+    def _after_kept_use(self, conn: sa.Connection) -> None:
+        """Leave the kept connection as the next piece of work expects it: the engine's options, outside any
+        transaction. One that cannot be brought there is not kept (the pool gets its record back)."""
+        try:
+            conn.execution_options(**_KEPT_OPTIONS)
+            if conn.invalidated:
+                raise sa.exc.InvalidRequestError("the kept connection was invalidated")
+            if conn.in_transaction():  # an error between BEGIN and COMMIT that nothing rolled back
+                conn.rollback()
+            dbapi = conn.connection.dbapi_connection
+            if dbapi is not None and dbapi.in_transaction:  # a transaction the driver still has open
+                dbapi.rollback()
+        except Exception:
+            self._forget_kept(invalidate=True)
 
     @contextmanager
     def _bounded(self) -> Iterator[None]:
@@ -274,9 +331,9 @@ class Database:
         dead PostgreSQL connection is dropped from the pool, and the engine's `before_cursor_execute`
         listeners still see the statement (with no Connection), so statement counts and traces stay whole.
 
-        SQLite inline on the main thread's event loop (`run` within its budget, as uvicorn runs it) uses one
-        kept connection: autocommit, every cursor read to its end, so it holds no read snapshot between
-        statements and sees every commit. Anywhere else a pooled connection is checked out and returned.
+        SQLite inline on the main thread's event loop (`run` within its budget, as uvicorn runs it) uses the
+        kept connection (`_main_connection`, which the loop's writes share): autocommit, every cursor read to
+        its end, so it holds no read snapshot between statements and sees every commit. Anywhere else a pooled connection is checked out and returned.
 
         A connection the server closed (a restart, while it rested less than `PING_AFTER_IDLE`) is dropped
         and the statement, a read, runs once more on a fresh one; a second failure is the caller's."""
@@ -318,17 +375,8 @@ class Database:
         """A DBAPI connection for `fetch` / `snapshot`: on SQLite inline on the main thread's event loop, the
         kept connection (unless an enclosing read is using it: then a pooled one); else a pooled connection,
         returned afterwards."""
-        kept = (
-            _budget.get() is not None
-            and self._offload
-            and not self._kept_busy
-            and threading.current_thread() is threading.main_thread()
-        )
-        fairy = self._kept if kept else None
-        if fairy is None:
-            fairy = self.engine.raw_connection()
-            if kept:
-                self._kept = fairy
+        kept = self._may_keep()
+        fairy: Any = self._main_connection().connection if kept else self.engine.raw_connection()
         dbapi: Any = fairy.dbapi_connection
         reader = RawReader(self, fairy, kept)
         if kept:
@@ -341,6 +389,8 @@ class Database:
             if kept:
                 self._kept_busy = False
             try:
+                if reader.dropped:
+                    raise sa.exc.InvalidRequestError("the connection failed")
                 dbapi.rollback()  # ends a `snapshot` (both drivers do nothing outside a transaction)
                 if not self.is_sqlite:
                     dbapi.autocommit = False  # as SQLAlchemy's connections expect it back
@@ -348,24 +398,33 @@ class Database:
                 # A connection that cannot say it is out of its transaction is not used again: a kept one
                 # would otherwise read an old snapshot for ever.
                 self._drop(reader)
-                with suppress(Exception):
-                    fairy.invalidate()
-            if not reader.kept:
+            if not kept:
                 fairy.close()
 
-    def _drop(self, reader: RawReader) -> None:
-        """Stop keeping the reader's connection (it failed); the caller invalidates or closes it."""
+    def _drop(self, reader: RawReader, reason: BaseException | None = None) -> None:
+        """Use the reader's connection no more (it failed): invalidated, and no longer kept if it was."""
+        already, reader.dropped = reader.dropped, True
         if reader.kept:
-            self._kept = None
             reader.kept = False
+            self._forget_kept(invalidate=True, reason=reason)
+        elif not already:
+            with suppress(Exception):
+                reader.fairy.invalidate(reason)
+
+    def _forget_kept(self, *, invalidate: bool, reason: BaseException | None = None) -> None:
+        """Stop keeping the kept connection; invalidated first when it failed, and returned to the pool."""
+        conn, self._kept = self._kept, None
+        if conn is None:
+            return
+        with suppress(Exception):
+            if invalidate and not conn.invalidated:
+                conn.invalidate(reason)
+            conn.close()
 
     def dispose(self) -> None:
         if self._wal is not None:
             self._wal.close()
-        kept, self._kept = self._kept, None
-        if kept is not None:
-            with suppress(Exception):
-                kept.close()
+        self._forget_kept(invalidate=False)
         if not self.is_sqlite:
             self._loop_reads.close()
         self.engine.dispose()
@@ -423,8 +482,9 @@ def _on_cursor(
     to the `before_cursor_execute` listeners (with `conn`, None outside a SQLAlchemy connection), run, its
     rows read to the end, the cursor closed; a DBAPI error raised as SQLAlchemy's wrapped one, saying
     whether the database closed the connection."""
-    cursor = fairy.cursor()
+    cursor = None
     try:
+        cursor = fairy.cursor()  # inside: a connection closed under us fails here, as a disconnect
         for listener in dispatch.before_cursor_execute:
             listener(conn, cursor, sql, parameters, None, many)
         if many:
@@ -443,17 +503,19 @@ def _on_cursor(
             dialect=dialect,
         ) from exc
     finally:
-        with suppress(Exception):
-            cursor.close()
+        if cursor is not None:
+            with suppress(Exception):
+                cursor.close()
 
 
 class RawReader:
     """Reads on one DBAPI connection (`Database.fetch` / `snapshot`)."""
 
-    __slots__ = ("db", "fairy", "kept")
+    __slots__ = ("db", "dropped", "fairy", "kept")
 
     def __init__(self, db: Database, fairy: Any, kept: bool) -> None:
         self.db, self.fairy, self.kept = db, fairy, kept
+        self.dropped = False  # the connection failed: invalidated, used no more
 
     def fetch(self, prepared: Prepared, params: Mapping[str, Any]) -> list[Any]:
         compiled = prepared.compiled(self.db.engine.dialect)
@@ -477,8 +539,7 @@ class RawReader:
                     raise _BudgetSpent from None
                 raise statement_too_costly(db.statement_timeout) from None
             if exc.connection_invalidated:
-                db._drop(self)
-                self.fairy.invalidate(exc.orig)
+                db._drop(self, exc.orig)
                 if not db.is_sqlite:  # the server went away: its other pooled connections are dead too
                     db.engine.dispose(close=False)
             raise
