@@ -153,10 +153,10 @@ class Database:
             "echo": echo,
         }
         self._offload = False  # whether SQLite reads over the budget move to the thread pool
-        # The main thread's own SQLite connection, where uvicorn runs the event loop (in every worker process):
-        # all the work `run` does inline there, reads and writes, uses it (`_main_connection`). Other threads
-        # (a test client's portal, the thread pool) check one out of the pool for each piece of work: a
-        # connection kept per thread would stay checked out after its thread ended.
+        # The main thread's own SQLite connection, where uvicorn runs the event loop (in every worker
+        # process): all the work `run` does inline there, reads and writes, uses it (`_main_connection`).
+        # Other threads (a test client's portal, the thread pool) check one out of the pool for each piece of
+        # work: a connection kept per thread would stay checked out after its thread ended.
         self._kept: sa.Connection | None = None
         self._kept_busy = False
         self._wal: Checkpointer | None = None  # a SQLite file's checkpoints, off the committing thread
@@ -333,7 +333,8 @@ class Database:
 
         SQLite inline on the main thread's event loop (`run` within its budget, as uvicorn runs it) uses the
         kept connection (`_main_connection`, which the loop's writes share): autocommit, every cursor read to
-        its end, so it holds no read snapshot between statements and sees every commit. Anywhere else a pooled connection is checked out and returned.
+        its end, so it holds no read snapshot between statements and sees every commit. Anywhere else a
+        pooled connection is checked out and returned.
 
         A connection the server closed (a restart, while it rested less than `PING_AFTER_IDLE`) is dropped
         and the statement, a read, runs once more on a fresh one; a second failure is the caller's."""

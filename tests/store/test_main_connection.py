@@ -1,8 +1,8 @@
-"""SQLite's main-thread connection (`Database._main_connection`, issue 13): the work `Database.run` does inline on
-the event loop, reads and writes alike, runs on one kept connection, so a read after a write finds its page
-cache whole; and that connection is always left as the next piece of work expects it: committed or rolled
-back, with the engine's options, replaced when it failed. Work off the main thread, or nested inside work
-holding the kept connection, takes a pooled one, as before. Real SQLite files; no mocks."""
+"""SQLite's main-thread connection (`Database._main_connection`, issue 13): the work `Database.run` does
+inline on the event loop, reads and writes alike, runs on one kept connection, so a read after a write finds
+its page cache whole; and that connection is always left as the next piece of work expects it: committed or
+rolled back, with the engine's options, replaced when it failed. Work off the main thread, or nested inside
+work holding the kept connection, takes a pooled one, as before. Real SQLite files; no mocks."""
 
 from __future__ import annotations
 
