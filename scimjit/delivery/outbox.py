@@ -3,7 +3,7 @@
 Queue mechanics only (what a connector call means is delivery.py's business):
 
 - `enqueue` inside the caller's write transaction, so an event exists if and only if its cause committed;
-- `claim_due` leases due events to one worker: a claimed row carries `claimed_by` / `claimed_until`, so a
+- `claim_due` leases due events to one worker, the longest due first: a claimed row carries `claimed_by` / `claimed_until`, so a
   worker that dies mid-delivery only delays its events by the lease, never loses them. Only the *head* of
   each ordering key (application + user) is claimable: an event waits while an earlier event of its key is
   still pending, which is what keeps one user's create / update / disable in order. On PostgreSQL the claim
@@ -127,6 +127,13 @@ def _row(
     }
 
 
+def _pending_by_key(table: sa.FromClause = outbox) -> sa.ColumnElement[bool]:
+    """`status = 'pending'` in a form no index serves, so that both databases look events up by their
+    ordering key (a few rows each) rather than walking every pending event (100,000s during a downstream
+    outage), whatever their statistics say of how many events are pending."""
+    return sa.func.coalesce(table.c.status, "") == PENDING
+
+
 # Compiled once (`store.prepared`): every first login runs both inside its claim transaction.
 _INSERTED = (
     "event_id",
@@ -146,7 +153,7 @@ _INSERT = Prepared(outbox.insert().returning(outbox.c.id), _INSERTED)
 _HAS_PENDING = Prepared(
     sa.select(sa.literal(1).label("one"))
     .select_from(outbox)
-    .where(outbox.c.ordering_key == sa.bindparam("key"), outbox.c.status == PENDING)
+    .where(outbox.c.ordering_key == sa.bindparam("key"), _pending_by_key())
     .limit(1)
 )
 
@@ -158,18 +165,12 @@ def latest_pending(conn: sa.Connection, application: str, user_id: str, type_: s
         .where(
             outbox.c.ordering_key == ordering_key(application, user_id),
             outbox.c.type == type_,
-            outbox.c.status == PENDING,
+            _pending_by_key(),
         )
         .order_by(outbox.c.id.desc())
         .limit(1)
     ).scalar()
     return event_id
-
-
-def _pending_by_key() -> sa.ColumnElement[bool]:
-    """`status = 'pending'` in a form no index serves, so SQLite looks events up by their ordering key (a few
-    rows each) rather than walking every pending event (100,000s during a downstream outage)."""
-    return sa.func.coalesce(outbox.c.status, "") == PENDING
 
 
 def pending_keys(conn: sa.Connection, keys: Sequence[str]) -> set[str]:
@@ -214,36 +215,48 @@ def enqueue_many(
 
 
 def _claimable(now_us: int) -> sa.ColumnElement[bool]:
-    earlier = outbox.alias("earlier")
-    blocked = (
-        sa.exists()
-        .where(
-            earlier.c.ordering_key == outbox.c.ordering_key,
-            earlier.c.id < outbox.c.id,
-            earlier.c.status == PENDING,
-        )
+    """Pending, not leased, and the head of its key: the smallest pending id of its ordering key.
+
+    The head is a scalar subquery over the key's own events (`_pending_by_key`, through
+    ix_outbox_ordering_key_id), run once per candidate. The earlier `NOT EXISTS (an earlier pending event of
+    the key)` was planned by PostgreSQL as an anti-join, and with statistics taken while few events were
+    pending (a young or quiet queue, then a mass expiry) its inner side was a scan of every pending event,
+    repeated for each candidate: 184 ms per claim at 1,200 pending events, 2.6 s at 10,000 (issue 13)."""
+    head = outbox.alias("head")
+    first_of_key = (
+        sa.select(sa.func.min(head.c.id))
+        .where(head.c.ordering_key == outbox.c.ordering_key, _pending_by_key(head))
         .correlate(outbox)
+        .scalar_subquery()
     )
     return sa.and_(
         outbox.c.status == PENDING,
         sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= now_us),
-        ~blocked,
+        outbox.c.id == first_of_key,
     )
 
 
 def claim_due(conn: sa.Connection, *, worker: str, now: datetime, lease: float, limit: int) -> list[Claimed]:
-    """Lease up to `limit` due head-of-key events to `worker` (call inside a write transaction)."""
+    """Lease up to `limit` due head-of-key events to `worker`, the longest due first (call inside a write
+    transaction)."""
     now_us = to_micros(now)
-    stmt = (
-        sa.select(outbox.c.id)
-        .where(outbox.c.next_attempt_at <= now_us, _claimable(now_us))
-        .order_by(outbox.c.id)
-        .limit(limit)
-    )
+    stmt = due_heads(now_us, limit)
     if conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True, of=outbox)
     ids = [r[0] for r in conn.execute(stmt)]
     return _lease(conn, ids, worker, now_us, lease)
+
+
+def due_heads(now_us: int, limit: int) -> sa.Select[int]:
+    """The ids `claim_due` leases (also explained by `bench/outbox_churn.py`). The order is the index's
+    (status, next_attempt_at, id): the scan stops after `limit` heads whatever the planner believes of the
+    table, where an order by id alone sorted every due event first."""
+    return (
+        sa.select(outbox.c.id)
+        .where(outbox.c.next_attempt_at <= now_us, _claimable(now_us))
+        .order_by(outbox.c.next_attempt_at, outbox.c.id)  # the order of ix_outbox_status_next_attempt_at_id
+        .limit(limit)
+    )
 
 
 def claim_event(

@@ -169,7 +169,8 @@ outbox = sa.Table(
     sa.Column("result", Json, nullable=True),
     sa.Column("created_at", Micros, nullable=False),
     sa.Column("delivered_at", Micros, nullable=True),
-    sa.Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+    # the claim's scan, in the order it claims (`delivery.outbox.claim_due`): due pending events, longest due first
+    sa.Index("ix_outbox_status_next_attempt_at_id", "status", "next_attempt_at", "id"),
     sa.Index("ix_outbox_ordering_key_id", "ordering_key", "id"),
 )
 
