@@ -9,6 +9,11 @@
   `role.revoke` arriving at a local webhook receiver, with a sweeper and a worker running as
   `scimjit sweep` and `scimjit worker` would (here in threads of this process, real clock), and expiries
   spread over a few seconds so they land anywhere in the sweep cycle.
+- X3 (target 250 revokes/s: 10,000 in 40 s): a mass expiry, 10,000 memberships ending at one instant (a group's grant
+  window closing, an access review's deadline), with the same sweeper and worker: revokes delivered per
+  second from the instant to the last arrival, and the p99 wait. While the sweeper queues batches, the worker
+  claims from a queue of thousands of pending events, the case where PostgreSQL once planned each claim as a
+  scan of every pending event per candidate (issue 13: 0.6-2.6 s per claim).
 
 Both seed their own users (named after the run's tag), group and accounts with Core bulk inserts, next to the
 benchmark's dataset, and read the result straight from the sweeper / the receiver. `expiry_workload` below
@@ -42,6 +47,7 @@ from scimjit.store.tables import accounts, groups, memberships, outbox, users
 X1_ROWS = 20_000
 X2_ROWS = 500
 X2_SPREAD = 5.0  # seconds over which X2's memberships expire: 100 revokes/s, a burst a sweep must absorb
+X3_ROWS = 10_000
 SECRET = "bench-expiry"
 
 APP_TOML = """
@@ -208,20 +214,27 @@ class _Receiver:
         self.server.server_close()
 
 
-_X2: dict[str, _Receiver] = {}
+_RECEIVERS: dict[str, _Receiver] = {}
+
+
+def _receiver(b: Bench, workload: str) -> _Receiver:
+    return _RECEIVERS.setdefault(f"{workload}-{b.tag}", _Receiver())
 
 
 def _x2_server_config(b: Bench) -> str:
     """Every sweeper of one database must know the same applications: the server's (if `serve` runs one)
     reconciles X2's expiries as well as ours would, so it gets the application too, with our receiver."""
-    receiver = _X2.setdefault(b.tag, _Receiver())
-    return app_toml(f"x2-{b.tag}", receiver.url)
+    return app_toml(f"x2-{b.tag}", _receiver(b, "x2").url)
+
+
+def _x3_server_config(b: Bench) -> str:
+    return app_toml(f"x3-{b.tag}", _receiver(b, "x3").url)
 
 
 @workload("X2", "expiry -> revoke arrives (p50/p99 ms)", server_config=_x2_server_config)
 def revoke_latency(b: Bench) -> Result:
     prefix = f"x2-{b.tag}"
-    receiver = _X2.setdefault(b.tag, _Receiver())
+    receiver = _receiver(b, "x2")
     interval = Settings.load(environ={}).sweep_interval
     waits, missing, seconds = latency(b.target.db, prefix, receiver, interval)
     p99 = percentile(waits, 0.99)
@@ -243,15 +256,46 @@ def revoke_latency(b: Bench) -> Result:
     )
 
 
+@workload("X3", "mass expiry: revokes delivered/s", target_rps=250, server_config=_x3_server_config)
+def mass_expiry(b: Bench) -> Result:
+    prefix = f"x3-{b.tag}"
+    interval = Settings.load(environ={}).sweep_interval
+    waits, missing, _ = latency(
+        b.target.db, prefix, _receiver(b, "x3"), interval, rows=X3_ROWS, spread=0.0, timeout=300
+    )
+    last = waits[-1] if waits else 0
+    b.notes.append(
+        f"X3: {len(waits)} revokes of one instant delivered in {last} ms (p50 wait {percentile(waits, 0.5)} ms,"
+        f" p99 {percentile(waits, 0.99)} ms)" + (f"; {missing} revokes never arrived" if missing else "")
+    )
+    return Result(
+        requests=len(waits),
+        seconds=max(last, 1) / 1000,  # from the instant they expired to the last arrival
+        p50_ms=float(percentile(waits, 0.5)),
+        p90_ms=float(percentile(waits, 0.9)),
+        p99_ms=float(percentile(waits, 0.99)),
+        max_ms=float(last),
+        errors=missing,
+    )
+
+
 def latency(
-    db: Database, prefix: str, receiver: _Receiver, interval: float, rows: int = X2_ROWS
+    db: Database,
+    prefix: str,
+    receiver: _Receiver,
+    interval: float,
+    rows: int = X2_ROWS,
+    *,
+    spread: float = X2_SPREAD,
+    timeout: float = 30.0,
 ) -> tuple[list[int], int, float]:
-    """X2 as a function: `rows` memberships expiring over X2_SPREAD seconds from now, one sweeper every
-    `interval` and one worker (1 s poll) running until every revoke arrived (or 30 s past the last expiry).
-    Returns the sorted expiry-to-arrival times in ms, how many never arrived, and the wall time."""
+    """X2 (and X3) as a function: `rows` memberships expiring over `spread` seconds from now (all at once for
+    0), one sweeper every `interval` and one worker (1 s poll) running until every revoke arrived (or
+    `timeout` s past the last expiry). Returns the sorted expiry-to-arrival times in ms, how many never
+    arrived, and the wall time."""
     svc = access(db, prefix, receiver.url, batch=1000, poll="1s")
     start_us = to_micros(SystemClock().now()) + 1_000_000
-    step = int(X2_SPREAD * 1_000_000 / rows)
+    step = int(spread * 1_000_000 / rows)
     expiries = [start_us + i * step for i in range(rows)]
     seed(db, prefix, expiries, start_us - 1_000_000)
     stop = asyncio.Event()
@@ -261,7 +305,7 @@ def latency(
             asyncio.create_task(sweep_loop.run(svc.sweeper, stop, interval)),
             asyncio.create_task(worker_loop.run(svc.engine, stop, worker=f"{prefix}-worker")),
         ]
-        deadline = time.monotonic() + X2_SPREAD + interval + 30
+        deadline = time.monotonic() + spread + interval + timeout
         while len(receiver.arrived) < rows and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         stop.set()
