@@ -341,6 +341,29 @@ def roles_held(conn: sa.Connection, user_ids: Iterable[str]) -> dict[tuple[str, 
     return {(a.application, a.user_id): list(a.roles or ()) for a in conn.execute(stmt)}
 
 
+def downstream_ids(conn: sa.Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+    """The downstream ids of these (application, user) accounts in one read (a worker's claimed round);
+    accounts that do not exist are absent."""
+    by_app: dict[str, set[str]] = {}
+    for app, user in keys:
+        by_app.setdefault(app, set()).add(user)
+    if not by_app:
+        return {}
+    # application = … AND user_id IN (…) per application: the unique (application, user_id) index serves each
+    # (SQLite scans the whole table for a row-value `(application, user_id) IN (VALUES …)`)
+    rows = conn.execute(
+        sa.select(accounts.c.application, accounts.c.user_id, accounts.c.downstream_id).where(
+            sa.or_(
+                *(
+                    sa.and_(accounts.c.application == app, accounts.c.user_id.in_(sorted(users)))
+                    for app, users in by_app.items()
+                )
+            )
+        )
+    )
+    return {(app, user): downstream for app, user, downstream in rows}
+
+
 def record_downstream_id(conn: sa.Connection, application: str, user_id: str, downstream_id: str) -> None:
     """Remember the downstream id a delivery reported, if the ledger has none yet."""
     conn.execute(

@@ -348,3 +348,28 @@ def test_a_claim_reads_its_heads_only_whatever_the_statistics_say(db, clock):
     assert scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0) <= 2 * 64 + 20, doc
     (head,) = [n for n in nodes if n.get("Alias") == "head"]  # an index scan, or a bitmap heap scan over one
     assert {n.get("Index Name") for n in _plan_nodes(head)} - {None} == {"ix_outbox_ordering_key_id"}, doc
+
+
+def test_a_round_reads_each_account_s_downstream_id_with_its_claim(db, clock):
+    """`deliver_due` reads the round's downstream ids with the claim (`ledger.downstream_ids`, one read): each
+    call gets its own account's id in its own application, and None where the ledger has no account."""
+    from scimjit.entitlement import ledger
+
+    with db.write() as conn:
+        for app, user, downstream in [("wiki", "a", "d-a"), ("wiki", "b", "d-b"), ("crm", "c", "crm-c")]:
+            ledger.insert_pending(
+                conn, application=app, user_id=user, user_name=user, roles=[], profile="h", now=clock.now()
+            )
+            ledger.record_downstream_id(conn, app, user, downstream)
+        assert ledger.downstream_ids(conn, [("wiki", "a"), ("crm", "c"), ("crm", "a"), ("wiki", "a")]) == {
+            ("wiki", "a"): "d-a",
+            ("crm", "c"): "crm-c",
+        }
+        assert ledger.downstream_ids(conn, []) == {}
+    for user in ("a", "b", "c", "z"):
+        enqueue(db, clock, user)
+    connector = Flaky(failures=0)
+    reports = asyncio.run(deliverer(db, clock, connector).deliver_due())
+    assert [r.status for r in reports] == ["done"] * 4
+    got = {c.event["user"]["id"]: c.downstream_id for c in connector.calls}
+    assert got == {"a": "d-a", "b": "d-b", "c": None, "z": None}  # c's account is crm's, not wiki's
