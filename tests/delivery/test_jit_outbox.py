@@ -373,3 +373,50 @@ def test_a_round_reads_each_account_s_downstream_id_with_its_claim(db, clock):
     assert [r.status for r in reports] == ["done"] * 4
     got = {c.event["user"]["id"]: c.downstream_id for c in connector.calls}
     assert got == {"a": "d-a", "b": "d-b", "c": None, "z": None}  # c's account is crm's, not wiki's
+
+
+def test_a_round_s_results_are_committed_together_and_a_bad_one_fails_alone(db, clock, monkeypatch):
+    """`_GroupCommit`: the results ready together go in one transaction; when that transaction fails, each is
+    recorded alone, so only the bad one fails (its event stays leased, to be delivered again) and the others
+    are done, each with its `connector.call` audit record."""
+    from scimjit.delivery import deliverer as module
+    from scimjit.store.tables import audit_log
+
+    for user in ("a", "b", "c"):
+        enqueue(db, clock, user)
+    d = deliverer(db, clock, Flaky(failures=0))
+    claimed = claim(db, clock, worker="w1")
+    groups: list[int] = []
+    many = d._record_done_many
+
+    def record_many(done):
+        groups.append(len(done))
+        return many(done)
+
+    def apply(conn, claimed, result, now):
+        if claimed.user_id == "b":
+            raise RuntimeError("the ledger refused b")
+
+    monkeypatch.setattr(d, "_record_done_many", record_many)
+    monkeypatch.setattr(module, "_apply", apply)
+
+    async def run():
+        commits = module._GroupCommit(d)
+        result = Result(Outcome.UPDATED, None)
+        return await asyncio.gather(
+            *(commits.record(c, "w1", result, 0.01) for c in claimed), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(run())
+    assert [type(o).__name__ for o in outcomes] == ["NoneType", "RuntimeError", "NoneType"]
+    assert groups == [3]  # all three ready together: one transaction, which failed, then each alone
+    with db.read() as conn:
+        rows = {r.user_id: r for r in conn.execute(sa.select(outbox_table))}
+        audited = set(
+            conn.execute(
+                sa.select(audit_log.c.resource_id).where(audit_log.c.action == "connector.call")
+            ).scalars()
+        )
+    assert {u: r.status for u, r in rows.items()} == {"a": "done", "b": "pending", "c": "done"}
+    assert rows["b"].claimed_by == "w1"  # still leased: delivered again when the lease runs out
+    assert audited == {rows["a"].event_id, rows["c"].event_id}
