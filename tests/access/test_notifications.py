@@ -6,7 +6,6 @@ the `[notifications] applications` connectors get `notify`."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import re
 import socket
@@ -15,7 +14,6 @@ import threading
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
@@ -25,10 +23,6 @@ import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from scimjit.access import notify
 from scimjit.config import ConfigError, Settings
@@ -38,6 +32,7 @@ from scimjit.services import EngineParts, Services
 from scimjit.store import resources as ops
 from scimjit.store.tables import outbox
 from tests.access_helpers import POLICY, Directory, clear_outbox, config, make_access
+from tests.certs import self_signed
 from tests.jit_helpers import WebhookReceiver, _QuietHandler, _serve
 
 BASE = "https://scimjit.example"
@@ -389,35 +384,6 @@ def test_unknown_notification_applications_and_reserved_names_are_refused():
 
 
 # ---------------------------------------------------------------- STARTTLS and AUTH
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, made here (the relay's; the client trusts it by ca_file)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "relay.pem", directory / "relay.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
 
 
 def test_starttls_and_auth(db, clock, tmp_path, slack, apps, monkeypatch):
