@@ -1,5 +1,6 @@
-"""The outbox's claim while the queue churns: sweepers queue 500-event batches, a worker claims 64 and completes
-each, on an outbox table created for the run (so its statistics are as young as a new deployment's).
+"""The outbox's claim while the queue churns: sweepers queue 500-event batches, a worker claims 64 and
+completes each, on an outbox table created for the run (so its statistics are as young as a new
+deployment's).
 
 `python -m bench.outbox_churn [--database-url URL] [--events 10000]` prints each claim's time (`claim_due`,
 its SELECT and its lease UPDATE) as p50 / p90 / max and the total, and on PostgreSQL the plan of the slowest

@@ -164,10 +164,11 @@ class Deliverer:
             if connector is None:
                 raise PermanentError(f"application {claimed.application!r} is not configured")
             downstream_id = None
-            if claimed.type != ACCOUNT_CREATE and known is not None:  # a create has no downstream id yet
-                downstream_id = known.get((claimed.application or "", claimed.user_id or ""))
-            elif claimed.type != ACCOUNT_CREATE:
-                downstream_id = await self.db.run(self._downstream_id, claimed)
+            if claimed.type != ACCOUNT_CREATE:  # a create has no downstream id yet
+                if known is not None:
+                    downstream_id = known.get((claimed.application or "", claimed.user_id or ""))
+                else:
+                    downstream_id = await self.db.run(self._downstream_id, claimed)
             call = Call(event=claimed.payload, downstream_id=downstream_id)
             method = getattr(connector, method_for(claimed.type), None)
             if method is None:  # optional methods (notify): nothing to do for this connector
