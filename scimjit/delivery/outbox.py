@@ -8,7 +8,8 @@ Queue mechanics only (what a connector call means is delivery.py's business):
   Only the *head* of each ordering key (application + user) is claimable: an event waits while an earlier
   event of its key is still pending, which is what keeps one user's create / update / disable in order. On
   PostgreSQL the claim uses `FOR UPDATE SKIP LOCKED`, so any number of workers claim side by side without
-  blocking each other or claiming the same row; on SQLite the write transaction (BEGIN IMMEDIATE) serialises claims;
+  blocking each other or claiming the same row; on SQLite the write transaction (BEGIN IMMEDIATE)
+  serialises claims;
 - `complete` / `fail`: done, or back to pending with exponential backoff and jitter, or `dead` after
   `max_attempts` (or at once for permanent errors). Dead events stay visible and `retry` re-arms them.
 
