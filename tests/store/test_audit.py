@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from scimjit.clock import to_micros
-from scimjit.redact import REDACTED, is_secret_key, scrub
+from scimjit.redact import REDACTED, is_secret_key, mask, scrub
 from scimjit.store import audit
 from scimjit.store.tables import audit_log
 
@@ -76,6 +76,54 @@ def test_scrub_drops_secret_keys_at_any_depth_and_masks_token_like_values():
     text = orjson.dumps(out).decode()
     for secret in ("hunter2", "s3cret", JWT, "secretpart", "abcdefghijklmnop"):
         assert secret not in text
+
+
+def test_every_character_whitespace_matches_is_the_space_or_unprintable():
+    """`mask` skips its regular expression for a text with no `sjt_`, no `eyJ`, no ASCII space and only
+    printable characters: sound only if no printable character but the space matches `\\s`."""
+    import re
+    import sys
+
+    whitespace = re.compile(r"\s")
+    found = [chr(c) for c in range(sys.maxunicode + 1) if whitespace.match(chr(c))]
+    assert " " in found and "\u3000" in found  # the check sees the Unicode ones
+    assert [c for c in found if c != " " and c.isprintable()] == []
+
+
+@pytest.mark.parametrize("gap", [" ", "\t", "\n", "\xa0", "\u2003", "\u3000", "  \t"])
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BASIC", "Basic"])
+def test_a_credential_after_any_whitespace_is_masked(scheme, gap):
+    assert mask(f"x{scheme}{gap}abcdefghijkl") == f"x{REDACTED}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/scim/v2/Users/sjt_0123abcd_secretpart",
+        "/scim/v2/Users/" + JWT,
+        "plain-prefix" + JWT,
+    ],
+)
+def test_token_shapes_without_whitespace_are_masked(text):
+    assert JWT not in mask(text) and "secretpart" not in mask(text) and REDACTED in mask(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["/scim/v2/Users/000e91e8-709f-40f7-bf37-9c3e5618ba20", "127.0.0.1", "Bearer", "Bearer-x-y-z-w"]
+)
+def test_texts_that_hold_no_secret_are_kept_as_they_are(text):
+    assert mask(text) is text
+
+
+def test_scrub_treats_subclasses_and_other_containers_as_their_json_types():
+    from collections import OrderedDict
+
+    class Name(str):
+        pass
+
+    out = scrub(OrderedDict(a=Name("see sjt_0123abcd_secretpart"), b=(1, 2.5, True, None), password="x"))
+    assert out == {"a": f"see {REDACTED}", "b": [1, 2.5, True, None]}
+    assert type(out) is dict and type(out["b"]) is list
 
 
 # ------------------------------------------------------------------ store
