@@ -34,6 +34,7 @@ from scimjit.http.responses import (
     scim_error_handler,
     unexpected_error_handler,
 )
+from scimjit.http.routing import IndexedRouter
 from scimjit.http.scim import discovery, resources
 from scimjit.http.scim.bulk import bulk
 from scimjit.http.scim.search import root_search
@@ -85,7 +86,7 @@ def scim_routes() -> list[BaseRoute]:
 def route_table() -> list[BaseRoute]:
     """Every route the app serves; openapi.py documents exactly these."""
     return [
-        Mount("/scim/v2", routes=scim_routes()),
+        Mount("/scim/v2", app=IndexedRouter(scim_routes())),
         Mount(JIT_PREFIX, app=jit_api()),  # its own error shape and exception handlers
         Route("/healthz", healthz),
         Route("/readyz", readyz),

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from starlette.exceptions import HTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
-from starlette.routing import BaseRoute, Router
+from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from scimjit.http.jit import access, admin, errors, logins, outbox, schedules, signin
 from scimjit.http.responses import http_error_handler
+from scimjit.http.routing import IndexedRouter
 
 PREFIX = "/jit/v1"
 
@@ -28,7 +29,7 @@ class JitApi:
     """The ASGI sub-application mounted at /jit/v1; `routes` is its route table (walked by openapi.py)."""
 
     def __init__(self, routes: list[BaseRoute]) -> None:
-        self.router = Router(routes=routes)
+        self.router = IndexedRouter(routes)
         self.routes = self.router.routes
         self._app = ExceptionMiddleware(
             self.router, handlers={**errors.HANDLERS, HTTPException: http_error_handler}
