@@ -32,7 +32,7 @@ def authenticate(request: Request) -> Principal | None:
     principal: Principal | None = None
     if header and scheme.lower() == "bearer" and token:
         if token.startswith(PREFIX):
-            principal = request.app.state.services.tokens.verify(token)
+            principal = request.app.state.services.tokens.verify(token, digest=key or None)
         else:
             principal = _oauth(request)
     if principal is None:

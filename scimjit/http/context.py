@@ -20,7 +20,11 @@ def services(request: Request) -> Services:
 
 
 def base_url(request: Request) -> str:
-    configured = services(request).settings.base_url
+    return _base_url(services(request), request)
+
+
+def _base_url(svc: Services, request: Request) -> str:
+    configured = svc.settings.base_url
     if configured:
         return configured.rstrip("/") + SCIM_PREFIX
     scheme = request.scope.get("scheme", "http")
@@ -45,25 +49,23 @@ def projection_from(request: Request, kind: str, params: dict[str, Any] | None =
 
 
 def context(request: Request, projection: Projection) -> Context:
+    """The storage context of this request (built on every SCIM request: the services looked up once)."""
     svc = services(request)
+    settings = svc.settings
+    state = request.scope.get("state", {})
+    principal = state.get("principal")  # set by `auth.require`: its token name is the audit trail's actor
     return Context(
         db=svc.db,
         registry=svc.registry,
         listener=svc.listener,
         now_micros=to_micros(svc.clock.now()),
-        base_url=base_url(request),
+        base_url=_base_url(svc, request),
         projection=projection,
-        actor=_actor(request),
-        request_id=request.scope.get("state", {}).get("request_id"),
-        strict_attributes=svc.settings.strict_attributes,
-        patch_max_operations=svc.settings.patch_max_operations,
+        actor=principal.name if principal is not None else None,
+        request_id=state.get("request_id"),
+        strict_attributes=settings.strict_attributes,
+        patch_max_operations=settings.patch_max_operations,
     )
-
-
-def _actor(request: Request) -> str | None:
-    """The authenticated token's name (set by `auth.require`), for the audit trail."""
-    principal = request.scope.get("state", {}).get("principal")
-    return principal.name if principal is not None else None
 
 
 def etag(version: int) -> str:

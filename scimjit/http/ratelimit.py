@@ -33,7 +33,6 @@ maps, so spraying addresses costs at most `max_keys` entries.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections import OrderedDict
@@ -44,6 +43,7 @@ from starlette.requests import Request
 from scimjit.http.client import client_address
 from scimjit.metrics import RATE_LIMITED
 from scimjit.scim.errors import ScimError
+from scimjit.store.tokens import token_digest
 
 MAX_KEYS = 65_536  # buckets per limiter: about 10 MB at most, whatever the number of addresses seen
 
@@ -139,7 +139,7 @@ class KnownTokens:
 
     @staticmethod
     def key(token: str) -> bytes:
-        return hashlib.sha256(token.encode()).digest()
+        return token_digest(token)  # the token store's cache key too: `auth` passes it on to `verify`
 
     def __contains__(self, key: bytes) -> bool:
         return key in self._seen

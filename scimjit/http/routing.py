@@ -37,7 +37,7 @@ class IndexedRouter(Router):
         }
         self._unindexed: list[_Entry] = [entry for entry, first in entries if first is None]
 
-    def full_match(self, scope: Scope) -> tuple[BaseRoute | None, dict[str, Any]]:
+    def full_match(self, scope: Scope) -> tuple[BaseRoute | None, Scope]:
         """The first route (in table order) that matches this HTTP request's path and method, with its child
         scope; (None, {}) when none does."""
         path = get_route_path(scope)

@@ -43,6 +43,12 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def token_digest(token: str) -> bytes:
+    """The SHA-256 of a presented token: the key of `TokenStore.verify`'s cache and of the rate limiter's
+    `KnownTokens`, computed once per request."""
+    return hashlib.sha256(token.encode()).digest()
+
+
 class TokenStore:
     def __init__(self, db: Database, clock: Clock, *, cache_seconds: float = 5.0) -> None:
         self.db = db
@@ -112,9 +118,10 @@ class TokenStore:
             rows = conn.execute(sa.select(tokens.c.scopes).where(tokens.c.revoked_at.is_(None)))
             return any("admin" in (scopes or ()) for (scopes,) in rows)
 
-    def verify(self, token: str) -> Principal | None:
-        """The principal for a presented token, or None. Cached briefly; see module docstring."""
-        key = hashlib.sha256(token.encode()).digest()
+    def verify(self, token: str, *, digest: bytes | None = None) -> Principal | None:
+        """The principal for a presented token, or None. Cached briefly; see module docstring. `digest` is the
+        token's SHA-256 when the caller has it already (`http.auth` hashes it for its own cache)."""
+        key = digest if digest is not None else token_digest(token)
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and hit[1] > now:
