@@ -34,7 +34,7 @@ from scimjit.http.responses import (
     scim_error_handler,
     unexpected_error_handler,
 )
-from scimjit.http.routing import IndexedRouter
+from scimjit.http.routing import IndexedRouter, flattened
 from scimjit.http.scim import discovery, resources
 from scimjit.http.scim.bulk import bulk
 from scimjit.http.scim.search import root_search
@@ -86,7 +86,7 @@ def scim_routes() -> list[BaseRoute]:
 def route_table() -> list[BaseRoute]:
     """Every route the app serves; openapi.py documents exactly these."""
     return [
-        Mount("/scim/v2", app=IndexedRouter(scim_routes())),
+        Mount("/scim/v2", routes=scim_routes()),  # served flattened (http/routing.py)
         Mount(JIT_PREFIX, app=jit_api()),  # its own error shape and exception handlers
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -131,19 +131,21 @@ def create_app(
                 await oauth.aclose()
 
     app = Starlette(
-        routes=route_table(),
         exception_handlers={
             ScimError: scim_error_handler,
             HTTPException: http_error_handler,
             **{kind: database_unavailable_handler for kind in DATABASE_UNAVAILABLE},  # 503, Retry-After
             Exception: unexpected_error_handler,
         },
-        lifespan=lifespan,
         middleware=[
             Middleware(ObservabilityMiddleware, request_log=svc.settings.request_log),
             *([Middleware(OAuthMiddleware, verifier=oauth)] if oauth is not None else []),
         ],
     )
+    # The route table as served, in place of the plain Router Starlette made (before the first request builds
+    # the middleware stack around it): one indexed router, the SCIM routes in it without their mount
+    # (http/routing.py), and the lifespan of the background tasks.
+    app.router = IndexedRouter(flattened(route_table()), lifespan=lifespan)
     app.state.services = svc
     app.state.rate_limiter = RateLimiter(svc.settings.rate_limit_per_second, svc.settings.rate_limit_burst)
     app.state.client_limiter = RateLimiter(

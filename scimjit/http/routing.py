@@ -18,7 +18,7 @@ from typing import Any
 
 from starlette._utils import get_route_path
 from starlette.convertors import PathConvertor
-from starlette.routing import BaseRoute, Match, Route, Router
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.types import Receive, Scope, Send
 
 # (route, its number of path segments or None for any, its methods or None for any)
@@ -28,6 +28,12 @@ _Entry = tuple[BaseRoute, int | None, frozenset[str] | None]
 class IndexedRouter(Router):
     def __init__(self, routes: Sequence[BaseRoute], **kwargs: Any) -> None:
         super().__init__(routes=routes, **kwargs)
+        self._index()
+
+    def _index(self) -> None:
+        """(Re)build the index of `self.routes`; done again when the table changes length (a test appends a
+        route to a running app's router)."""
+        self._indexed = (self.routes, len(self.routes))
         entries = [_entry(route) for route in self.routes]
         firsts = {first for _, first in entries if first is not None}
         # per literal first segment: its routes and the unindexed ones, in table order (keys come from the
@@ -40,6 +46,8 @@ class IndexedRouter(Router):
     def full_match(self, scope: Scope) -> tuple[BaseRoute | None, Scope]:
         """The first route (in table order) that matches this HTTP request's path and method, with its child
         scope; (None, {}) when none does."""
+        if self._indexed[0] is not self.routes or self._indexed[1] != len(self.routes):
+            self._index()
         path = get_route_path(scope)
         if not path.startswith("/"):
             return None, {}
@@ -76,3 +84,31 @@ def _entry(route: BaseRoute) -> tuple[_Entry, str | None]:
     count = None if spans else len(segments)
     methods = frozenset(route.methods) if route.methods else None
     return (route, count, methods), first
+
+
+def flattened(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
+    """The table as served: a Mount of plain routes (the SCIM API's `/scim/v2`) becomes its routes, each with
+    the mount's prefix in its path, so a SCIM request passes one router and no mount (the Mount's regular
+    expression, child scope and second router were a tenth of a `GET /Users/{id}`'s own time). Paths, methods,
+    names, endpoints and schema visibility are the routes' own, so routing, the route templates of logs and
+    metrics, and /openapi.json read the same. Mounts of whole applications (the JIT API, Shared Signals, with
+    their own error handling) stay mounts."""
+    out: list[BaseRoute] = []
+    for route in routes:
+        inner = getattr(route, "app", None) if type(route) is Mount else None
+        if isinstance(inner, Router) and all(type(r) is Route for r in inner.routes):
+            prefix = route.path  # type: ignore[attr-defined]
+            out += [
+                Route(
+                    prefix + r.path,
+                    r.endpoint,
+                    methods=sorted(r.methods) if r.methods else None,
+                    name=r.name,
+                    include_in_schema=r.include_in_schema,
+                )
+                for r in inner.routes
+                if isinstance(r, Route)
+            ]
+        else:
+            out.append(route)
+    return out

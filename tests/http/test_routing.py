@@ -11,9 +11,10 @@ import pytest
 from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Match, Mount, Route, Router
 
-from scimjit.http.app import scim_routes
+from scimjit.http.app import route_table, scim_routes
 from scimjit.http.jit import routes as jit_routes
-from scimjit.http.routing import IndexedRouter
+from scimjit.http.openapi import _endpoints
+from scimjit.http.routing import IndexedRouter, flattened
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -70,7 +71,9 @@ SYNTHETIC: list[BaseRoute] = [  # what the index cannot describe, between routes
 
 
 @pytest.mark.parametrize(
-    "table", [scim_routes, jit_routes, lambda: SYNTHETIC], ids=["scim", "jit", "unindexed shapes"]
+    "table",
+    [scim_routes, jit_routes, lambda: flattened(route_table()), lambda: SYNTHETIC],
+    ids=["scim", "jit", "served", "unindexed shapes"],
 )
 def test_the_index_picks_the_route_starlette_picks(table):
     routes = table()
@@ -128,3 +131,21 @@ def _call(app: Any, method: str, path: str) -> tuple[int, dict[str, str]]:
 )
 def test_the_answer_is_starlette_s_for_matches_405_404_and_redirects(method, path):
     assert _call(IndexedRouter(SYNTHETIC), method, path) == _call(Router(SYNTHETIC), method, path)
+
+
+def test_the_served_table_is_the_declared_one_with_the_scim_routes_out_of_their_mount():
+    declared = route_table()
+    served = flattened(declared)
+    assert [r for r in served if isinstance(r, Mount) and r.path == "/scim/v2"] == []
+    assert any(isinstance(r, Mount) and r.path == "/jit/v1" for r in served)  # whole applications stay
+    assert sorted(_endpoints(served), key=repr) == sorted(_endpoints(declared), key=repr)
+    by_path = {(r.path, tuple(sorted(r.methods or ()))): r for r in served if isinstance(r, Route)}
+    users = by_path[("/scim/v2/Users/{id}", ("GET", "HEAD"))]
+    assert users.name == "get_one" and users.include_in_schema
+
+
+def test_a_route_added_to_a_running_router_is_indexed():
+    router = IndexedRouter([Route("/a", _endpoint)])
+    router.routes.insert(0, Route("/a", _endpoint, name="first"))
+    found, _ = router.full_match(_scope("GET", "/a"))
+    assert found is router.routes[0]
