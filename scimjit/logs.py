@@ -43,17 +43,23 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
-def _line(created: float, level: str, logger: str, msg: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """A line's object: `ts`, `level`, `logger`, `msg`, then the fields, masked (for `JsonFormatter` and
-    `info_fields` alike). msecs as LogRecord computes them: whole milliseconds, never rounded up to 1000."""
+def _line(
+    created: float, level: str, logger: str, msg: str, fields: Mapping[str, Any], clean: bool = True
+) -> dict[str, Any]:
+    """A line's object: `ts`, `level`, `logger`, `msg`, then the fields, masked unless the caller says they
+    are clean already (for `JsonFormatter` and `info_fields` alike). msecs as LogRecord computes them: whole
+    milliseconds, never rounded up to 1000."""
     line: dict[str, Any] = {
         "ts": f"{_second(int(created))}.{int((created - int(created)) * 1000):03d}Z",
         "level": level.lower(),
         "logger": logger,
         "msg": mask(msg),
     }
-    for key, value in fields.items():
-        line[key] = _clean(value)
+    if clean:
+        for key, value in fields.items():
+            line[key] = _clean(value)
+    else:
+        line.update(fields)
     return line
 
 
@@ -75,8 +81,11 @@ def _clean(value: Any) -> Any:
 _HANDLER_FLAG = "_scimjit_handler"
 
 
-def info_fields(logger: logging.Logger, msg: str, fields: Mapping[str, Any]) -> None:
+def info_fields(logger: logging.Logger, msg: str, fields: Mapping[str, Any], *, clean: bool = True) -> None:
     """`logger.info(msg, extra={"fields": fields})`, for a line written on every request (the request log).
+    `clean=False`: the caller has masked every text a client could choose (`redact.mask`) and the rest are
+    numbers, None and texts of its own, so the direct path writes them as they are (the logging module's path
+    masks them again, which changes nothing: a masked text has nothing left to mask).
 
     When the line would go to `configure`'s JSON handler and nowhere else (no handler or filter of its own on
     `logger`, none on the `scimjit` logger but that handler, which filters nothing), it is formatted by
@@ -89,7 +98,7 @@ def info_fields(logger: logging.Logger, msg: str, fields: Mapping[str, Any]) -> 
         return
     handler = _sole_handler(logger)
     if handler is not None:
-        line = orjson.dumps(_line(time.time(), "INFO", logger.name, msg, fields), default=str).decode()
+        line = orjson.dumps(_line(time.time(), "INFO", logger.name, msg, fields, clean), default=str).decode()
         handler.acquire()
         try:
             stream = handler.stream

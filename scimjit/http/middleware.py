@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scimjit.logs import info_fields
 from scimjit.metrics import HTTP_DURATION, HTTP_REQUESTS
+from scimjit.redact import mask
 from scimjit.store.audit import RequestId
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -134,19 +135,21 @@ class ObservabilityMiddleware:
             if self.request_log:
                 principal = state.get("principal")
                 client = scope.get("client")
-                info_fields(
+                name = getattr(principal, "name", None)
+                info_fields(  # masked here, what a client or a proxy header could put in: the rest is ours
                     access_log,
                     "request",
                     {
-                        "request_id": request_id,
+                        "request_id": mask(request_id) if request_id.chosen_by == "client" else request_id,
                         "method": method,
-                        "path": scope["path"],
+                        "path": mask(scope["path"]),
                         "route": route,
                         "status": status,
                         "duration_ms": round(elapsed * 1000, 3),
-                        "token": getattr(principal, "name", None),
-                        "client": client[0] if client else None,
+                        "token": mask(name) if name is not None else None,
+                        "client": mask(client[0]) if client and client[0] is not None else None,
                     },
+                    clean=False,
                 )
 
     def _observe(self, method: str, route: str, status: int, elapsed: float) -> None:

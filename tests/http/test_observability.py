@@ -182,6 +182,26 @@ def test_the_direct_request_line_is_the_line_logging_would_write(log_lines):
     assert direct["path"] == "/scim/v2/Users/[redacted]" and direct["logger"] == "scimjit.access"
 
 
+def test_what_a_client_chooses_is_masked_on_the_request_line(live, log_lines):
+    """The middleware masks the path and a client's request id itself (`info_fields(clean=False)`): a token
+    pasted into either never reaches the log, through the direct path or the logging module's."""
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
+    logger = logging.getLogger("scimjit.access")
+    with live.client() as c:
+        c.get(f"/scim/v2/Users/{jwt}", headers={"X-Request-Id": "sjt_0123abcd_secretpart"})
+        logger.addFilter(lambda record: True)  # the logging module's path from here on
+        try:
+            c.get(f"/scim/v2/Groups/{jwt}", headers={"X-Request-Id": "sjt_0123abcd_secretpart"})
+        finally:
+            logger.filters.clear()
+    direct, through_logging = [x for x in parse(log_lines) if x["logger"] == "scimjit.access"]
+    for line, kind in ((direct, "Users"), (through_logging, "Groups")):
+        assert line["path"] == f"/scim/v2/{kind}/[redacted]" and line["request_id"] == "[redacted]"
+        assert line["route"] == f"/scim/v2/{kind}/{{id}}" and line["status"] == 404
+        assert line["token"] == "obs-admin" and line["client"] == "127.0.0.1"
+    assert jwt not in log_lines.getvalue() and "secretpart" not in log_lines.getvalue()
+
+
 def test_a_handler_added_to_the_access_logger_still_gets_every_request_line(live, log_lines):
     """An operator's own handler (or a level that turns the line off) is honoured: the direct path is only
     taken when configure's handler is the sole reader."""
