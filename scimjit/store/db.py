@@ -482,17 +482,20 @@ def _on_cursor(
     """THE driver-level execution of `execute`, `_driver_execute` and `RawReader`: the statement announced
     to the `before_cursor_execute` listeners (with `conn`, None outside a SQLAlchemy connection), run, its
     rows read to the end, the cursor closed; a DBAPI error raised as SQLAlchemy's wrapped one, saying
-    whether the database closed the connection."""
+    whether the database closed the connection. It runs for every statement of the hot paths, so it is
+    kept to the driver's own calls: the cursor from the DBAPI connection itself, the rows as the driver's
+    list, the close without a context manager."""
     cursor = None
     try:
-        cursor = fairy.cursor()  # inside: a connection closed under us fails here, as a disconnect
+        # inside: a connection closed under us fails here, as a disconnect
+        cursor = fairy.dbapi_connection.cursor()
         for listener in dispatch.before_cursor_execute:
             listener(conn, cursor, sql, parameters, None, many)
         if many:
             cursor.executemany(sql, parameters)
         else:
             cursor.execute(sql, parameters)
-        return list(cursor.fetchall()) if cursor.description is not None else []
+        return cursor.fetchall() if cursor.description is not None else []
     except dialect.loaded_dbapi.Error as exc:
         invalidated = dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)
         raise sa.exc.DBAPIError.instance(
@@ -505,8 +508,10 @@ def _on_cursor(
         ) from exc
     finally:
         if cursor is not None:
-            with suppress(Exception):
+            try:  # noqa: SIM105 - suppress() would cost a context manager per statement
                 cursor.close()
+            except Exception:  # noqa: S110 - a cursor that cannot close holds nothing to clean up
+                pass
 
 
 class RawReader:
