@@ -82,6 +82,10 @@ class HttpJsonFetcher:
 class _IssuerKeys:
     jwks_uri: str | None = None
     keys: list[Key] = field(default_factory=list)
+    # (alg, kid) -> the key `_find` chose among `keys`, emptied with each new set: every login looked through
+    # the set, each key's JWK parameters rebuilt (authlib's `Key.tokens`), for the same answer. Only keys found
+    # are kept, so a token's made-up kid adds nothing; bounded all the same.
+    chosen: dict[tuple[str, str | None], Key] = field(default_factory=dict)
     fetched_at: float = float("-inf")  # last successful fetch (clock seconds)
     attempted_at: float = float("-inf")  # last fetch attempt, successful or not
     failed_at: float | None = None  # last failed fetch, until one succeeds (the backoff counts from it)
@@ -189,7 +193,11 @@ class OidcVerifier:
         now = self.clock.now().timestamp()
         if now - state.fetched_at >= self.settings.jwks_max_age:
             await self._refresh(issuer, state, must=not state.keys)
-        key = _find(state.keys, alg, kid)
+        key = state.chosen.get((alg, kid))
+        if key is None:
+            key = _find(state.keys, alg, kid)
+            if key is not None and len(state.chosen) < 64:
+                state.chosen[(alg, kid)] = key
         if key is None and now - state.attempted_at >= self.settings.jwks_min_refresh:
             await self._refresh(issuer, state, must=not state.keys)  # rotation: the issuer may have a new key
             key = _find(state.keys, alg, kid)
@@ -251,7 +259,7 @@ class OidcVerifier:
                 keys.append(JsonWebKey.import_key(raw))
             except Exception as exc:  # one odd key (unknown kty, encryption key) must not hide the others
                 log.info("ignoring a key of %s: %s", issuer, type(exc).__name__)
-        state.keys = keys
+        state.keys, state.chosen = keys, {}
         state.fetched_at = self.clock.now().timestamp()
         state.failed_at = None
         log.info("fetched %d key(s) of issuer %s", len(keys), issuer)

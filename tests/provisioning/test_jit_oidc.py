@@ -159,6 +159,21 @@ def test_key_rotation_refetches_on_unknown_kid_with_a_floor(issuer, clock):
     assert issuer.jwks_fetches == 3
 
 
+def test_a_key_the_issuer_stops_publishing_stops_verifying_at_the_next_fetch(issuer, clock):
+    """The key a kid found is remembered (`_IssuerKeys.chosen`) only as long as the set it came from."""
+    app, verifier = make(issuer, clock, jwks_max_age=60)
+    old = issuer.keys[0]
+    for _ in range(3):  # found once, then remembered
+        assert verify(verifier, app, issuer.token(clock.now().timestamp(), key=old))
+    new = issuer.rotate()
+    issuer.keys.remove(old)  # the issuer retires the old key
+    clock.advance(61)  # the set is stale: the next login fetches it again
+    now = clock.now().timestamp()
+    assert verify(verifier, app, issuer.token(now, key=new))
+    assert issuer.jwks_fetches == 2
+    assert reason(verifier, app, issuer.token(now, key=old)) == "unknown_key"
+
+
 def test_an_unreachable_issuer_is_503_but_cached_keys_keep_working(issuer, clock):
     app, verifier = make(issuer, clock, jwks_max_age=3600)
     issuer.down = True
