@@ -71,7 +71,7 @@ def _second(epoch_second: int) -> str:
 
 def _clean(value: Any) -> Any:
     kind = type(value)
-    if kind is str or isinstance(value, str):  # a subclass too: the request id is a `store.audit.RequestId`
+    if isinstance(value, str):  # a subclass too: the request id is a `store.audit.RequestId`
         return mask(value)
     if value is None or kind is int or kind is float or kind is bool:
         return value

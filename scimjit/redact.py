@@ -64,21 +64,15 @@ def mask(text: str) -> str:
 def scrub(value: Any) -> Any:
     """A JSON-able copy of `value` without secret-named keys (at any depth) and with token-like strings
     masked. Sets and tuples become lists; other objects (datetimes, UUIDs) become their scrubbed text."""
-    kind = type(value)  # the JSON types first, by identity: an ABC isinstance costs more than the work
-    if kind is str:
+    if isinstance(value, str):  # a concrete type: a flag test, unlike the ABC checks below
         return mask(value)
-    if kind is dict:
-        return {str(k): scrub(v) for k, v in value.items() if not is_secret_key(str(k))}
+    kind = type(value)  # the other JSON types by identity first: an ABC isinstance costs more than the work
     if value is None or kind is int or kind is bool or kind is float:
         return value
-    if kind is list:
-        return [scrub(v) for v in value]
-    if isinstance(value, Mapping):
+    if kind is dict or isinstance(value, Mapping):
         return {str(k): scrub(v) for k, v in value.items() if not is_secret_key(str(k))}
-    if isinstance(value, list | tuple | set | frozenset):
+    if kind is list or isinstance(value, list | tuple | set | frozenset):
         return [scrub(v) for v in value]
-    if isinstance(value, str):
-        return mask(value)
     if isinstance(value, bool | int | float):
         return value
     return mask(str(value))
