@@ -70,6 +70,17 @@ SPLICED = {
         TEST_URN: {"level": 3, "score": 2.5, "vip": True},
         E: {"department": "X"},
     },
+    "two extensions, in the listed order": {
+        "schemas": [USER_URN, E, TEST_URN],
+        "userName": "b",
+        E: {"department": "X"},
+        TEST_URN: {"level": 3},
+    },
+    "the first of two listed extensions holds nothing": {
+        "schemas": [USER_URN, E, TEST_URN],
+        "userName": "b",
+        TEST_URN: {"level": 3},
+    },
     "text that needs escaping": {
         "schemas": [USER_URN],
         "userName": 'quote " backslash \\ tab \t nul-free \u2028 Ž 😀',
@@ -87,6 +98,17 @@ FALLBACK = {  # correct either way; these are rendered the slow way
     "a guarded attribute": {"schemas": [USER_URN, SECRET_URN], "userName": "b", SECRET_URN: {"hint": "h"}},
     "a value that starts with urn:": {"schemas": [USER_URN], "userName": "b", "title": "urn:x:y"},
     "an extension schemas does not list": {"schemas": [USER_URN], "userName": "b", E: {"department": "X"}},
+    "a value that starts with urn: before an extension": {
+        "schemas": [USER_URN, E],
+        "title": "urn:x:y",
+        E: {"department": "X"},
+    },
+    "a value that starts with urn: in an extension": {"schemas": [USER_URN, E], E: {"department": "urn:x"}},
+    "an extension's key inside another extension": {
+        "schemas": [USER_URN, E, TEST_URN],
+        E: {"department": "X"},
+        TEST_URN: {"nick": {E: 1}},
+    },
 }
 
 
