@@ -15,7 +15,7 @@ from scimjit.scim.errors import ScimError, uniqueness
 from scimjit.scim.identifiers import literal_key
 from scimjit.scim.schema import USER_URN, Registry, ResourceType
 from scimjit.store.db import RawReader, execute, rows
-from scimjit.store.dialect import in_list
+from scimjit.store.dialect import POSTGRESQL, in_list
 from scimjit.store.memberships import live
 from scimjit.store.prepared import Prepared
 from scimjit.store.promoted import user_columns, user_name_key, user_value_rows
@@ -28,15 +28,40 @@ KEEP = object()  # "leave the stored password hash as it is"
 # Hot statements are built once: constructing a statement and its cache key costs more than SQLite's answer.
 _GET = sa.select(users).where(users.c.id == sa.bindparam("id"))
 _GET_FOR_UPDATE = Prepared(_GET.with_for_update())
-_GROUPS_OF = Prepared(  # the live groups of a page of users: one list parameter (`dialect.in_list`)
-    lambda dialect: (
-        sa.select(memberships.c.member_id, groups.c.id, groups.c.display_name)
-        .join(groups, groups.c.pk == memberships.c.group_pk)
-        .where(in_list(dialect, memberships.c.member_id, "ids"), live(sa.bindparam("now")))
-        .distinct()
-        .order_by(memberships.c.member_id, groups.c.display_name, groups.c.id)
+
+
+def _groups_of_statement(dialect: str) -> Any:
+    """The live groups of a page of users, one list parameter `ids`: a row per live membership, in the order
+    `groups_of` gives them. No DISTINCT: a user's rows for one group (a membership per source) are adjacent
+    in this order and `groups_of` keeps one.
+
+    On SQLite the list is joined from, through the member index by name: `IN (SELECT value FROM
+    json_each(...))` with DISTINCT built two temporary B-trees, 73-88 µs of a page of 50-100 users against
+    21-38 µs as this join (issue 13, W3/W4), and `INDEXED BY` keeps the plan one index seek per listed user
+    whatever statistics say (with `ANALYZE` taken while few memberships existed, SQLite would otherwise scan
+    every group for each listed user)."""
+    if dialect == POSTGRESQL:
+        return (
+            sa.select(memberships.c.member_id, groups.c.id, groups.c.display_name)
+            .join(groups, groups.c.pk == memberships.c.group_pk)
+            .where(in_list(dialect, memberships.c.member_id, "ids"), live(sa.bindparam("now")))
+            .order_by(memberships.c.member_id, groups.c.display_name, groups.c.id)
+        )
+    return (
+        sa.text(
+            "SELECT memberships.member_id, groups.id, groups.display_name FROM json_each(:ids) AS listed"
+            " JOIN memberships INDEXED BY ix_memberships_member_id_group_pk"
+            " ON memberships.member_id = listed.value"
+            " JOIN groups ON groups.pk = memberships.group_pk"
+            " WHERE memberships.expires_at IS NULL OR memberships.expires_at > :now"
+            " ORDER BY memberships.member_id, groups.display_name, groups.id"
+        )
+        .bindparams(sa.bindparam("ids", type_=sa.JSON), sa.bindparam("now", type_=sa.BigInteger))
+        .columns(member_id=sa.String, id=sa.String, display_name=sa.String)
     )
-)
+
+
+_GROUPS_OF = Prepared(_groups_of_statement)
 
 
 # A user and its live direct groups in ONE statement (so `Database.single`, no transaction, reads one
@@ -320,8 +345,11 @@ def groups_of(
     out: dict[str, list[tuple[str, str]]] = {i: [] for i in ids}
     if not ids:
         return out
-    for member_id, group_id, display in rows(source, _GROUPS_OF, {"ids": ids, "now": now_micros}):
-        out[member_id].append((group_id, display))
+    last = None
+    for row in rows(source, _GROUPS_OF, {"ids": ids, "now": now_micros}):
+        if row != last:  # not another source's row of the same membership (or a user listed twice)
+            last = row
+            out[row[0]].append((row[1], row[2]))
     return out
 
 

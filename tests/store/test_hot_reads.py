@@ -183,3 +183,71 @@ def test_the_loop_reads_answer_as_the_thread_reads(db, registry, clock):
     with pytest.raises(ScimError) as caught:
         asyncio.run(ops.read_user_async(ctx, "no-such-id"))
     assert caught.value.status == 404
+
+
+def test_a_page_of_users_reads_each_live_group_once_in_the_order_of_one_user(db, registry, clock):
+    """`groups_of` (every page of users): the live groups of each listed user, each group once whatever its
+    number of sources, in the order `GET /Users/{id}` gives them; a user listed twice or in no group too."""
+    from scimjit.store import users as user_rows
+
+    ctx = _ctx(db, registry, clock)
+    alice, bob, carol = (
+        str(ops.create_user(ctx, {"schemas": [USER_URN], "userName": n}).document["id"])
+        for n in ("alice", "bob", "carol")
+    )
+    zeta = _group(db, registry, clock, "zeta", [alice, bob])
+    alpha = _group(db, registry, clock, "Alpha", [alice])
+    brief = _group(db, registry, clock, "brief", [alice, bob], membershipTTL=60)
+    with db.write() as conn:  # a second and a third source of alice's membership of zeta
+        pk = conn.execute(sa.text("SELECT pk FROM groups WHERE id = :id"), {"id": zeta}).scalar_one()
+        memberships.add_sourced(
+            conn,
+            [{"group_pk": pk, "member_id": alice, "source": s, "member_type": "User",
+              "added_at": to_micros(clock.now()), "expires_at": None} for s in ("grant:g1", "grant:g2")],
+        )  # fmt: skip
+
+    def page() -> dict[str, list[tuple[str, str]]]:
+        with db.snapshot() as reader:
+            return user_rows.groups_of(reader, [bob, alice, carol, alice], to_micros(clock.now()))
+
+    found = page()
+    assert found == {
+        alice: [(alpha, "Alpha"), (brief, "brief"), (zeta, "zeta")],
+        bob: [(brief, "brief"), (zeta, "zeta")],
+        carol: [],
+    }
+    doc, _ = ops.read_one(_ctx(db, registry, clock), "User", alice)
+    assert [(g["value"], g["display"]) for g in doc["groups"]] == found[alice]
+    with db.read() as conn:  # in a transaction, as a write's answer reads them
+        assert user_rows.groups_of(conn, [alice], to_micros(clock.now())) == {alice: found[alice]}
+
+    clock.advance(60)  # the TTL memberships are expired now, the sweeper has not run
+    assert page() == {alice: [(alpha, "Alpha"), (zeta, "zeta")], bob: [(zeta, "zeta")], carol: []}
+
+
+def test_a_page_of_users_seeks_its_members_whatever_sqlite_s_statistics_say(db, registry, clock):
+    """Statistics taken while the memberships table was nearly empty (`ANALYZE`, as an operator may run it)
+    must not turn the page's group read into a scan of every group per listed user: the plan is one seek in
+    the member index per listed user."""
+    from scimjit.store import users as user_rows
+
+    if not db.is_sqlite:
+        pytest.skip("SQLite's query planner")
+    ctx = _ctx(db, registry, clock)
+    uid = str(ops.create_user(ctx, {"schemas": [USER_URN], "userName": "alice"}).document["id"])
+    for n in range(20):
+        _group(db, registry, clock, f"g{n}", [uid] if n == 0 else [])
+    with db.write() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    try:
+        compiled = user_rows._GROUPS_OF.compiled(db.engine.dialect)
+        params = compiled.parameters({"ids": [uid], "now": 0})
+        with db.engine.connect() as conn:
+            plan = [str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + compiled.sql, params)]
+        assert any("SEARCH memberships USING INDEX ix_memberships_member_id_group_pk" in p for p in plan), (
+            plan
+        )
+        assert not any(p.startswith("SCAN groups") or p.startswith("SCAN memberships") for p in plan), plan
+    finally:
+        with db.write() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS sqlite_stat1")
