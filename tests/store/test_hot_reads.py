@@ -251,3 +251,30 @@ def test_a_page_of_users_seeks_its_members_whatever_sqlite_s_statistics_say(db, 
     finally:
         with db.write() as conn:
             conn.exec_driver_sql("DROP TABLE IF EXISTS sqlite_stat1")
+
+
+def test_a_listed_parameter_is_an_index_condition_on_postgresql(db, registry, clock):
+    """`dialect.in_list` on PostgreSQL sends the list as JSON text: the array it builds from it must still be
+    an index condition (`= ANY($0)` from an InitPlan), for the page's group read and a group's member add."""
+    from scimjit.store import groups as group_rows
+    from scimjit.store import users as user_rows
+
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's planner")
+    uid = str(
+        ops.create_user(_ctx(db, registry, clock), {"schemas": [USER_URN], "userName": "a"}).document["id"]
+    )
+    _group(db, registry, clock, "g", [uid])
+    for prepared, params in (
+        (user_rows._GROUPS_OF, {"ids": [uid, "x"], "now": 0}),
+        (group_rows._LIVE_IDS, {"pk": 1, "ids": [uid], "now": 0}),
+    ):
+        compiled = prepared.compiled(db.engine.dialect)
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a seq scan only if nothing else can run
+            plan = " ".join(
+                str(r[0])
+                for r in conn.exec_driver_sql("EXPLAIN " + compiled.sql, compiled.parameters(params))
+            )
+        assert "Seq Scan on memberships" not in plan, plan
+        assert "member_id)::text = ANY ($0)" in plan, plan
